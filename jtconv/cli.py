@@ -1,0 +1,45 @@
+"""The ``jtconv`` command: one subcommand per module in :mod:`jtconv.commands`.
+
+Each command module provides ``HELP`` (one line), ``add_arguments(parser)``
+and ``run(args) -> int`` (the exit status). Modules are imported only when
+their subcommand runs, so ``jtconv explain`` never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+COMMANDS: dict[str, str] = {
+    "check": "jtconv.commands.check",
+    "explain": "jtconv.commands.explain",
+}
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports bad arguments as one line and exit status 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(prog="jtconv", description="PyTorch-exact transposed convolution for JAX.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_ArgumentParser)
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(command)
+        command.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args._module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``jtconv`` console script (see :mod:`jtconv.cli`)."""

@@ -1,0 +1,164 @@
+"""The functional API: ``conv_transpose`` and the ``torch.nn.functional`` look-alikes.
+
+For every input position ``i``, kernel tap ``t`` and output position
+``o = i·s − p + t·d`` (per spatial dimension)::
+
+    y[n, g·Cg + co, o] += x[n, ci, i] · w[ci, co, t]
+
+for ``ci`` in group ``g`` and ``co < Cg = out_channels / groups``, then
+``bias[c]`` is added to every position of channel ``c``. The output size is
+``(i − 1)·s − 2p + d·(k − 1) + op + 1``. See :mod:`jtconv.geometry`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jtconv.geometry import ConvTransposeGeometry, IntOrTuple, PaddingLike, make_geometry
+from jtconv.lowering import get_lowering
+
+__all__ = ["conv_transpose", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"]
+
+
+def conv_transpose(
+    x: jax.typing.ArrayLike,
+    weight: jax.typing.ArrayLike,
+    bias: jax.typing.ArrayLike | None = None,
+    *,
+    stride: IntOrTuple = 1,
+    padding: PaddingLike = 0,
+    output_padding: IntOrTuple = 0,
+    groups: int = 1,
+    dilation: IntOrTuple = 1,
+    output_size: Sequence[int] | None = None,
+    channels_last: bool = False,
+    precision: jax.lax.PrecisionLike = None,
+    preferred_element_type: jax.typing.DTypeLike | None = None,
+    algorithm: str = "auto",
+) -> jax.Array:
+    """N-d transposed convolution with PyTorch's ``ConvTransposeNd`` semantics.
+
+    The spatial rank ``n`` comes from ``weight``.
+
+    Args:
+      x: input, ``(N, Cin, *spatial)`` or unbatched ``(Cin, *spatial)``;
+        with ``channels_last=True``, ``(N, *spatial, Cin)`` or ``(*spatial, Cin)``.
+      weight: ``(Cin, Cout // groups, *kernel_size)`` (PyTorch's layout).
+      bias: optional ``(Cout,)``, added to every output position.
+      stride: ``s ≥ 1``, int or one per spatial dimension.
+      padding: ``p ≥ 0`` cropped from both ends of every spatial dimension
+        (int or tuple); or per-side pairs ``((lo, hi), …)``; or ``"same"``
+        (``out = i·s``) / ``"valid"`` (``out = i·s + max(d·(k−1)+1 − s, 0)``),
+        as in Keras/TF. See :func:`jtconv.geometry.normalize_padding`.
+      output_padding: ``0 ≤ op < max(s, d)`` extra positions at the high end.
+      groups: ``G``; ``Cin`` must be divisible by it.
+      dilation: ``d ≥ 1``, spacing between kernel taps.
+      output_size: requested spatial output size (or full output shape),
+        which picks ``output_padding`` like ``nn.ConvTransposeNd.forward``.
+      channels_last: input and output are ``(N, *spatial, C)``.
+      precision: passed to XLA (``jax.lax.Precision``).
+      preferred_element_type: accumulation/result dtype passed to XLA.
+      algorithm: ``"auto"`` (planner) or a name in
+        :data:`jtconv.lowering.ALGORITHMS`.
+
+    Returns:
+      ``(N, Cout, *out)`` (or the unbatched / channels-last equivalent) with
+      ``out = (i − 1)·s − 2p + d·(k − 1) + op + 1``. The dtype follows JAX
+      promotion of ``x``, ``weight`` and ``bias`` (or
+      ``preferred_element_type``).
+
+    Raises:
+      ValueError: for any argument PyTorch rejects, naming it and the rule,
+        before XLA sees anything (also under ``jit``: shapes are static).
+    """
+    x = jnp.asarray(x)
+    weight = jnp.asarray(weight)
+    bias = None if bias is None else jnp.asarray(bias)
+    geom = make_geometry(
+        x.shape,
+        weight.shape,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        groups=groups,
+        output_size=output_size,
+        bias_shape=None if bias is None else bias.shape,
+        channels_last=channels_last,
+    )
+    lowering = get_lowering(algorithm, geom, jax.default_backend())
+    return _apply(lowering, x, weight, bias, geom, channels_last, precision, preferred_element_type)
+
+
+def _apply(lowering, x, weight, bias, geom: ConvTransposeGeometry, channels_last, precision, preferred_element_type):
+    ndim = geom.ndim
+    batched = x.ndim == ndim + 2
+    if not batched:
+        x = x[None]
+    if channels_last:
+        x = jnp.moveaxis(x, -1, 1)
+    dtype = jnp.result_type(x, weight)
+    y = lowering(
+        x.astype(dtype),
+        weight.astype(dtype),
+        geom,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+    )
+    if bias is not None:
+        y = y + bias.reshape((1, -1) + (1,) * ndim)
+        if preferred_element_type is not None:
+            y = y.astype(preferred_element_type)
+    if channels_last:
+        y = jnp.moveaxis(y, 1, -1)
+    return y if batched else y[0]
+
+
+def _fixed_rank(ndim: int):
+    def conv_transpose_nd(
+        input: jax.typing.ArrayLike,
+        weight: jax.typing.ArrayLike,
+        bias: jax.typing.ArrayLike | None = None,
+        stride: IntOrTuple = 1,
+        padding: PaddingLike = 0,
+        output_padding: IntOrTuple = 0,
+        groups: int = 1,
+        dilation: IntOrTuple = 1,
+    ) -> jax.Array:
+        weight_ndim = jnp.ndim(weight)
+        if weight_ndim != ndim + 2:
+            raise ValueError(
+                f"weight for conv_transpose{ndim}d must have {ndim + 2} dimensions "
+                f"(in_channels, out_channels // groups, *kernel_size), got {weight_ndim}"
+            )
+        return conv_transpose(
+            input,
+            weight,
+            bias,
+            stride=stride,
+            padding=padding,
+            output_padding=output_padding,
+            groups=groups,
+            dilation=dilation,
+        )
+
+    conv_transpose_nd.__name__ = conv_transpose_nd.__qualname__ = f"conv_transpose{ndim}d"
+    conv_transpose_nd.__doc__ = f"""{ndim}-d transposed convolution, ``torch.nn.functional.conv_transpose{ndim}d``'s signature.
+
+    ``input``: ``(N, Cin, {_SPATIAL[ndim]})`` or unbatched ``(Cin, {_SPATIAL[ndim]})``;
+    ``weight``: ``(Cin, Cout // groups, {_KERNEL[ndim]})``; ``bias``: ``(Cout,)``.
+    Arguments mean what they mean in :func:`conv_transpose` (which also offers
+    ``output_size``, channels-last layout, ``precision`` and ``algorithm``).
+    """
+    return conv_transpose_nd
+
+
+_SPATIAL = {1: "L", 2: "H, W", 3: "D, H, W"}
+_KERNEL = {1: "kL", 2: "kH, kW", 3: "kD, kH, kW"}
+
+conv_transpose1d = _fixed_rank(1)
+conv_transpose2d = _fixed_rank(2)
+conv_transpose3d = _fixed_rank(3)

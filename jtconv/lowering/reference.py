@@ -1,0 +1,56 @@
+"""The reference lowering: the direct-convolution view, as written.
+
+A transposed convolution equals a stride-1 convolution of the input with
+``s − 1`` zeros inserted between elements (``lhs_dilation = s``), padded by
+``d·(k − 1) − lo`` at the low end and ``d·(k − 1) − hi + op`` at the high end
+(negative padding crops), with the kernel flipped spatially, its in/out
+channel axes swapped within each group, ``rhs_dilation = d`` and
+``feature_group_count = groups``. This is one ``lax.conv_general_dilated``.
+
+Correct on every backend; on GPU XLA maps it onto cuDNN's backward-data
+kernel. On CPU it multiplies the inserted zeros, so it is slow there.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jtconv.geometry import ConvTransposeGeometry
+from jtconv.lowering.common import conv_dimension_numbers
+
+
+def flip_and_swap_kernel(weight: jax.Array, groups: int) -> jax.Array:
+    """``(Cin, Cout/G, *K)`` → ``(Cout, Cin/G, *K)`` flipped spatially.
+
+    Within group ``g``: ``out[g·Cg + co, ci, *t] = weight[g·Cin/G + ci, co, *(K − 1 − t)]``.
+    """
+    cin, cout_g, *kernel = weight.shape
+    w = weight.reshape(groups, cin // groups, cout_g, *kernel)
+    w = jnp.swapaxes(w, 1, 2).reshape(groups * cout_g, cin // groups, *kernel)
+    return jnp.flip(w, axis=tuple(range(2, 2 + len(kernel))))
+
+
+def conv_transpose_reference(
+    x: jax.Array,
+    weight: jax.Array,
+    geom: ConvTransposeGeometry,
+    *,
+    precision=None,
+    preferred_element_type=None,
+) -> jax.Array:
+    """``(N, Cin, *S) × (Cin, Cout/G, *K) → (N, Cout, *O)`` via one
+    ``lax.conv_general_dilated`` with ``lhs_dilation = stride``."""
+    return lax.conv_general_dilated(
+        x,
+        flip_and_swap_kernel(weight, geom.groups),
+        window_strides=(1,) * geom.ndim,
+        padding=geom.conv_padding,
+        lhs_dilation=geom.stride,
+        rhs_dilation=geom.dilation,
+        dimension_numbers=conv_dimension_numbers(geom.ndim),
+        feature_group_count=geom.groups,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+    )
