@@ -1,0 +1,130 @@
+"""The explicit matrix of a convolution, for small shapes (pure numpy).
+
+Per spatial dimension, input position ``i`` and kernel tap ``t`` of a
+transposed convolution reach output position ``o = i·s − lo + t·d`` (``lo``
+is the low-end crop, PyTorch's ``padding``). Write that relation as a 0/1
+*placement tensor* ``P[i, t, o]``. Then, with the weight
+``w[ci, co, *t]`` in PyTorch's layout ``(Cin, Cout/G, *K)``::
+
+    C[(ci, *i), (g·Cg + co, *o)] = Σ_t w[ci, co, *t] · Π_dim P_dim[i, t, o]
+
+for ``ci`` in group ``g``. ``C`` is the matrix of the *forward* convolution
+with the same parameters (``torch.nn.functional.convNd(y, w, stride, padding,
+dilation, groups)`` maps ``y`` of shape ``(Cout, *out)`` to ``x`` of shape
+``(Cin, *in)``: ``x = C·y``), and the transposed convolution is its adjoint::
+
+    conv_transpose(x, w).reshape(-1) == Cᵀ · x.reshape(-1)
+"""
+
+from __future__ import annotations
+
+import math
+import string
+
+import numpy as np
+
+from jtconv.geometry import ConvTransposeGeometry, IntOrTuple, PaddingLike, make_geometry, normalize_tuple
+
+__all__ = ["placement_tensor", "convolution_matrix", "DEFAULT_MAX_ENTRIES"]
+
+DEFAULT_MAX_ENTRIES = 1 << 22
+"""Largest matrix :func:`convolution_matrix` builds unless told otherwise."""
+
+
+def placement_tensor(geom: ConvTransposeGeometry, dim: int) -> np.ndarray:
+    """0/1 array ``P[i, t, o]``: 1 where ``o = i·s − lo + t·d`` in dimension ``dim``.
+
+    Shape ``(input_size, kernel_size, output_size)`` of that dimension; taps
+    that land outside ``[0, output_size)`` (cropped by padding) have no 1.
+    """
+    size_in, size_k = geom.input_size[dim], geom.kernel_size[dim]
+    size_out = geom.output_size[dim]
+    lo = geom.crop[dim][0]
+    i = np.arange(size_in)[:, None]
+    t = np.arange(size_k)[None, :]
+    o = i * geom.stride[dim] - lo + t * geom.dilation[dim]
+    placement = np.zeros((size_in, size_k, size_out), dtype=np.int64)
+    inside = (o >= 0) & (o < size_out)
+    ii, tt = np.nonzero(inside)
+    placement[ii, tt, o[inside]] = 1
+    return placement
+
+
+def convolution_matrix(
+    weight: np.ndarray,
+    input_size: IntOrTuple,
+    *,
+    stride: IntOrTuple = 1,
+    padding: PaddingLike = 0,
+    output_padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+    max_entries: int = DEFAULT_MAX_ENTRIES,
+) -> np.ndarray:
+    """Matrix ``C`` of the forward convolution; ``conv_transpose(x) == Cᵀ·x``.
+
+    Args:
+      weight: ``(Cin, Cout // groups, *kernel_size)``, PyTorch's layout for
+        ``ConvTransposeNd`` (equally: the weight of the forward ``ConvNd``
+        from ``Cout`` to ``Cin`` channels).
+      input_size: spatial size of the transposed convolution's input ``x``.
+      stride, padding, output_padding, dilation, groups: as in
+        :func:`jtconv.conv_transpose`.
+      max_entries: refuse (``ValueError``) to build a larger matrix.
+
+    Returns:
+      ``C`` with shape ``(Cin·Π input_size, Cout·Π output_size)`` and the
+      weight's dtype (float64 for integer weights), rows and columns in
+      row-major ``(channel, *spatial)`` order. See the module docstring.
+
+    Raises:
+      ValueError: for invalid parameters (see :func:`jtconv.make_geometry`)
+        or when ``C`` would have more than ``max_entries`` entries.
+    """
+    weight = np.asarray(weight)
+    if weight.ndim < 3:
+        raise ValueError(
+            f"weight must have shape (in_channels, out_channels // groups, *kernel_size), got {weight.shape}"
+        )
+    ndim = weight.ndim - 2
+    in_spatial = normalize_tuple(input_size, ndim, "input_size")
+    geom = make_geometry(
+        (weight.shape[0], *in_spatial),
+        weight.shape,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        groups=groups,
+    )
+    rows = geom.in_channels * math.prod(geom.input_size)
+    cols = geom.out_channels * math.prod(geom.output_size)
+    if rows * cols > max_entries:
+        raise ValueError(
+            f"convolution matrix would be {rows}×{cols} = {rows * cols} entries, more than "
+            f"max_entries={max_entries}; use smaller shapes or raise max_entries"
+        )
+    dtype = weight.dtype if np.issubdtype(weight.dtype, np.inexact) else np.float64
+    return _matrix_from_geometry(weight.astype(dtype), geom).reshape(rows, cols)
+
+
+def _matrix_from_geometry(weight: np.ndarray, geom: ConvTransposeGeometry) -> np.ndarray:
+    """``C`` as ``(Cin, *in, Cout, *out)`` from the per-dimension placements."""
+    ndim, groups = geom.ndim, geom.groups
+    cin_g, cout_g = geom.in_per_group, geom.out_per_group
+    letters = iter(string.ascii_letters.replace("g", "").replace("a", "").replace("b", ""))
+    taps = [next(letters) for _ in range(ndim)]
+    ins = [next(letters) for _ in range(ndim)]
+    outs = [next(letters) for _ in range(ndim)]
+    spec = "gab" + "".join(taps)
+    spec += "".join(f",{i}{t}{o}" for i, t, o in zip(ins, taps, outs))
+    spec += "->ga" + "".join(ins) + "b" + "".join(outs)
+    grouped_weight = weight.reshape(groups, cin_g, cout_g, *geom.kernel_size)
+    placements = [placement_tensor(geom, dim).astype(weight.dtype) for dim in range(ndim)]
+    blocks = np.einsum(spec, grouped_weight, *placements)
+    matrix = np.zeros(
+        (groups, cin_g, *geom.input_size, groups, cout_g, *geom.output_size), dtype=weight.dtype
+    )
+    for g in range(groups):
+        matrix[(g, slice(None)) + (slice(None),) * ndim + (g,)] = blocks[g]
+    return matrix.reshape(geom.in_channels, *geom.input_size, geom.out_channels, *geom.output_size)
