@@ -228,18 +228,18 @@ def explain(
         or dilation < 1, padding < 0, output_padding ≥ max(stride, dilation),
         sizes < 1, an empty output) and for values of the wrong count.
     """
+    per_dimension = dict(
+        input_size=input_size, kernel_size=kernel_size, stride=stride, padding=padding,
+        output_padding=output_padding, dilation=dilation,
+    )
+    for name, value in per_dimension.items():
+        if not isinstance(value, (int, np.integer)) and len(value) > max(SUPPORTED_NDIM):
+            raise ValueError(
+                f"{name} has {len(value)} values, but explain draws 1-d and 2-d convolutions "
+                f"(one or two values per argument), got {tuple(value)}"
+            )
     if ndim is None:
-        per_dimension = dict(
-            input_size=input_size, kernel_size=kernel_size, stride=stride, padding=padding,
-            output_padding=output_padding, dilation=dilation,
-        )
         ndim = infer_ndim(*per_dimension.values())
-        for name, value in per_dimension.items():
-            if not isinstance(value, (int, np.integer)) and len(value) > max(SUPPORTED_NDIM):
-                raise ValueError(
-                    f"{name} has {len(value)} values, but explain draws 1-d and 2-d convolutions "
-                    f"(one or two values per argument), got {tuple(value)}"
-                )
     if ndim not in SUPPORTED_NDIM:
         raise ValueError(f"ndim must be 1 or 2 (explain draws 1-d and 2-d convolutions), got {ndim!r}")
     in_size = normalize_tuple(input_size, ndim, "input_size")

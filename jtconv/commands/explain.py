@@ -101,8 +101,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         ndim = args.ndim or infer_ndim(
-            args.input_size, args.kernel_size, args.stride, args.padding,
-            args.output_padding, args.dilation, *args.at,
+            *(_per_dim(values) for values in (
+                args.input_size, args.kernel_size, args.stride, args.padding,
+                args.output_padding, args.dilation, *args.at,
+            ))
         )
         result = explain(
             _per_dim(args.input_size),
@@ -389,18 +391,20 @@ def _matrix_section(result: Explanation) -> str:
     if out_count > MAX_MATRIX_COLUMNS or in_count > MAX_MATRIX_COLUMNS:
         lines.append(f"    (matrix of {in_count}×{out_count} omitted: more than {MAX_MATRIX_COLUMNS} rows or columns)")
         return "\n".join(lines)
-    weight = result.kernel.reshape(1, 1, *g.kernel_size)
-    matrix = convolution_matrix(
-        weight,
-        g.input_size,
-        stride=g.stride,
-        padding=tuple(p for p, _ in g.padding),
-        output_padding=g.output_padding,
-        dilation=g.dilation,
-    )
-    lines.append("  rows: input positions, columns: output positions (row-major); · = 0")
-    text = np.vectorize(fmt, otypes=[object])(matrix)
-    lines += _grid(matrix, np.where(matrix == 0, "·", text))
+    def matrix_of(kernel: np.ndarray) -> np.ndarray:
+        return convolution_matrix(
+            kernel.reshape(1, 1, *g.kernel_size),
+            g.input_size,
+            stride=g.stride,
+            padding=tuple(p for p, _ in g.padding),
+            output_padding=g.output_padding,
+            dilation=g.dilation,
+        )
+
+    matrix = matrix_of(result.kernel)
+    reached = matrix_of(np.ones(g.kernel_size)) != 0
+    lines.append("  rows: input positions, columns: output positions (row-major); · = no kernel tap")
+    lines += _grid(matrix, np.where(reached, np.vectorize(fmt, otypes=[object])(matrix), "·"))
     agrees = np.allclose(matrix.T @ result.input.reshape(-1), result.output.reshape(-1))
     lines.append(f"  Cᵀ · x equals the output above: {'yes' if agrees else 'NO'}")
     return "\n".join(lines)
