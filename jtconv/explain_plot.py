@@ -22,6 +22,12 @@ __all__ = ["build_figure", "save_figure"]
 MAX_ANNOTATED = 16
 """Grids with more positions than this per dimension are drawn without numbers."""
 
+MAX_TAP_PATCHES = 1500
+"""Above this many (copy, tap) squares the 2-d scatter view draws one outline per copy."""
+
+MAX_OUTLINED_COPIES = 100
+"""In that case, outline only the first copies (the rest would hide the picture)."""
+
 
 def save_figure(explanation: Explanation, path: str | os.PathLike, dpi: int = 110) -> None:
     """Draw ``explanation`` and write it to ``path`` (format from the extension, e.g. ``.png``)."""
@@ -125,26 +131,10 @@ def _scatter_2d(ax, explanation: Explanation) -> None:
     ax.set_xlim(-0.5, cols - 0.5)
     ax.set_ylim(rows - 0.5, -0.5)
     ax.set_aspect("equal")
-    layers = np.zeros(canvas.shape, dtype=int)
-    inset_step = min(0.1, 0.32 / max(1, int(explanation.checkerboard.overlap.max(initial=1))))
-    for copy, colour in zip(copies, colours):
-        (fr, fc), (kr, kc), (dr, dc) = copy.full_start, g.kernel_size, g.dilation
-        for tr in range(kr):
-            for tc in range(kc):
-                # each further copy on a cell is drawn a little inside the previous one
-                inset = 0.04 + layers[fr + tr * dr, fc + tc * dc] * inset_step
-                layers[fr + tr * dr, fc + tc * dc] += 1
-                ax.add_patch(
-                    Rectangle(
-                        (fc + tc * dc - 0.5 + inset, fr + tr * dr - 0.5 + inset),
-                        1 - 2 * inset,
-                        1 - 2 * inset,
-                        facecolor=colour,
-                        alpha=0.22,
-                        edgecolor=colour,
-                        linewidth=1.2,
-                    )
-                )
+    if len(copies) * int(np.prod(g.kernel_size)) > MAX_TAP_PATCHES:
+        _copy_outlines_2d(ax, explanation, colours)
+    else:
+        _tap_squares_2d(ax, explanation, colours)
     if max(rows, cols) <= MAX_ANNOTATED:
         for r in range(rows):
             for c in range(cols):
@@ -171,14 +161,60 @@ def _scatter_2d(ax, explanation: Explanation) -> None:
     )
 
 
+def _copy_outlines_2d(ax, explanation: Explanation, colours) -> None:
+    """Large cases: the summed canvas as an image, coloured outlines of the first kernel copies."""
+    from matplotlib.patches import Rectangle
+
+    g = explanation.geometry
+    ax.imshow(explanation.canvas, cmap="Greys", alpha=0.5, interpolation="nearest")
+    (kr, kc), (dr, dc) = g.kernel_size, g.dilation
+    for copy, colour in zip(explanation.copies[:MAX_OUTLINED_COPIES], colours):
+        fr, fc = copy.full_start
+        ax.add_patch(
+            Rectangle(
+                (fc - 0.5, fr - 0.5), (kc - 1) * dc + 1, (kr - 1) * dr + 1,
+                fill=False, edgecolor=colour, linewidth=0.8, alpha=0.7,
+            )
+        )
+
+
+def _tap_squares_2d(ax, explanation: Explanation, colours) -> None:
+    """One translucent square per (copy, tap); each further copy on a cell nests inside."""
+    from matplotlib.patches import Rectangle
+
+    g = explanation.geometry
+    copies = explanation.copies
+    layers = np.zeros(explanation.canvas.shape, dtype=int)
+    inset_step = min(0.1, 0.32 / max(1, int(explanation.checkerboard.overlap.max(initial=1))))
+    for copy, colour in zip(copies, colours):
+        (fr, fc), (kr, kc), (dr, dc) = copy.full_start, g.kernel_size, g.dilation
+        for tr in range(kr):
+            for tc in range(kc):
+                # each further copy on a cell is drawn a little inside the previous one
+                inset = 0.04 + layers[fr + tr * dr, fc + tc * dc] * inset_step
+                layers[fr + tr * dr, fc + tc * dc] += 1
+                ax.add_patch(
+                    Rectangle(
+                        (fc + tc * dc - 0.5 + inset, fr + tr * dr - 0.5 + inset),
+                        1 - 2 * inset,
+                        1 - 2 * inset,
+                        facecolor=colour,
+                        alpha=0.22,
+                        edgecolor=colour,
+                        linewidth=1.2,
+                    )
+                )
+
+
 def _figure_1d(explanation: Explanation):
     from matplotlib.figure import Figure
 
     copies = explanation.copies
     length = explanation.canvas.shape[0]
     width = min(16, max(8, 0.55 * length + 2))
-    figure = Figure(figsize=(width, 2.2 + 0.42 * (len(copies) + 5)), layout="constrained")
-    grid = figure.add_gridspec(4, 2, height_ratios=[1, len(copies) + 2, 1, 1])
+    shown_rows = min(len(copies), 40)  # many copies: thinner rows, not an ever taller figure
+    figure = Figure(figsize=(width, 2.2 + 0.42 * (shown_rows + 5)), layout="constrained")
+    grid = figure.add_gridspec(4, 2, height_ratios=[1, shown_rows + 2, 1, 1])
     _heatmap(figure.add_subplot(grid[0, 0]), explanation.input, "input x", "Greys")
     _heatmap(figure.add_subplot(grid[0, 1]), explanation.kernel, "kernel w", "Oranges")
     _scatter_1d(figure.add_subplot(grid[1, :]), explanation)

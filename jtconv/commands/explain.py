@@ -305,7 +305,7 @@ def _crop_sentence(result: Explanation, dim: int) -> str:
     elif op <= p:
         parts.append(
             f"output_padding {op} keeps {op} of the {p} high-end positions padding would crop "
-            f"(they hold kernel contributions), so "
+            f"(inside the full result), so "
             + (f"{p - op} are cropped at the high end" if p > op else "nothing is cropped at the high end")
         )
     else:
@@ -369,7 +369,7 @@ def _output_section(result: Explanation, max_grid: int) -> str:
 def _terms_section(terms: OutputTerms) -> str:
     lines = [f"y[{_index(terms.output_index)}] = {fmt(terms.total)}: the terms x[i]·w[t] with o = i·s − p + t·d"]
     if not terms.terms:
-        lines.append("  no kernel tap reaches this position (output_padding past the full result): 0")
+        lines.append("  no (input, kernel tap) pair satisfies o = i·s − p + t·d here, so the value is 0")
         return "\n".join(lines)
     for term in terms.terms:
         lines.append(
