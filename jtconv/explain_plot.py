@@ -74,7 +74,8 @@ def _colours(count: int):
 
 def _heatmap(ax, values: np.ndarray, title: str, cmap: str, annotate_ints: bool = False) -> None:
     grid = np.atleast_2d(values)
-    image = ax.imshow(grid, cmap=cmap, aspect="equal", interpolation="nearest")
+    long_row = values.ndim == 1 and values.shape[0] > MAX_ANNOTATED
+    image = ax.imshow(grid, cmap=cmap, aspect="auto" if long_row else "equal", interpolation="nearest")
     ax.set_title(title, fontsize=11)
     rows, cols = grid.shape
     if max(rows, cols) <= MAX_ANNOTATED:
@@ -212,7 +213,7 @@ def _figure_1d(explanation: Explanation):
     copies = explanation.copies
     length = explanation.canvas.shape[0]
     width = min(16, max(8, 0.55 * length + 2))
-    shown_rows = min(len(copies), 40)  # many copies: thinner rows, not an ever taller figure
+    shown_rows = min(len(copies), 24)  # many copies: thinner rows, not an ever taller figure
     figure = Figure(figsize=(width, 2.2 + 0.42 * (shown_rows + 5)), layout="constrained")
     grid = figure.add_gridspec(4, 2, height_ratios=[1, shown_rows + 2, 1, 1])
     _heatmap(figure.add_subplot(grid[0, 0]), explanation.input, "input x", "Greys")
