@@ -1,0 +1,158 @@
+"""The benchmark suite's layers: one transposed convolution each, in PyTorch terms.
+
+Each :class:`BenchShape` is one ``torch.nn.functional.conv_transpose{1,2,3}d``
+call: input ``x`` of shape ``(N, Cin, *S)``, weight ``(Cin, Cout // groups, *K)``
+and the keyword arguments ``stride``, ``padding``, ``output_padding``,
+``dilation`` and ``groups``. Batch sizes are chosen so that one forward call
+takes roughly 1–50 ms on a 2-core CPU with torch 2.13.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchShape:
+    """One benchmarked layer.
+
+    Attributes:
+      name: short identifier used by ``--shapes``.
+      description: what the layer is, for the table.
+      x_shape: ``(N, Cin, *S)``.
+      w_shape: ``(Cin, Cout // groups, *K)`` (PyTorch's layout).
+      stride, padding, output_padding, dilation: one int per spatial dimension.
+      groups: ``G``.
+      bias: whether the layer has a ``(Cout,)`` bias.
+    """
+
+    name: str
+    description: str
+    x_shape: tuple[int, ...]
+    w_shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    output_padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    groups: int = 1
+    bias: bool = True
+
+    @property
+    def ndim(self) -> int:
+        return len(self.w_shape) - 2
+
+    @property
+    def in_channels(self) -> int:
+        return self.w_shape[0]
+
+    @property
+    def out_channels(self) -> int:
+        return self.w_shape[1] * self.groups
+
+    @property
+    def kernel_size(self) -> tuple[int, ...]:
+        return tuple(self.w_shape[2:])
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """``(N, Cout, *O)`` with ``O = (i − 1)·s − 2p + d·(k − 1) + op + 1``."""
+        spatial = tuple(
+            (i - 1) * s - 2 * p + d * (k - 1) + op + 1
+            for i, k, s, p, op, d in zip(
+                self.x_shape[2:], self.kernel_size, self.stride, self.padding, self.output_padding, self.dilation
+            )
+        )
+        return (self.x_shape[0], self.out_channels) + spatial
+
+    @property
+    def torch_kwargs(self) -> dict:
+        """Keyword arguments of ``torch.nn.functional.conv_transpose{n}d`` (and jtconv's)."""
+        return dict(
+            stride=self.stride,
+            padding=self.padding,
+            output_padding=self.output_padding,
+            groups=self.groups,
+            dilation=self.dilation,
+        )
+
+    def summary(self) -> str:
+        """One line such as ``x(16,128,16,16)→64 k4 s2 p1``."""
+        parts = [f"x({','.join(map(str, self.x_shape))})→{self.out_channels}", "k" + _compact(self.kernel_size)]
+        for label, values, default in (
+            ("s", self.stride, 1),
+            ("p", self.padding, 0),
+            ("op", self.output_padding, 0),
+            ("d", self.dilation, 1),
+        ):
+            if any(v != default for v in values):
+                parts.append(label + _compact(values))
+        if self.groups != 1:
+            parts.append(f"g{self.groups}")
+        if not self.bias:
+            parts.append("no bias")
+        return " ".join(parts)
+
+
+def _compact(values: tuple[int, ...]) -> str:
+    return str(values[0]) if len(set(values)) == 1 else "x".join(map(str, values))
+
+
+def _shape(
+    name: str,
+    description: str,
+    x_shape: tuple[int, ...],
+    out_channels: int,
+    kernel: int,
+    *,
+    stride: int = 1,
+    padding: int = 0,
+    output_padding: int = 0,
+    dilation: int = 1,
+    groups: int = 1,
+    bias: bool = True,
+) -> BenchShape:
+    ndim = len(x_shape) - 2
+    return BenchShape(
+        name=name,
+        description=description,
+        x_shape=x_shape,
+        w_shape=(x_shape[1], out_channels // groups) + (kernel,) * ndim,
+        stride=(stride,) * ndim,
+        padding=(padding,) * ndim,
+        output_padding=(output_padding,) * ndim,
+        dilation=(dilation,) * ndim,
+        groups=groups,
+        bias=bias,
+    )
+
+
+SHAPES: tuple[BenchShape, ...] = (
+    _shape("dcgan", "2d DCGAN generator block", (16, 128, 16, 16), 64, 4, stride=2, padding=1),
+    _shape("unet2d", "2d U-Net up-sampling", (8, 128, 32, 32), 64, 2, stride=2),
+    _shape("vae", "2d VAE decoder", (2, 64, 64, 64), 64, 3, stride=2, padding=1, output_padding=1),
+    _shape("stride1", "2d stride-1 (decoder refinement)", (4, 64, 32, 32), 64, 3, padding=1),
+    _shape("vocoder1d", "1d vocoder up-sampling", (2, 256, 256), 128, 16, stride=8, padding=4),
+    _shape("conv3d", "3d generator block", (1, 32, 8, 16, 16), 16, 4, stride=2, padding=1),
+    _shape("unet3d", "3d U-Net up-sampling", (1, 64, 8, 16, 16), 32, 2, stride=2),
+    _shape("depthwise", "2d depthwise", (4, 64, 32, 32), 64, 4, stride=2, padding=1, groups=64, bias=False),
+    _shape(
+        "dilated", "2d dilated", (8, 64, 16, 16), 64, 3, stride=2, padding=2, output_padding=1, dilation=2, bias=False
+    ),
+)
+
+SHAPES_BY_NAME: dict[str, BenchShape] = {shape.name: shape for shape in SHAPES}
+
+
+def select_shapes(names: list[str] | None) -> list[BenchShape]:
+    """The suite's shapes named in ``names`` (all of them for ``None``), in suite order.
+
+    Raises:
+      ValueError: naming ``--shapes`` when a name is not in the suite.
+    """
+    if not names:
+        return list(SHAPES)
+    unknown = [n for n in names if n not in SHAPES_BY_NAME]
+    if unknown:
+        raise ValueError(f"--shapes: unknown shape(s) {unknown}; choose from {list(SHAPES_BY_NAME)}")
+    return [shape for shape in SHAPES if shape.name in names]
+

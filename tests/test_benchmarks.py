@@ -1,0 +1,274 @@
+"""The benchmark suite (benchmarks/): its helpers, its shapes and a smoke run.
+
+Benchmarks are not tests: nothing here asserts a timing. These tests check
+that the instrument is sound — the suite's layers are the ones torch runs,
+FLOPs are counted as documented, candidates are interleaved, a wrong result
+is caught, and one short run exits 0 with numbers in every column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+import harness  # noqa: E402
+import shapes  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("benchmarks_run", BENCHMARKS / "run.py")
+bench_run = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = bench_run  # dataclasses look their module up there
+_spec.loader.exec_module(bench_run)
+
+TINY = shapes.BenchShape(
+    name="tiny",
+    description="test",
+    x_shape=(2, 4, 5, 5),
+    w_shape=(4, 3, 3, 3),
+    stride=(2, 2),
+    padding=(1, 1),
+    output_padding=(1, 1),
+    dilation=(1, 1),
+)
+
+
+# --- shapes --------------------------------------------------------------------
+
+
+def test_suite_has_the_issue_layers_with_unique_names():
+    names = [s.name for s in shapes.SHAPES]
+    assert len(names) == len(set(names))
+    by_name = shapes.SHAPES_BY_NAME
+    assert by_name["dcgan"].x_shape == (16, 128, 16, 16) and by_name["dcgan"].out_channels == 64
+    assert (by_name["dcgan"].kernel_size, by_name["dcgan"].stride, by_name["dcgan"].padding) == ((4, 4), (2, 2), (1, 1))
+    assert by_name["vae"].output_padding == (1, 1) and by_name["vae"].x_shape == (2, 64, 64, 64)
+    assert by_name["vocoder1d"].kernel_size == (16,) and by_name["vocoder1d"].stride == (8,)
+    assert by_name["conv3d"].x_shape == (1, 32, 8, 16, 16) and by_name["conv3d"].out_channels == 16
+    assert by_name["unet2d"].kernel_size == by_name["unet2d"].stride == (2, 2)
+    assert by_name["unet3d"].kernel_size == by_name["unet3d"].stride == (2, 2, 2)
+    assert by_name["stride1"].stride == (1, 1) and by_name["stride1"].kernel_size == (3, 3)
+    depthwise = by_name["depthwise"]
+    assert depthwise.groups == depthwise.in_channels == depthwise.out_channels == 64
+    assert by_name["dilated"].dilation == (2, 2)
+
+
+@pytest.mark.parametrize("shape", shapes.SHAPES, ids=lambda s: s.name)
+def test_suite_shape_is_the_layer_torch_and_jtconv_run(shape):
+    torch = pytest.importorskip("torch")
+    import jtconv
+
+    conv = bench_run.torch_conv_transpose(shape.ndim)
+    x = torch.empty(shape.x_shape, device="meta")
+    w = torch.empty(shape.w_shape, device="meta")
+    b = torch.empty(shape.out_channels, device="meta") if shape.bias else None
+    assert tuple(conv(x, w, b, **shape.torch_kwargs).shape) == shape.output_shape
+    geom = jtconv.make_geometry(shape.x_shape, shape.w_shape, **shape.torch_kwargs)
+    assert geom.output_size == shape.output_shape[2:]
+
+
+def test_select_shapes_keeps_suite_order_and_rejects_unknown_names():
+    assert [s.name for s in shapes.select_shapes(["vae", "dcgan"])] == ["dcgan", "vae"]
+    assert shapes.select_shapes(None) == list(shapes.SHAPES)
+    with pytest.raises(ValueError, match="--shapes.*nope"):
+        shapes.select_shapes(["dcgan", "nope"])
+
+
+def test_shape_summary_names_the_non_default_arguments():
+    assert shapes.SHAPES_BY_NAME["dcgan"].summary() == "x(16,128,16,16)→64 k4 s2 p1"
+    assert TINY.summary() == "x(2,4,5,5)→3 k3 s2 p1 op1"
+    assert shapes.SHAPES_BY_NAME["depthwise"].summary().endswith("g64 no bias")
+
+
+# --- harness -------------------------------------------------------------------
+
+
+def test_useful_flops_is_two_per_input_tap_and_output_channel_of_the_group():
+    dcgan = shapes.SHAPES_BY_NAME["dcgan"]
+    assert harness.useful_flops(dcgan.x_shape, dcgan.w_shape) == 2 * (16 * 128 * 16 * 16) * 64 * 16
+    depthwise = shapes.SHAPES_BY_NAME["depthwise"]
+    assert harness.useful_flops(depthwise.x_shape, depthwise.w_shape) == 2 * (4 * 64 * 32 * 32) * 1 * 16
+
+
+def test_useful_flops_counts_the_scatter_views_multiply_adds():
+    """With ones everywhere and no crop, every multiply-add of the scatter view
+    adds exactly 1 to the output, so ``sum(y)`` counts them."""
+    torch = pytest.importorskip("torch")
+
+    x_shape, w_shape, groups = (2, 4, 5, 6), (4, 3, 3, 2), 2
+    y = torch.nn.functional.conv_transpose2d(torch.ones(x_shape), torch.ones(w_shape), stride=2, groups=groups)
+    assert harness.useful_flops(x_shape, w_shape) == 2 * int(y.sum())
+
+
+def test_geometric_mean_and_scaled_error():
+    assert harness.geometric_mean([2.0, 8.0]) == pytest.approx(4.0)
+    assert math.isnan(harness.geometric_mean([]))
+    expected = np.array([1.0, -4.0])
+    assert harness.scaled_max_error(expected + [0.0, 4e-5], expected) == pytest.approx(1e-5)
+    assert harness.scaled_max_error(np.zeros(3), expected) == math.inf
+    assert harness.scaled_max_error(np.array([np.nan, 0.0]), expected) == math.inf
+
+
+def test_round_robin_order_rotates_a_permutation():
+    names = ["a", "b", "c"]
+    assert harness.round_robin_order(names, 0) == ["a", "b", "c"]
+    assert harness.round_robin_order(names, 1) == ["b", "c", "a"]
+    assert harness.round_robin_order(names, 5) == ["c", "a", "b"]
+
+
+def test_time_interleaved_samples_every_candidate_each_round_within_budget():
+    log: list[str] = []
+    calls = {name: (lambda name=name: log.append(name)) for name in ("a", "b", "c")}
+    timings = harness.time_interleaved(
+        calls, repeats=3, warmup=0, budget_s=5.0, known_call_s={"a": 0.001, "b": 0.001, "c": 10.0}
+    )
+    # c takes 10 s a call, so with 5 s of budget it is sampled once, in round 0.
+    assert log == ["a", "b", "c", "b", "a", "a", "b"]
+    assert [len(timings[n].samples_s) for n in "abc"] == [3, 3, 1]
+    assert all(t.median_s >= 0 and t.calls_per_sample == 1 for t in timings.values())
+
+
+def test_time_interleaved_repeats_fast_calls_up_to_the_minimum_sample():
+    log: list[str] = []
+    timings = harness.time_interleaved(
+        {"fast": lambda: log.append("fast")}, repeats=2, warmup=0, min_sample_s=0.0045, known_call_s={"fast": 0.001}
+    )
+    assert timings["fast"].calls_per_sample == 5
+    assert len(log) == 10 and len(timings["fast"].samples_s) == 2
+    with pytest.raises(ValueError, match="repeats"):
+        harness.time_interleaved({}, repeats=0)
+
+
+def test_transposed_conv_padding_is_torchs_crop_as_conv_padding():
+    assert bench_run.transposed_conv_padding(TINY) == ((1, 2), (1, 2))
+    dilated = shapes.SHAPES_BY_NAME["dilated"]
+    assert bench_run.transposed_conv_padding(dilated) == ((2, 3), (2, 3))
+
+
+# --- verification catches wrong results ----------------------------------------
+
+
+def _settings(**overrides) -> argparse.Namespace:
+    values = dict(repeats=2, warmup=0, min_sample_ms=0.0, budget_s=1.0)
+    values.update(overrides)
+    return argparse.Namespace(**values)
+
+
+def test_a_wrong_jtconv_result_is_flagged_and_a_wrong_status_quo_is_na():
+    pytest.importorskip("torch")
+    import torch
+
+    problem = bench_run.make_problem(TINY, seed=0)
+    (y,) = problem.expected["forward"]
+    grads = problem.expected["fwd+bwd"]
+    scale = float(np.max(np.abs(y)))
+
+    def fake(name: str, kind: str, error: float) -> bench_run.Candidate:
+        return bench_run.Candidate(
+            name,
+            kind,
+            runnables={
+                "forward": bench_run.Runnable(lambda: y.astype(np.float32) + error * scale, lambda out: (out,)),
+                "fwd+bwd": bench_run.Runnable(lambda: tuple(g.astype(np.float32) for g in grads), lambda out: out),
+            },
+        )
+
+    candidates = [
+        bench_run.torch_candidate(problem, torch.device("cpu")),
+        fake("jtconv[right]", "jtconv", 0.0),
+        fake("jtconv[off]", "jtconv", 1e-3),
+        fake("status-quo[off]", "status quo", 1e-3),
+    ]
+    rows = {r.candidate: r for r in bench_run.measure_pass(problem, candidates, "forward", _settings())}
+    assert rows["torch"].status == "ok" and rows["torch"].ratio_to_torch == 1.0
+    assert rows["jtconv[right]"].status == "ok" and rows["jtconv[right]"].median_s > 0
+    assert rows["jtconv[off]"].status == "WRONG" and rows["jtconv[off]"].median_s is None
+    assert rows["jtconv[off]"].max_scaled_error == pytest.approx(1e-3, rel=1e-3)
+    assert rows["status-quo[off]"].status == "n/a" and "differs from torch" in rows["status-quo[off]"].note
+    backward = bench_run.measure_pass(problem, candidates, "fwd+bwd", _settings())
+    assert all(r.status == "ok" for r in backward)
+
+
+def test_status_quo_without_groups_is_na_for_grouped_layers():
+    problem = bench_run.Problem(shapes.SHAPES_BY_NAME["depthwise"], None, None, None, None, {})
+    assert bench_run.lax_candidate(problem).unavailable.startswith("n/a")
+    assert bench_run.flax_candidate(problem).unavailable.startswith("n/a")
+
+
+def test_parse_args_rejects_unknown_shapes_and_algorithms(capsys):
+    for argv in (["--shapes", "nope"], ["--algorithms", "nope"], ["--repeats", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            bench_run.parse_args(argv)
+        assert exit_info.value.code == 2
+    assert "nope" in capsys.readouterr().err
+    quick = bench_run.parse_args(["--quick"])
+    assert (quick.repeats, quick.warmup, quick.status_quo) == (3, 0, False)
+    assert bench_run.parse_args([]).status_quo is True
+
+
+# --- smoke run -----------------------------------------------------------------
+
+
+def test_quick_run_exits_0_and_reports_numbers(tmp_path):
+    """One small shape end to end, in a subprocess, as a user runs it."""
+    pytest.importorskip("torch")
+    json_path, markdown_path = tmp_path / "bench.json", tmp_path / "bench.md"
+    command = [
+        sys.executable,
+        str(BENCHMARKS / "run.py"),
+        "--quick",
+        "--shapes",
+        "stride1",
+        "--repeats",
+        "2",
+        "--algorithms",
+        "auto,reference",
+        "--status-quo",
+        "--matmul-size",
+        "128",
+        "--json",
+        str(json_path),
+        "--markdown",
+        str(markdown_path),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    number = r"\d+\.\d+"
+    for candidate in ("torch", r"jtconv\[auto\]", r"jtconv\[reference\]", "lax.conv_transpose", "flax.linen.ConvTranspose"):
+        pattern = rf"stride1\s*\S\s*forward\s*\S\s*{candidate}\s*\S\s*{number}\s*\S"
+        assert re.search(pattern, done.stdout), f"no numeric forward row for {candidate}:\n{done.stdout}"
+    assert re.search(rf"fp32 128³ matmul: jnp {number} GFLOP/s, torch {number} GFLOP/s", done.stdout)
+
+    report = json.loads(json_path.read_text())
+    rows = report["results"]
+    assert {(r["candidate"], r["pass_name"]) for r in rows} == {
+        (c, p)
+        for c in ("torch", "jtconv[auto]", "jtconv[reference]", "lax.conv_transpose", "flax.linen.ConvTranspose")
+        for p in ("forward", "fwd+bwd")
+    }
+    for row in rows:
+        assert row["status"] == "ok", row
+        assert row["max_scaled_error"] <= 1e-5
+        assert len(row["samples_s"]) == 2 and all(t > 0 for t in row["samples_s"])
+        assert row["median_s"] > 0 and row["ratio_to_torch"] > 0 and row["gflops"] > 0
+        if row["kind"] != "torch":
+            assert row["compile_s"] > 0 and row["peak_bytes"] > 0
+    assert report["matmul_gflops"]["jax"] > 0 and report["matmul_gflops"]["torch"] > 0
+    assert report["machine"]["jax_backend"] and report["machine"]["usable_cores"] >= 1
+    auto = report["summary"]["candidates"]["jtconv[auto]"]
+    assert auto["forward"]["shapes"] == 1 and auto["forward"]["geomean"] > 0
+    assert [t["target"] for t in auto["targets"]][-1] == "compile < 1 s"
+
+    markdown = markdown_path.read_text()
+    assert re.search(rf"\| stride1 \| forward \| torch \| {number} \|", markdown)
+    assert "## Targets" in markdown
