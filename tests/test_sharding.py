@@ -1,0 +1,140 @@
+"""jtconv on 8 simulated CPU devices: data-, channel- and group-parallel, shard_map, Flax modules.
+
+Each test runs ``tests/sharding_checks.py GROUP`` in a fresh interpreter
+(``--xla_force_host_platform_device_count=8`` must be in ``XLA_FLAGS`` before
+jax is imported, and this pytest worker may have imported jax already) and
+asserts on the measurements it prints, case by case:
+
+* the sharded output equals the single-device output and torch's;
+* the gradients of ``sum(y · cotangent)`` with respect to input, weight and
+  bias equal the single-device ones and torch's;
+* the output keeps the expected sharding (batch-sharded stays batch-sharded,
+  channel-sharded stays channel-sharded) and so does the input gradient;
+* the compiled forward program contains no collective
+  (all-reduce, all-gather, reduce-scatter, collective-permute, all-to-all, …).
+
+Tolerance (float32, set once): ``|Δ| ≤ 1e-5 · max|torch value|`` for each
+output and gradient. Sharded and single-device programs do the same float32
+arithmetic in a possibly different summation order (per-device partial sums
+of the weight and bias gradients), and torch sums in its own order; with at
+most a few hundred terms per sum the rounding differences are ~1e-7 relative
+to the scale, so 1e-5 leaves margin without hiding a wrong tap or channel
+(which moves values by O(scale)).
+
+The lowerings are read from ``jtconv.ALGORITHMS`` at run time, so lowerings
+added later are covered without editing this file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import jtconv
+
+TESTS_DIR = Path(__file__).resolve().parent
+CHECKS_SCRIPT = TESTS_DIR / "sharding_checks.py"
+EXAMPLE_SCRIPT = TESTS_DIR.parent / "examples" / "sharded_training.py"
+DEVICE_COUNT = 8
+FLOAT32_TOLERANCE = 1e-5
+QUANTITIES = ("output", "grad_x", "grad_w", "grad_b")
+
+DIMS = (1, 2, 3)
+FUNCTIONAL_KINDS = ("data", "data-explicit", "channel", "group", "data-channel", "shard_map-data", "shard_map-channel")
+AUTO_KINDS = ("data", "channel", "shard_map-data")
+MODULE_KINDS = ("data", "channel")
+
+
+def expected_cases(group: str) -> set[str]:
+    """The case names ``group`` must report: nothing may be silently left out."""
+    algorithms = jtconv.ALGORITHMS
+    if group.startswith("functional-"):
+        n = int(group[len("functional-"):-1])
+        cases = {f"functional/{n}d/{a}/{k}" for a in algorithms for k in FUNCTIONAL_KINDS}
+        return cases | {f"functional/{n}d/auto/{k}" for k in AUTO_KINDS}
+    if group == "grouped":
+        return {f"functional/{n}d/{a}/data-grouped" for n in DIMS for a in (*algorithms, "auto")}
+    return {f"{group}/{n}d/auto/{k}" for n in DIMS for k in MODULE_KINDS}
+
+
+def subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    env["JAX_PLATFORMS"] = "cpu"
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={DEVICE_COUNT}"
+    return env
+
+
+def run_checks(group: str) -> tuple[dict, list[dict]]:
+    """Header and case records printed by ``sharding_checks.py group``."""
+    result = subprocess.run(
+        [sys.executable, str(CHECKS_SCRIPT), group],
+        capture_output=True, text=True, env=subprocess_env(), timeout=600, check=False,
+    )
+    assert result.returncode == 0, f"sharding_checks.py {group} failed:\n{result.stderr[-4000:]}"
+    header, *records = (json.loads(line) for line in result.stdout.splitlines() if line.startswith("{"))
+    return header, records
+
+
+def problems(record: dict) -> list[str]:
+    """Every way ``record`` falls short of the contract, as readable lines."""
+    case = record["case"]
+    if "error" in record:
+        return [f"{case}: raised\n{record['error']}"]
+    found = []
+    for name in QUANTITIES:
+        q = record[name]
+        if q["shape"] != q["expected_shape"]:
+            found.append(f"{case}: {name} shape {q['shape']} != torch's {q['expected_shape']}")
+            continue
+        limit = FLOAT32_TOLERANCE * q["scale"]
+        if q["err"] > limit:
+            found.append(f"{case}: {name} differs from one device by {q['err']:.3g} > {limit:.3g}")
+        if q["torch_err"] > limit:
+            found.append(f"{case}: {name} differs from torch by {q['torch_err']:.3g} > {limit:.3g}")
+    if not record["output_sharded_as_expected"]:
+        found.append(f"{case}: output sharded as {record['output_spec']}, expected {record['expected_output_spec']}")
+    if record["forward_collectives"]:
+        found.append(f"{case}: compiled forward program contains {', '.join(record['forward_collectives'])}")
+    if not record["input_grad_sharded_as_input"]:
+        found.append(f"{case}: input gradient sharded as {record['input_grad_spec']}, not like the input")
+    return found
+
+
+GROUPS = ["functional-1d", "functional-2d", "functional-3d", "linen", "nnx", "grouped"]
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_sharded_equals_single_device_without_collectives(group: str) -> None:
+    """See the module docstring; ``grouped`` is batch-sharded ``groups = 2`` (openxla/xla#47945)."""
+    header, records = run_checks(group)
+    assert header["devices"] == DEVICE_COUNT
+    assert header["algorithms"] == list(jtconv.ALGORITHMS)
+    # The detector must see the all-reduce of a sum over a sharded axis, or "no collectives" means nothing.
+    assert "all-reduce" in header["control_collectives"]
+    assert {r["case"] for r in records} == expected_cases(group)
+    assert len(records) == len(expected_cases(group))
+    found = [line for record in records for line in problems(record)]
+    assert not found, f"{len(found)} problem(s) in {len(records)} cases:\n" + "\n".join(found)
+
+
+def test_sharded_training_example_runs_on_8_devices() -> None:
+    """``examples/sharded_training.py`` trains data-parallel on 8 simulated devices and its loss falls."""
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLE_SCRIPT), "--steps", "60", "--json"],
+        capture_output=True, text=True, env=subprocess_env(), timeout=600, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["devices"] == DEVICE_COUNT
+    assert summary["steps"] == 60
+    assert summary["batch_sharding"] == ["data"]
+    assert summary["output_sharding"] == ["data"]
+    assert summary["params_replicated"] is True
+    assert summary["forward_collectives"] == []
+    assert summary["final_loss"] < 0.5 * summary["initial_loss"]
