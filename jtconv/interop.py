@@ -179,7 +179,7 @@ def _torch_padding(padding, output_padding, kernel_size, stride, dilation) -> tu
     return torch_padding, torch_output_padding
 
 
-def _module_parts(module, variables) -> tuple[dict[str, Any], jax.Array, jax.Array | None]:
+def _module_parts(module, variables) -> tuple[dict[str, Any], Any, Any]:
     """Hyperparameters, kernel and bias of a jtconv linen (with variables) or nnx module."""
     if isinstance(module, jtconv_linen.ConvTranspose):
         if variables is None:
@@ -206,7 +206,7 @@ def _module_parts(module, variables) -> tuple[dict[str, Any], jax.Array, jax.Arr
         kernel_dilation=module.kernel_dilation,
         feature_group_count=module.feature_group_count,
     )
-    return hyper, jnp.asarray(kernel), None if bias is None else jnp.asarray(bias)
+    return hyper, kernel, bias
 
 
 def to_torch(module, variables: Mapping[str, Any] | None = None):
