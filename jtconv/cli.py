@@ -25,19 +25,25 @@ class _ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``jtconv`` parser; with ``command``, only that subcommand's module is imported."""
     parser = _ArgumentParser(prog="jtconv", description="PyTorch-exact transposed convolution for JAX.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_ArgumentParser)
     for name, module_name in COMMANDS.items():
+        if command in COMMANDS and name != command:
+            sub.add_parser(name)
+            continue
         module = importlib.import_module(module_name)
-        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        module.add_arguments(command)
-        command.set_defaults(_module=module)
+        parser_for_command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(parser_for_command)
+        parser_for_command.set_defaults(_module=module)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     return int(args._module.run(args) or 0)
 
 
