@@ -199,28 +199,39 @@ def spec_of(array: jax.Array) -> str:
     return str(getattr(array.sharding, "spec", array.sharding))
 
 
-def measure(f: Callable, arrays: dict[str, np.ndarray], mesh: Mesh, layout: dict, expected: dict,
-            cotangent: np.ndarray) -> dict:
-    """Run ``f(x, w, b)`` on one device and sharded as ``layout`` says; gradients too."""
-    specs = {name: layout[name] for name in ("x", "w", "b")}
-    single = {name: jnp.asarray(value) for name, value in arrays.items()}
-    sharded = {name: jax.device_put(value, NamedSharding(mesh, specs[name])) for name, value in arrays.items()}
+def put(value: np.ndarray, mesh: Mesh, spec: P) -> jax.Array:
+    """``value`` laid out on ``mesh`` as ``spec`` says (assembled from host slices: nothing to compile)."""
+    sharding = NamedSharding(mesh, spec)
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
-    forward = jax.jit(f)
-    y_single = forward(*single.values())
-    compiled = forward.lower(*sharded.values()).compile()
-    y = compiled(*sharded.values())
+
+def measure(f: Callable, f_single: Callable, arrays: dict[str, np.ndarray], mesh: Mesh, layout: dict,
+            expected: dict, cotangent: np.ndarray) -> dict:
+    """Run ``f(x, w, b)`` sharded as ``layout`` says and ``f_single`` (the same without
+    ``shard_map``, if any) on one device; gradients too.
+
+    The gradients of ``sum(y · cotangent)`` are the vector-Jacobian product ``vjp(cotangent)``.
+    """
+    device = jax.devices()[0]
+    single = [jax.device_put(arrays[name], device) for name in ("x", "w", "b")]
+    sharded = [put(arrays[name], mesh, layout[name]) for name in ("x", "w", "b")]
+
+    compiled = jax.jit(f).lower(*sharded).compile()
+    y = compiled(*sharded)
     hlo = compiled.as_text()
 
-    def loss(x, w, b, ct):
-        return jnp.sum(f(x, w, b) * ct)
+    def forward_and_gradients(function: Callable) -> Callable:
+        def run(x, w, b, ct):
+            y, vjp = jax.vjp(function, x, w, b)
+            return y, vjp(ct)
+        return jax.jit(run)
 
-    gradient = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
-    grads_single = gradient(*single.values(), jnp.asarray(cotangent))
-    grads = gradient(*sharded.values(), jax.device_put(cotangent, NamedSharding(mesh, layout["y"])))
+    y_single, grads_single = forward_and_gradients(f_single)(*single, jax.device_put(cotangent, device))
+    _, grads = forward_and_gradients(f)(*sharded, put(cotangent, mesh, layout["y"]))
 
     record = {
         "output": compare(y, y_single, expected["y"]),
+        "reference_on_one_device": len(y_single.devices()) == 1,
         "output_sharded_as_expected": sharded_as(y, mesh, layout["y"]),
         "output_spec": spec_of(y),
         "expected_output_spec": str(layout["y"]),
@@ -256,9 +267,9 @@ def _functional_cases(ndim: int, cases: list[tuple[str, str]]) -> Iterator[dict]
         layout = LAYOUTS[kind]
         seed = list(LAYOUTS).index(kind)
 
-        def build(mesh: Mesh, layout=layout, algorithm=algorithm) -> Callable:
+        def build(mesh: Mesh, layout=layout, algorithm=algorithm) -> tuple[Callable, Callable]:
             f = conv_function(ndim, layout["groups"], algorithm)
-            return per_device(f, mesh, layout) if layout.get("shard_map") else f
+            return (per_device(f, mesh, layout) if layout.get("shard_map") else f), f
 
         yield run_case(f"functional/{ndim}d/{algorithm}/{kind}", ndim, layout, seed, build)
 
@@ -269,8 +280,9 @@ def module_records(module: str) -> Iterator[dict]:
         for seed, kind in enumerate(MODULE_KINDS):
             layout = LAYOUTS[kind]
 
-            def build(mesh: Mesh, layout=layout, ndim=ndim) -> Callable:
-                return module_function(module, ndim, layout, "auto")
+            def build(mesh: Mesh, layout=layout, ndim=ndim) -> tuple[Callable, Callable]:
+                f = module_function(module, ndim, layout, "auto")
+                return f, f
 
             yield run_case(f"{module}/{ndim}d/auto/{kind}", ndim, layout, seed, build, channels_last=True)
 
@@ -301,9 +313,10 @@ def module_function(module: str, ndim: int, layout: dict, algorithm: str) -> Cal
     return apply
 
 
-def run_case(case: str, ndim: int, layout: dict, seed: int, build: Callable[[Mesh], Callable],
+def run_case(case: str, ndim: int, layout: dict, seed: int, build: Callable[[Mesh], tuple[Callable, Callable]],
              channels_last: bool = False) -> dict:
-    """Measure ``build(mesh)(x, w, b)`` sharded as ``layout``; a case that raises records ``error``."""
+    """Measure ``build(mesh)``'s sharded and single-device functions (see :func:`measure`)
+    under ``layout``; a case that raises records ``error``."""
     record = {"case": case, "ndim": ndim}
     try:
         arrays = random_inputs(ndim, layout, seed)
@@ -315,7 +328,7 @@ def run_case(case: str, ndim: int, layout: dict, seed: int, build: Callable[[Mes
             cotangent = np.moveaxis(cotangent, 1, -1)
             expected = {**expected, "y": np.moveaxis(expected["y"], 1, -1), "x": np.moveaxis(expected["x"], 1, -1)}
         mesh = make_mesh(layout)
-        record.update(measure(build(mesh), arrays, mesh, layout, expected, cotangent))
+        record.update(measure(*build(mesh), arrays, mesh, layout, expected, cotangent))
     except Exception:  # noqa: BLE001 - reported to the test, which fails on it
         record["error"] = traceback.format_exc(limit=-6)
     return record

@@ -97,6 +97,8 @@ def problems(record: dict) -> list[str]:
             found.append(f"{case}: {name} differs from one device by {q['err']:.3g} > {limit:.3g}")
         if q["torch_err"] > limit:
             found.append(f"{case}: {name} differs from torch by {q['torch_err']:.3g} > {limit:.3g}")
+    if not record["reference_on_one_device"]:
+        found.append(f"{case}: the single-device reference ran on several devices")
     if not record["output_sharded_as_expected"]:
         found.append(f"{case}: output sharded as {record['output_spec']}, expected {record['expected_output_spec']}")
     if record["forward_collectives"]:
