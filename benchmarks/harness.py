@@ -225,7 +225,7 @@ def torch_peak_bytes(call: Call, device: Any) -> int | None:
     before it (outputs included), or ``None`` where it cannot be measured.
 
     CUDA: ``torch.cuda.max_memory_allocated``. CPU: the running sum of the
-    allocation and free events that ``torch.profiler`` records with
+    allocation and free events that the profiler records with
     ``profile_memory=True``.
     """
     import torch
@@ -239,12 +239,12 @@ def torch_peak_bytes(call: Call, device: Any) -> int | None:
         del result
         return int(torch.cuda.max_memory_allocated(device) - before)
     try:
-        from torch.profiler import ProfilerActivity, profile
-
-        with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        # The autograd profiler records the same events as torch.profiler
+        # without importing torch's compiler stack (seconds at start-up).
+        with _quiet_stderr(), torch.autograd.profiler.profile(use_cpu=True, profile_memory=True) as prof:
             result = call()
         del result
-        events = prof.profiler.kineto_results.events()
+        events = prof.kineto_results.events()
         deltas = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
     except Exception:  # noqa: BLE001 - private profiler API; report n/a if it changes
         return None
@@ -279,6 +279,15 @@ def usable_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (runnable processes), or ``None`` where unknown.
+    Above the core count, other processes share the cores being measured."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def cpu_model() -> str:
@@ -335,6 +344,7 @@ def machine_info(torch_device: Any) -> dict[str, Any]:
         "cpu": cpu_model(),
         "cpu_cores": os.cpu_count(),
         "usable_cores": usable_cores(),
+        "load_average_start": load_average(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "jax": jax.__version__,

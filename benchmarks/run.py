@@ -224,9 +224,10 @@ def torch_candidate(problem: Problem, device) -> Candidate:
     conv = torch_conv_transpose(shape.ndim)
     sync = harness.torch_synchronizer(device)
     kwargs = shape.torch_kwargs
-    x, w = (torch.from_numpy(a).to(device) for a in (problem.x, problem.w))
-    b = torch.from_numpy(problem.b).to(device) if shape.bias else None
-    ct = torch.from_numpy(problem.cotangent).to(device)
+    # torch.tensor copies into torch's own (aligned) allocations, as a torch user's tensors are.
+    x, w = (torch.tensor(a, device=device) for a in (problem.x, problem.w))
+    b = torch.tensor(problem.b, device=device) if shape.bias else None
+    ct = torch.tensor(problem.cotangent, device=device)
     params = [t.clone().requires_grad_(True) for t in (x, w, b) if t is not None]
 
     def forward():
@@ -428,20 +429,18 @@ def summarize(rows: list[Row], jtconv_names: list[str], status_quo_names: list[s
             measured = [r for r in rows if r.candidate == name and r.pass_name == pass_name]
             ratios = [(r.ratio_to_torch, r.shape) for r in measured if r.ratio_to_torch is not None]
             worst = max(ratios, default=(math.nan, ""))
+            compiles = [(r.compile_s, r.shape) for r in measured if r.compile_s is not None and r.status == "ok"]
+            slowest_compile = max(compiles, default=(math.nan, ""))
             entry[pass_name] = {
                 "geomean": harness.geometric_mean(r for r, _ in ratios),
                 "worst": worst[0],
                 "worst_shape": worst[1],
                 "shapes": len(ratios),
                 "failed": sorted({r.shape for r in measured if r.status in ("WRONG", "error")}),
+                "compile_max_s": slowest_compile[0],
+                "compile_max_shape": slowest_compile[1],
             }
-        compiles = [
-            (r.compile_s, r.shape)
-            for r in rows
-            if r.candidate == name and r.pass_name == "forward" and r.compile_s is not None and r.status == "ok"
-        ]
-        slowest = max(compiles, default=(math.nan, ""))
-        entry["compile_forward_max_s"], entry["compile_forward_max_shape"] = slowest
+        slowest = (entry["forward"]["compile_max_s"], entry["forward"]["compile_max_shape"])
         if name in jtconv_names:
             complete = all(entry[p]["shapes"] == shape_count for p in PASSES)
             targets = []
@@ -491,6 +490,7 @@ def _target(label: str, value: float, met: bool, complete: bool) -> dict:
 
 COLUMNS = ("shape", "pass", "candidate", "ms", "±%", "n", "×torch", "GFLOP/s", "peak MiB", "compile s", "note")
 NUMERIC_COLUMNS = COLUMNS[3:10]
+SUMMARY_COLUMNS = ("candidate", "pass", "geomean ×torch", "worst ×torch (shape)", "max compile s", "shapes")
 
 
 def row_cells(row: Row) -> list[str]:
@@ -514,7 +514,7 @@ def row_cells(row: Row) -> list[str]:
 
 
 def summary_lines(summary: dict) -> list[list[str]]:
-    """Summary table rows: candidate, pass, geomean, worst (shape), compile, targets."""
+    """Summary table rows: candidate, pass, geomean, worst (shape), slowest compile, shapes."""
     lines = []
     for name, entry in summary["candidates"].items():
         for pass_name in PASSES:
@@ -527,6 +527,7 @@ def summary_lines(summary: dict) -> list[list[str]]:
                     pass_name,
                     "—" if math.isnan(stats["geomean"]) else f"{stats['geomean']:.2f}",
                     worst,
+                    "—" if math.isnan(stats["compile_max_s"]) else f"{stats['compile_max_s']:.2f}",
                     str(stats["shapes"]) + failed,
                 ]
             )
@@ -559,6 +560,8 @@ def machine_lines(machine: dict, matmul: dict[str, float], settings: argparse.Na
     devices = ", ".join(machine["jax_devices"])
     return [
         f"CPU: {machine['cpu']} ({machine['usable_cores']} usable of {machine['cpu_cores']} cores); {machine['platform']}",
+        f"load average (1 min): {machine['load_average_start']} at start, {machine.get('load_average_end')} at end "
+        "(above the core count, other processes shared the cores)",
         f"jax {machine['jax']}, jaxlib {machine['jaxlib']}, flax {machine['flax']}, torch {machine['torch']}, "
         f"numpy {machine['numpy']}, python {machine['python']}",
         f"JAX backend: {machine['jax_backend']} ({devices}); torch device: {machine['torch_device']}"
@@ -596,7 +599,7 @@ def print_report(rows, summary, machine, matmul, settings) -> None:
         table.add_row(*row_cells(row), style=style)
     console.print(table)
     summary_table = Table(title="Ratio to torch over the shapes (lower is better)")
-    for column in ("candidate", "pass", "geomean", "worst (shape)", "shapes"):
+    for column in SUMMARY_COLUMNS:
         summary_table.add_column(column)
     for line in sums:
         summary_table.add_row(*line)
@@ -619,7 +622,7 @@ def markdown_report(rows, summary, machine, matmul, settings) -> str:
     parts += [f"- {line}" for line in machine_lines(machine, matmul, settings)]
     parts += ["", "## Time per call", "", markdown_table(COLUMNS, [row_cells(r) for r in rows]), ""]
     parts += ["## Ratio to torch over the shapes (lower is better)", ""]
-    parts += [markdown_table(("candidate", "pass", "geomean", "worst (shape)", "shapes"), summary_lines(summary))]
+    parts += [markdown_table(SUMMARY_COLUMNS, summary_lines(summary))]
     parts += ["", "## Targets (issue 4, CPU)", ""] + [f"- {line}" for line in target_lines(summary)] + [""]
     return "\n".join(parts)
 
@@ -725,7 +728,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def setup_torch():
+def setup_devices():
     """torch on CUDA when JAX runs on a GPU and torch sees one, else the CPU
     with one thread per usable core. Off the CPU both sides run true fp32
     (no TF32), so the comparison and the float32 tolerance stay meaningful."""
@@ -749,7 +752,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for shape in SHAPES:
             print(f"{shape.name:10s} {shape.description:34s} {shape.summary()}")
         return 0
-    device = setup_torch()
+    device = setup_devices()
     machine = harness.machine_info(device)
     matmul = harness.matmul_gflops(
         settings.matmul_size, device, repeats=max(3, settings.repeats // 3), warmup=1, min_sample_s=0.0
@@ -766,6 +769,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             candidates += status_quo_candidates(problem)
         for pass_name in PASSES:
             rows += measure_pass(problem, candidates, pass_name, settings)
+    machine["load_average_end"] = harness.load_average()
     summary = summarize(rows, jtconv_names, status_quo_names, len(settings.shape_list))
     print_report(rows, summary, machine, matmul, settings)
     if settings.markdown:
