@@ -89,9 +89,10 @@ class Timing:
 
     @property
     def spread(self) -> float:
-        """Interquartile range over the median: the run's relative noise."""
+        """Interquartile range over the median: the run's relative noise
+        (``nan`` from fewer than 2 samples)."""
         if len(self.samples_s) < 2:
-            return 0.0
+            return math.nan
         q1, _, q3 = statistics.quantiles(self.samples_s, n=4, method="inclusive")
         return (q3 - q1) / self.median_s
 

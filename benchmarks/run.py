@@ -269,7 +269,7 @@ def lax_candidate(problem: Problem) -> Candidate:
     shape = problem.shape
     if shape.groups != 1:
         return Candidate(LAX, "status quo", unavailable="n/a: no groups argument")
-    spatial = "DHW"[-shape.ndim :] if shape.ndim <= 3 else None
+    spatial = "DHW"[3 - shape.ndim :]
     numbers = ("NC" + spatial, "OI" + spatial, "NC" + spatial)
     padding = transposed_conv_padding(shape)
 
@@ -344,11 +344,12 @@ def status_quo_candidates(problem: Problem) -> list[Candidate]:
 # --- verification, timing, rows ------------------------------------------------
 
 
-def verify(candidate: Candidate, pass_name: str, problem: Problem) -> tuple[bool, float, str, float]:
+def verify(candidate: Candidate, pass_name: str, problem: Problem) -> tuple[str, float, str, float]:
     """Run once and compare every tensor with the float64 oracle:
-    ``max |got − ref| ≤ 1e-5 · max |ref|``.
+    ``max |got − ref| ≤ 1e-5 · max |ref|`` (shapes must match exactly).
 
-    Returns ``(ok, worst scaled error, note, seconds the call took)``.
+    Returns ``(status, worst scaled error, note, seconds the call took)`` with
+    status ``"ok"``, ``"WRONG"`` (values or shapes differ) or ``"error"`` (it raised).
     """
     runnable = candidate.runnables[pass_name]
     start = time.perf_counter()
@@ -356,18 +357,22 @@ def verify(candidate: Candidate, pass_name: str, problem: Problem) -> tuple[bool
         result = runnable.call()
         seconds = time.perf_counter() - start
         got = runnable.to_torch_layout(result)
-    except Exception as error:  # noqa: BLE001
-        return False, math.inf, f"{type(error).__name__}: {error}", math.nan
+    except Exception as error:  # noqa: BLE001 - reported as a failed row
+        return "error", math.inf, f"{type(error).__name__}: {error}", math.nan
     expected = problem.expected[pass_name]
     if len(got) != len(expected):
-        return False, math.inf, f"{len(got)} tensors, expected {len(expected)}", seconds
+        return "WRONG", math.inf, f"{len(got)} tensors, expected {len(expected)}", seconds
     errors = [harness.scaled_max_error(g, e) for g, e in zip(got, expected)]
     worst = max(errors)
     if worst <= FLOAT32_TOLERANCE:
-        return True, worst, "", seconds
+        return "ok", worst, "", seconds
     labels = ("y",) if pass_name == "forward" else ("dx", "dweight", "dbias")
-    bad = ", ".join(f"{label} {err:.1e}" for label, err in zip(labels, errors) if not err <= FLOAT32_TOLERANCE)
-    return False, worst, f"scaled error {bad} > {FLOAT32_TOLERANCE:g}", seconds
+    bad = ", ".join(
+        f"{label} {'shape ' + str(np.shape(g)) if np.shape(g) != np.shape(e) else format(err, '.1e')}"
+        for label, g, e, err in zip(labels, got, expected, errors)
+        if not err <= FLOAT32_TOLERANCE
+    )
+    return "WRONG", worst, f"scaled error {bad} > {FLOAT32_TOLERANCE:g}", seconds
 
 
 def measure_pass(
@@ -387,12 +392,13 @@ def measure_pass(
             continue
         runnable = candidate.runnables[pass_name]
         row.compile_s, row.peak_bytes = runnable.compile_s, runnable.peak_bytes
-        ok, error, why, call_s[candidate.name] = verify(candidate, pass_name, problem)
+        status, error, why, call_s[candidate.name] = verify(candidate, pass_name, problem)
         row.max_scaled_error = error
-        if not ok:
-            row.status = "n/a" if candidate.kind == "status quo" else ("error" if error == math.inf else "WRONG")
-            prefix = "n/a: differs from torch, " if candidate.kind == "status quo" else ""
-            row.note = prefix + why
+        if status != "ok":
+            row.status = "n/a" if candidate.kind == "status quo" else status
+            if candidate.kind == "status quo":
+                why = ("n/a: differs from torch, " if status == "WRONG" else "n/a: ") + why
+            row.note = why
             continue
         calls[candidate.name] = runnable.call
     timings = harness.time_interleaved(

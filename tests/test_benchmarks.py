@@ -172,27 +172,34 @@ def test_a_wrong_jtconv_result_is_flagged_and_a_wrong_status_quo_is_na():
     grads = problem.expected["fwd+bwd"]
     scale = float(np.max(np.abs(y)))
 
-    def fake(name: str, kind: str, error: float) -> bench_run.Candidate:
+    def fake(name: str, kind: str, forward) -> bench_run.Candidate:
         return bench_run.Candidate(
             name,
             kind,
             runnables={
-                "forward": bench_run.Runnable(lambda: y.astype(np.float32) + error * scale, lambda out: (out,)),
+                "forward": bench_run.Runnable(forward, lambda out: (out,)),
                 "fwd+bwd": bench_run.Runnable(lambda: tuple(g.astype(np.float32) for g in grads), lambda out: out),
             },
         )
 
+    def raises():
+        raise RuntimeError("boom")
+
     candidates = [
         bench_run.torch_candidate(problem, torch.device("cpu")),
-        fake("jtconv[right]", "jtconv", 0.0),
-        fake("jtconv[off]", "jtconv", 1e-3),
-        fake("status-quo[off]", "status quo", 1e-3),
+        fake("jtconv[right]", "jtconv", lambda: y.astype(np.float32)),
+        fake("jtconv[off]", "jtconv", lambda: y.astype(np.float32) + 1e-3 * scale),
+        fake("jtconv[cropped]", "jtconv", lambda: y[..., :-1]),
+        fake("jtconv[raises]", "jtconv", raises),
+        fake("status-quo[off]", "status quo", lambda: y.astype(np.float32) + 1e-3 * scale),
     ]
     rows = {r.candidate: r for r in bench_run.measure_pass(problem, candidates, "forward", _settings())}
     assert rows["torch"].status == "ok" and rows["torch"].ratio_to_torch == 1.0
     assert rows["jtconv[right]"].status == "ok" and rows["jtconv[right]"].median_s > 0
     assert rows["jtconv[off]"].status == "WRONG" and rows["jtconv[off]"].median_s is None
     assert rows["jtconv[off]"].max_scaled_error == pytest.approx(1e-3, rel=1e-3)
+    assert rows["jtconv[cropped]"].status == "WRONG" and "shape" in rows["jtconv[cropped]"].note
+    assert rows["jtconv[raises]"].status == "error" and "boom" in rows["jtconv[raises]"].note
     assert rows["status-quo[off]"].status == "n/a" and "differs from torch" in rows["status-quo[off]"].note
     backward = bench_run.measure_pass(problem, candidates, "fwd+bwd", _settings())
     assert all(r.status == "ok" for r in backward)
