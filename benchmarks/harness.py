@@ -142,7 +142,7 @@ def time_interleaved(
     :func:`round_robin_order`. A candidate so slow that its samples would
     exceed ``budget_s`` takes part only in the first
     :func:`rounds_within_budget` rounds. The garbage collector is paused
-    inside each round, as ``timeit`` does.
+    while timing, as ``timeit`` does.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -157,10 +157,10 @@ def time_interleaved(
     numbers = {name: calls_per_sample(call_s[name], min_sample_s) for name in names}
     rounds = {name: rounds_within_budget(call_s[name] * numbers[name], repeats, budget_s) for name in names}
     samples: dict[str, list[float]] = {name: [] for name in names}
-    for repetition in range(repeats):
-        gc.collect()
-        gc.disable()
-        try:
+    gc.collect()
+    gc.disable()
+    try:
+        for repetition in range(repeats):
             for name in round_robin_order(names, repetition):
                 if repetition >= rounds[name]:
                     continue
@@ -169,8 +169,8 @@ def time_interleaved(
                 for _ in range(number):
                     call()
                 samples[name].append((time.perf_counter() - start) / number)
-        finally:
-            gc.enable()
+    finally:
+        gc.enable()
     return {name: Timing(tuple(samples[name]), numbers[name]) for name in names}
 
 
