@@ -105,12 +105,14 @@ def calls_per_sample(call_s: float, min_sample_s: float, max_calls: int = 10_000
     return max(1, min(max_calls, math.ceil(min_sample_s / max(call_s, 1e-9))))
 
 
-def rounds_within_budget(sample_s: float, repeats: int, budget_s: float | None) -> int:
-    """Repetitions a candidate takes part in: all ``repeats``, or fewer (at
-    least 1) when ``repeats`` samples of ``sample_s`` would exceed ``budget_s``."""
-    if budget_s is None:
-        return repeats
-    return max(1, min(repeats, math.floor(budget_s / max(sample_s, 1e-9))))
+def within_budget(samples_s: Sequence[float], calls_per_sample: int, budget_s: float | None) -> bool:
+    """Whether a candidate takes another sample: always the first; then only
+    while the time its samples took, plus one more like the last, stays within
+    ``budget_s`` (``None``: no limit)."""
+    if budget_s is None or not samples_s:
+        return True
+    spent = sum(samples_s) * calls_per_sample
+    return spent + samples_s[-1] * calls_per_sample <= budget_s
 
 
 def round_robin_order(names: Sequence[str], repetition: int) -> list[str]:
@@ -140,9 +142,9 @@ def time_interleaved(
     call just made, else one extra call) sets ``calls_per_sample``. Then
     ``repeats`` rounds follow, each sampling every candidate once in
     :func:`round_robin_order`. A candidate so slow that its samples would
-    exceed ``budget_s`` takes part only in the first
-    :func:`rounds_within_budget` rounds. The garbage collector is paused
-    while timing, as ``timeit`` does.
+    exceed ``budget_s`` drops out of the later rounds (:func:`within_budget`),
+    judged from its own samples. The garbage collector is paused while
+    timing, as ``timeit`` does.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -155,14 +157,13 @@ def time_interleaved(
             known = (known_call_s or {}).get(name)
             call_s[name] = known if known is not None else _seconds(calls[name])
     numbers = {name: calls_per_sample(call_s[name], min_sample_s) for name in names}
-    rounds = {name: rounds_within_budget(call_s[name] * numbers[name], repeats, budget_s) for name in names}
     samples: dict[str, list[float]] = {name: [] for name in names}
     gc.collect()
     gc.disable()
     try:
         for repetition in range(repeats):
             for name in round_robin_order(names, repetition):
-                if repetition >= rounds[name]:
+                if not within_budget(samples[name], numbers[name], budget_s):
                     continue
                 call, number = calls[name], numbers[name]
                 start = time.perf_counter()

@@ -15,6 +15,7 @@ import math
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -127,14 +128,26 @@ def test_round_robin_order_rotates_a_permutation():
 
 def test_time_interleaved_samples_every_candidate_each_round_within_budget():
     log: list[str] = []
-    calls = {name: (lambda name=name: log.append(name)) for name in ("a", "b", "c")}
-    timings = harness.time_interleaved(
-        calls, repeats=3, warmup=0, budget_s=5.0, known_call_s={"a": 0.001, "b": 0.001, "c": 10.0}
-    )
-    # c takes 10 s a call, so with 5 s of budget it is sampled once, in round 0.
+
+    def slow():
+        log.append("c")
+        time.sleep(0.3)
+
+    calls = {"a": lambda: log.append("a"), "b": lambda: log.append("b"), "c": slow}
+    timings = harness.time_interleaved(calls, repeats=3, warmup=0, budget_s=0.5, known_call_s=dict.fromkeys("abc", 0.0))
+    # c's first sample takes 0.3 s; a second would pass the 0.5 s budget, so c drops out after round 0.
     assert log == ["a", "b", "c", "b", "a", "a", "b"]
     assert [len(timings[n].samples_s) for n in "abc"] == [3, 3, 1]
-    assert all(t.median_s >= 0 and t.calls_per_sample == 1 for t in timings.values())
+    assert timings["c"].median_s >= 0.3 and math.isnan(timings["c"].spread)
+    assert all(t.calls_per_sample == 1 for t in timings.values())
+
+
+def test_within_budget_counts_the_samples_taken_and_one_more():
+    assert harness.within_budget([], 1, 0.1)  # the first sample is always taken
+    assert harness.within_budget([1.0, 1.0], 1, None)
+    assert harness.within_budget([0.2, 0.2], 1, 0.61)
+    assert not harness.within_budget([0.2, 0.2], 1, 0.59)
+    assert not harness.within_budget([0.1], 5, 0.9)  # 5 calls per sample: 0.5 s spent, 0.5 s more
 
 
 def test_time_interleaved_repeats_fast_calls_up_to_the_minimum_sample():
