@@ -218,6 +218,19 @@ def test_a_wrong_jtconv_result_is_flagged_and_a_wrong_status_quo_is_na():
     assert all(r.status == "ok" for r in backward)
 
 
+def test_an_inexact_torch_baseline_is_still_timed_with_a_warning():
+    problem = bench_run.make_problem(TINY, seed=0)
+    (y,) = problem.expected["forward"]
+    off = y.astype(np.float32) * (1 + 1e-3)
+    candidates = [
+        bench_run.Candidate("torch", "torch", runnables={"forward": bench_run.Runnable(lambda: off, lambda o: (o,))}),
+        bench_run.Candidate("jtconv[x]", "jtconv", runnables={"forward": bench_run.Runnable(lambda: y, lambda o: (o,))}),
+    ]
+    rows = {r.candidate: r for r in bench_run.measure_pass(problem, candidates, "forward", _settings())}
+    assert rows["torch"].status == "ok" and "WARNING" in rows["torch"].note and rows["torch"].median_s > 0
+    assert rows["jtconv[x]"].status == "ok" and rows["jtconv[x]"].ratio_to_torch > 0
+
+
 def test_status_quo_without_groups_is_na_for_grouped_layers():
     problem = bench_run.Problem(shapes.SHAPES_BY_NAME["depthwise"], None, None, None, None, {})
     assert bench_run.lax_candidate(problem).unavailable.startswith("n/a")
