@@ -10,6 +10,19 @@ from jtconv.lowering import ALGORITHMS, choose_algorithm
 
 __version__ = "0.1.0"
 
+# Imported on first use: they pull in Flax (and torch, when called).
+_LAZY = {"from_torch": "jtconv.interop", "to_torch": "jtconv.interop", "linen": "jtconv.linen", "nnx": "jtconv.nnx"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(_LAZY[name])
+        return module if module.__name__ == f"jtconv.{name}" else getattr(module, name)
+    raise AttributeError(f"module 'jtconv' has no attribute {name!r}")
+
+
 __all__ = [
     "ALGORITHMS",
     "ConvTransposeGeometry",
@@ -18,7 +31,9 @@ __all__ = [
     "conv_transpose1d",
     "conv_transpose2d",
     "conv_transpose3d",
+    "from_torch",
     "make_geometry",
     "output_padding_for_size",
     "output_size",
+    "to_torch",
 ]

@@ -347,8 +347,8 @@ def make_geometry(
             raise ValueError("pass either output_padding or output_size, not both")
         target = tuple(output_size)
         non_spatial = (2 if batched else 1)
-        if len(target) == ndim + non_spatial:
-            target = target[non_spatial:]
+        if len(target) == ndim + non_spatial:  # full shape: keep the spatial part
+            target = target[non_spatial - 1 : -1] if channels_last else target[non_spatial:]
         if len(target) != ndim:
             raise ValueError(
                 f"output_size must have {ndim} (spatial) or {ndim + non_spatial} elements, got {tuple(output_size)}"
@@ -389,10 +389,11 @@ def make_geometry(
         in_channels=in_channels,
         out_channels=groups * out_per_group,
     )
-    minimum = 0 if batch == 0 else 1
-    if any(o < minimum for o in geom.output_size):
+    # An output size of exactly 0 gives an empty result, as torch's default
+    # (oneDNN) CPU path returns; its native fallback raises instead.
+    if any(o < 0 for o in geom.output_size):
         raise ValueError(
-            f"output size {geom.output_size} must be >= {minimum} in every dimension "
+            f"output size {geom.output_size} must be >= 0 in every dimension "
             f"(input size {geom.input_size}, kernel {kernel_size}, stride {stride_t}, "
             f"padding {pads}, output_padding {op_t}, dilation {dilation_t}); "
             "padding crops too much"

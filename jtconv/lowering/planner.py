@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from jtconv.geometry import ConvTransposeGeometry
 from jtconv.lowering.common import Lowering
+from jtconv.lowering.matmul import conv_transpose_matmul
 from jtconv.lowering.reference import conv_transpose_reference
 
 LOWERINGS: dict[str, Lowering] = {
     "reference": conv_transpose_reference,
+    "matmul": conv_transpose_matmul,
 }
 
 ALGORITHMS: tuple[str, ...] = tuple(LOWERINGS)
@@ -19,7 +21,9 @@ ALGORITHMS: tuple[str, ...] = tuple(LOWERINGS)
 
 def choose_algorithm(geom: ConvTransposeGeometry, backend: str) -> str:
     """Name of the lowering ``algorithm="auto"`` runs for ``geom`` on ``backend``."""
-    del geom, backend
+    del geom
+    if backend == "cpu":
+        return "matmul"
     return "reference"
 
 
