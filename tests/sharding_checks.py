@@ -21,16 +21,17 @@ Groups and the cases they measure:
     ``AxisType.Explicit`` (``jax.make_mesh``'s default);
   * ``channel``: weight and bias sharded on output channels over
     ``"model"``, input replicated;
-  * ``group``: ``groups = 8``: input channels, weight ``in_channels`` and bias
-    sharded over ``"model"``, one group per device;
+  * ``depthwise``: ``groups = 8 = in_channels``: input channels, weight
+    ``in_channels`` and bias sharded over ``"model"``, one group per device;
   * ``data-channel``: a 2 × 4 mesh, batch over ``"data"`` and output channels
     over ``"model"``;
   * ``shard_map-data`` / ``shard_map-channel``: ``jax.shard_map`` running a
     per-device conv_transpose (``groups = 2`` / ``1``) on the local batch /
     the local output channels.
 
-- ``grouped`` / ``explicit``: layout ``data-grouped`` (``data`` with
-  ``groups = 2``) / ``data-explicit``, every algorithm and ``auto``, 1d to 3d.
+- ``grouped``: layouts ``data-grouped`` (``data`` with ``groups = 2``) and
+  ``group`` (``depthwise`` with two input channels per group); ``explicit``:
+  layout ``data-explicit``. Every algorithm and ``auto``, 1d to 3d.
 
 - ``linen`` / ``nnx``: ``jtconv.linen.ConvTranspose`` / ``jtconv.nnx.ConvTranspose``
   (channels last, ``algorithm="auto"``) in 1d, 2d and 3d, layouts ``data`` and
@@ -112,7 +113,9 @@ LAYOUTS: dict[str, dict] = {
                           x=P("data"), w=P(), b=P(), y=P("data")),
     "channel": dict(n=2, cin=3, cout=16, groups=1, mesh=(8,), axes=("model",),
                     x=P(), w=P(None, "model"), b=P("model"), y=P(None, "model")),
-    "group": dict(n=2, cin=8, cout=16, groups=8, mesh=(8,), axes=("model",),
+    "depthwise": dict(n=2, cin=8, cout=16, groups=8, mesh=(8,), axes=("model",),
+                      x=P(None, "model"), w=P("model"), b=P("model"), y=P(None, "model")),
+    "group": dict(n=2, cin=16, cout=16, groups=8, mesh=(8,), axes=("model",),
                   x=P(None, "model"), w=P("model"), b=P("model"), y=P(None, "model")),
     "data-channel": dict(n=4, cin=3, cout=8, groups=1, mesh=(2, 4), axes=("data", "model"),
                          x=P("data"), w=P(None, "model"), b=P("model"), y=P("data", "model")),
@@ -246,32 +249,33 @@ def measure(f: Callable, f_single: Callable, arrays: dict[str, np.ndarray], mesh
 
 # Layouts measured in their own groups (one per layout, all dimensions and algorithms) because
 # they hit limits outside jtconv's usual code path; see the groups' docstrings below.
-SEPARATE_GROUPS = {"grouped": "data-grouped", "explicit": "data-explicit"}
+SEPARATE_GROUPS = {"grouped": ("data-grouped", "group"), "explicit": ("data-explicit",)}
 
 
 def functional_records(ndim: int) -> Iterator[dict]:
     """Every algorithm under every layout of :data:`LAYOUTS` except :data:`SEPARATE_GROUPS`';
     ``conv_transpose{ndim}d`` under :data:`AUTO_KINDS`."""
-    separate = set(SEPARATE_GROUPS.values())
+    separate = {kind for kinds in SEPARATE_GROUPS.values() for kind in kinds}
     cases = [(algorithm, kind) for algorithm in jtconv.ALGORITHMS for kind in LAYOUTS if kind not in separate]
     cases += [("auto", kind) for kind in AUTO_KINDS]
     yield from _functional_cases(ndim, cases)
 
 
 def separate_group_records(group: str) -> Iterator[dict]:
-    """One layout, every algorithm and ``auto``, 1d to 3d.
+    """The layouts of ``group``, every algorithm and ``auto``, 1d to 3d.
 
-    ``grouped`` (batch-sharded, ``groups = 2``): XLA's SPMD partitioner gives up
-    on batch-sharded grouped convolutions that are not depthwise
-    (openxla/xla#47945) and all-gathers the batch onto every device.
+    ``grouped`` (``groups > 1`` with several input channels per group, sharded
+    on the batch or on the groups): XLA's SPMD partitioner gives up on grouped
+    convolutions that are not depthwise (openxla/xla#47945) and all-gathers
+    the operands onto every device.
 
     ``explicit`` (batch-sharded on a mesh with ``AxisType.Explicit`` axes, what
     ``jax.make_mesh`` builds by default): sharding is part of the types, and
     JAX rejects at trace time reshapes whose output sharding it cannot infer.
     """
-    kind = SEPARATE_GROUPS[group]
     for ndim in GEOMETRIES:
-        yield from _functional_cases(ndim, [(a, kind) for a in (*jtconv.ALGORITHMS, "auto")])
+        cases = [(a, kind) for kind in SEPARATE_GROUPS[group] for a in (*jtconv.ALGORITHMS, "auto")]
+        yield from _functional_cases(ndim, cases)
 
 
 def _functional_cases(ndim: int, cases: list[tuple[str, str]]) -> Iterator[dict]:

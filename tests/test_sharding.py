@@ -47,12 +47,12 @@ FLOAT32_TOLERANCE = relative_tolerance("float32")
 QUANTITIES = ("output", "grad_x", "grad_w", "grad_b")
 
 DIMS = (1, 2, 3)
-FUNCTIONAL_KINDS = ("data", "channel", "group", "data-channel", "shard_map-data", "shard_map-channel")
+FUNCTIONAL_KINDS = ("data", "channel", "depthwise", "data-channel", "shard_map-data", "shard_map-channel")
 AUTO_KINDS = ("data", "channel", "shard_map-data")
 MODULE_KINDS = ("data", "channel")
-# Layouts tested in a group of their own, every dimension and algorithm:
-# batch-sharded with groups = 2, and batch-sharded on a mesh with AxisType.Explicit axes.
-SEPARATE_GROUPS = {"grouped": "data-grouped", "explicit": "data-explicit"}
+# Layouts tested in groups of their own, every dimension and algorithm: grouped (not depthwise)
+# convolutions sharded on the batch or on the groups; batch-sharded on a mesh with explicit axes.
+SEPARATE_GROUPS = {"grouped": ("data-grouped", "group"), "explicit": ("data-explicit",)}
 
 
 def expected_cases(group: str) -> set[str]:
@@ -63,8 +63,8 @@ def expected_cases(group: str) -> set[str]:
         cases = {f"functional/{n}d/{a}/{k}" for a in algorithms for k in FUNCTIONAL_KINDS}
         return cases | {f"functional/{n}d/auto/{k}" for k in AUTO_KINDS}
     if group in SEPARATE_GROUPS:
-        kind = SEPARATE_GROUPS[group]
-        return {f"functional/{n}d/{a}/{kind}" for n in DIMS for a in (*algorithms, "auto")}
+        kinds = SEPARATE_GROUPS[group]
+        return {f"functional/{n}d/{a}/{k}" for n in DIMS for a in (*algorithms, "auto") for k in kinds}
     return {f"{group}/{n}d/auto/{k}" for n in DIMS for k in MODULE_KINDS}
 
 
@@ -133,9 +133,9 @@ def test_sharded_equals_single_device_without_collectives(group: str) -> None:
 
 HINTS = {
     "grouped": (
-        "\nKnown cause of an all-gather here: XLA's SPMD partitioner does not partition a batch-sharded"
+        "\nKnown cause of an all-gather here: XLA's SPMD partitioner does not partition a sharded"
         " convolution with feature_group_count > 1 and in_channels/groups > 1 (openxla/xla#47945); it"
-        " all-gathers the batch and computes it on every device. A lowering avoids it by running one"
+        " all-gathers the operands and computes everything on every device. A lowering avoids it by running one"
         " ungrouped convolution per group and concatenating the results."
     ),
     "explicit": (
