@@ -227,7 +227,8 @@ def random_config(
     Valid draws satisfy PyTorch's rules: ``output_padding`` is drawn from
     ``[0, max(s, d))`` (so ``op ≥ s`` happens whenever ``d > s``), ``padding``
     from ``[0, ((i−1)·s + d·(k−1) + op) // 2]`` (so often ``p > d·(k−1)``), with
-    groups, bias, unbatched input, an occasional empty batch and, with
+    groups, bias, unbatched input, an occasional empty batch or empty output
+    (a padding making one output size exactly 0) and, with
     ``output_size_probability``, a requested ``output_size`` (spatial or full
     shape) instead of ``output_padding``. With ``invalid_probability`` one
     rule is then broken (see :data:`INVALID_KINDS`). Whether a configuration is
@@ -250,6 +251,8 @@ def random_config(
         _draw_padding(rng, (i - 1) * s + d * (k - 1) + op, d * (k - 1))
         for i, k, s, d, op in zip(spatial, kernel, stride, dilation, output_padding)
     )
+    if rng.random() < 0.03:
+        padding = _empty_output_padding(spatial, kernel, stride, dilation, output_padding, padding)
     batched = rng.random() < 0.8
     batch = 0 if rng.random() < 0.02 else int(rng.integers(1, 4))
     cin = groups * in_per_group
@@ -288,6 +291,18 @@ def _draw_padding(rng: np.random.Generator, room: int, span: int) -> int:
     if rng.random() < 0.5:
         limit = min(limit, span)
     return int(rng.integers(0, limit + 1))
+
+
+def _empty_output_padding(spatial, kernel, stride, dilation, output_padding, padding) -> tuple[int, ...]:
+    """``padding`` changed in the first dimension where a padding makes the
+    output size exactly 0 (``room + 1`` even), to test empty outputs."""
+    padding = list(padding)
+    for dim, (i, k, s, d, op) in enumerate(zip(spatial, kernel, stride, dilation, output_padding)):
+        room = (i - 1) * s + d * (k - 1) + op
+        if (room + 1) % 2 == 0:
+            padding[dim] = (room + 1) // 2
+            break
+    return tuple(padding)
 
 
 def _maybe_int(rng: np.random.Generator, values: tuple[int, ...]) -> IntOrTuple:
@@ -334,7 +349,7 @@ def break_rule(config: ConvTransposeConfig, rng: np.random.Generator, kind: str 
         i = config.input_shape[-n + dim]
         k = config.kernel_size[dim]
         room = (i - 1) * stride[dim] + dilation[dim] * (k - 1) + output_padding[dim]
-        padding[dim] = room // 2 + 1 + int(rng.integers(0, 2))
+        padding[dim] = (room + 1) // 2 + 1 + int(rng.integers(0, 2))  # out = room − 2p + 1 ≤ −1
         return replace(config, padding=tuple(padding), output_size=None)
     if kind == "output_size":
         sizes = list(_predicted_output_size(replace(config, output_padding=0, output_size=None)))
@@ -413,7 +428,34 @@ def torch_conv_transpose(config: ConvTransposeConfig) -> Callable:
     Uses ``torch.nn.functional.conv_transposeNd``, or, when ``config.output_size``
     is set, ``nn.ConvTransposeNd.forward(x, output_size=...)`` with the given
     weight and bias (through ``torch.func.functional_call``).
+
+    Output sizes of exactly 0: torch's default CPU path (oneDNN: float32,
+    bfloat16 and float16 whenever the batch is > 1, groups > 1 or the kernel is
+    large) returns an empty tensor, while its native fallback kernels (float64,
+    and small single-group float32 batches) raise "Output size is too small".
+    jtconv follows the oneDNN behaviour everywhere, so when the native kernel
+    raises that error for sizes that are all ≥ 0, this function returns the
+    empty tensor oneDNN returns (``tests/test_sweep.py`` checks that oneDNN
+    really gives that shape).
     """
+    import torch
+
+    forward = _torch_forward(config)
+
+    def forward_or_empty(x, weight, bias=None):
+        try:
+            return forward(x, weight, bias)
+        except RuntimeError as error:
+            sizes = _predicted_output_size(config)
+            if "Output size is too small" not in str(error) or min(sizes) != 0:
+                raise
+            leading = x.shape[: x.dim() - config.ndim - 1]
+            return torch.empty(tuple(leading) + (config.out_channels,) + sizes, dtype=x.dtype, device=x.device)
+
+    return forward_or_empty
+
+
+def _torch_forward(config: ConvTransposeConfig) -> Callable:
     import torch
 
     n = config.ndim
@@ -467,10 +509,32 @@ def jtconv_conv_transpose(config: ConvTransposeConfig, algorithm: str = "auto", 
 
 
 def torch_rejection(config: ConvTransposeConfig, inputs: Sequence[np.ndarray] | None = None) -> Exception | None:
-    """The exception torch raises for ``config`` (on CPU), or ``None`` if it accepts it."""
+    """The exception torch raises for ``config`` on CPU, or ``None`` if it accepts it.
+
+    torch validates some arguments only in its backend kernels, so which
+    configurations it rejects depends on the path it picks: its oneDNN path
+    (float32 with a batch > 1, for example) accepts ``dilation=0``, which its
+    native kernels (always used for float64) reject. A configuration counts as
+    rejected when torch rejects it in ``inputs``' dtype or in float64, except
+    for exactly-zero output sizes (see :func:`torch_conv_transpose`).
+
+    With an empty batch torch skips argument checks altogether (it accepts
+    ``dilation=0`` for a ``(0, C, L)`` input); jtconv validates arguments
+    whatever the batch size, so an empty-batch configuration counts as
+    rejected when torch rejects it with a batch of 1.
+    """
+    if config.batched and config.input_shape[0] == 0:
+        one = dataclasses.replace(config, input_shape=(1,) + tuple(config.input_shape[1:]))
+        error = torch_rejection(one)
+        if error is not None:
+            return error
+    inputs = make_inputs(config) if inputs is None else inputs
+    return _torch_error(config, inputs) or _torch_error(config, [np.asarray(a, np.float64) for a in inputs])
+
+
+def _torch_error(config: ConvTransposeConfig, inputs: Sequence[np.ndarray]) -> Exception | None:
     import torch
 
-    inputs = make_inputs(config) if inputs is None else inputs
     try:
         with torch.no_grad():
             torch_conv_transpose(config)(*(_to_torch(a, "cpu") for a in inputs))

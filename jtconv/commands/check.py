@@ -1,0 +1,455 @@
+"""``jtconv check``: prove on this machine that jtconv computes what PyTorch computes.
+
+Runs the configurations of :func:`jtconv.testing.check_configs` for every
+lowering in :data:`jtconv.ALGORITHMS`, every JAX device, every dtype and
+every torch device (CPU, and CUDA when available), and compares forward
+values and gradients (of ``Σ y · cotangent`` w.r.t. input, weight and bias)
+with :func:`jtconv.testing.check_config`. Configurations torch rejects must
+make jtconv raise ``ValueError``.
+
+Tolerances are :func:`jtconv.testing.relative_tolerance` of the dtype (errors
+are measured relative to ``max|torch result|``); TF32 is disabled on both
+sides (torch ``allow_tf32 = False``, JAX precision ``HIGHEST``), so the same
+tolerances hold on GPUs.
+
+Exit status: 0 when everything passes, 1 when anything fails, 2 for bad
+arguments. torch and rich are imported only when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+HELP = "compare jtconv with PyTorch (values, gradients, rejected arguments) on this machine's devices"
+
+DEFAULT_DTYPES = ("float32", "bfloat16", "float16")
+KNOWN_DTYPES = ("float32", "bfloat16", "float16", "float64")
+GRADIENT_NAMES = ("x", "weight", "bias")
+
+
+def _name_list(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected one or more names separated by commas")
+    return names
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quick", action="store_true", help="a short sweep (about a minute on a 2-core CPU); default: thorough"
+    )
+    parser.add_argument("--json", metavar="FILE", default=None, help="write the full report as JSON to FILE")
+    parser.add_argument(
+        "--device",
+        type=_name_list,
+        default=None,
+        metavar="NAME[,NAME]",
+        help="JAX devices to check: a platform (cpu, gpu, tpu) or one device (e.g. cpu:0, cuda:1); default: all",
+    )
+    parser.add_argument(
+        "--torch-device",
+        type=_name_list,
+        default=None,
+        metavar="NAME[,NAME]",
+        help="torch devices used as the reference: cpu, cuda; default: cpu, and cuda when available",
+    )
+    parser.add_argument(
+        "--dtype",
+        type=_name_list,
+        default=None,
+        metavar="NAME[,NAME]",
+        help=f"dtypes among {', '.join(KNOWN_DTYPES)}; default: {', '.join(DEFAULT_DTYPES)}",
+    )
+    parser.add_argument(
+        "--algorithm",
+        type=_name_list,
+        default=None,
+        metavar="NAME[,NAME]",
+        help="lowerings to check (names in jtconv.ALGORITHMS); default: all",
+    )
+    parser.add_argument("--no-grads", action="store_true", help="compare forward values only")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random part of the sweep (default 0)")
+    parser.add_argument(
+        "--show",
+        choices=("auto", "all", "failures"),
+        default="auto",
+        help="table rows to print: every check, failures only, or auto (all with --quick, else failures)",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What one ``jtconv check`` run compares."""
+
+    configs: list
+    jax_devices: list
+    torch_devices: list[str]
+    dtypes: list[str]
+    algorithms: list[str]
+    grads: bool
+
+    @property
+    def size(self) -> int:
+        """Number of checks: one per (config, JAX device, torch device, dtype,
+        lowering) for valid configs; invalid ones are checked once per (JAX
+        device, lowering) — validation does not depend on dtype or torch device."""
+        per_config = len(self.jax_devices) * len(self.algorithms)
+        return len(self.configs) * per_config * len(self.torch_devices) * len(self.dtypes)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import torch  # noqa: F401 - fail early with a clear message
+    except ImportError:
+        print("jtconv check needs PyTorch as the reference: pip install 'jtconv[torch]'", file=sys.stderr)
+        return 2
+    try:
+        plan = _make_plan(args)
+    except ValueError as error:
+        print(f"jtconv check: error: {error}", file=sys.stderr)
+        return 2
+    show = args.show if args.show != "auto" else ("all" if args.quick else "failures")
+    console = _Console()
+    start = time.perf_counter()
+    report = _run_plan(plan, console.progress(plan.size, "checking against torch"))
+    report["summary"]["seconds"] = round(time.perf_counter() - start, 2)
+    report.update(_environment(args, plan))
+    console.results_table(report, show)
+    console.summary(report)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=1)
+        console.line(f"report written to {args.json}")
+    summary = report["summary"]
+    return 0 if summary["failed"] == 0 and summary["rejections_failed"] == 0 else 1
+
+
+def _make_plan(args: argparse.Namespace) -> Plan:
+    import jax
+    import torch
+
+    import jtconv
+    from jtconv.testing import check_configs
+
+    algorithms = list(args.algorithm or jtconv.ALGORITHMS)
+    unknown = [a for a in algorithms if a not in jtconv.ALGORITHMS]
+    if unknown:
+        raise ValueError(f"--algorithm must name lowerings in {tuple(jtconv.ALGORITHMS)}, got {unknown}")
+    dtypes = list(args.dtype or DEFAULT_DTYPES)
+    unknown = [d for d in dtypes if d not in KNOWN_DTYPES]
+    if unknown:
+        raise ValueError(f"--dtype must be among {KNOWN_DTYPES}, got {unknown}")
+
+    devices = jax.devices()
+    if args.device:
+        chosen = [d for d in devices if any(_device_matches(d, name) for name in args.device)]
+        if not chosen:
+            names = ", ".join(sorted({d.platform for d in devices} | {_device_name(d) for d in devices}))
+            raise ValueError(f"--device {','.join(args.device)} matches no JAX device; available: {names}")
+        devices = chosen
+
+    available_torch = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    torch_devices = list(args.torch_device or available_torch)
+    unknown = [d for d in torch_devices if d not in available_torch]
+    if unknown:
+        raise ValueError(f"--torch-device must be among the available {available_torch}, got {unknown}")
+    return Plan(
+        configs=check_configs(quick=args.quick, seed=args.seed),
+        jax_devices=devices,
+        torch_devices=torch_devices,
+        dtypes=dtypes,
+        algorithms=algorithms,
+        grads=not args.no_grads,
+    )
+
+
+def _device_name(device) -> str:
+    return f"{device.platform}:{device.id}"
+
+
+def _device_matches(device, name: str) -> bool:
+    name = name.lower()
+    return name in (device.platform, _device_name(device), str(device).lower(), getattr(device, "device_kind", "").lower())
+
+
+def _run_plan(plan: Plan, advance: Callable[[int], None]) -> dict[str, Any]:
+    """Run every check of ``plan``; returns the report (``results``,
+    ``rejections``, ``summary``) and calls ``advance(n)`` as checks finish."""
+    import jax
+
+    from jtconv.testing import check_config, torch_rejection
+
+    results: list[dict[str, Any]] = []
+    rejections: list[dict[str, Any]] = []
+    per_valid = len(plan.torch_devices) * len(plan.dtypes)
+    for config in plan.configs:
+        rejected = torch_rejection(config) is not None
+        for device in plan.jax_devices:
+            for algorithm in plan.algorithms:
+                if rejected:
+                    outcome = check_config(config, algorithm=algorithm, jax_device=device)
+                    rejections.append(_rejection_row(outcome, device, algorithm))
+                    advance(per_valid)
+                    continue
+                for torch_device in plan.torch_devices:
+                    for dtype in plan.dtypes:
+                        with jax.enable_x64(dtype == "float64"):
+                            outcome = check_config(
+                                config,
+                                algorithm=algorithm,
+                                dtype=dtype,
+                                grads=plan.grads,
+                                jax_device=device,
+                                torch_device=torch_device,
+                            )
+                        results.append(_result_row(outcome, device, torch_device, dtype, algorithm, plan.grads))
+                        advance(1)
+    failed = sum(not r["passed"] for r in results)
+    rejections_failed = sum(not r["passed"] for r in rejections)
+    return {
+        "results": results,
+        "rejections": rejections,
+        "summary": {
+            "results": len(results),
+            "passed": len(results) - failed,
+            "failed": failed,
+            "rejections": len(rejections),
+            "rejections_passed": len(rejections) - rejections_failed,
+            "rejections_failed": rejections_failed,
+            "configs": len(plan.configs),
+        },
+    }
+
+
+def _result_row(outcome, device, torch_device: str, dtype: str, algorithm: str, grads: bool) -> dict[str, Any]:
+    from jtconv.testing import relative_tolerance
+
+    config = outcome.config
+    row: dict[str, Any] = {
+        "config": config.to_json(),
+        "label": config.label(),
+        "platform": device.platform,
+        "jax_device": _device_name(device),
+        "torch_device": torch_device,
+        "dtype": dtype,
+        "algorithm": algorithm,
+        "max_abs_err": None,
+        "max_rel_err": None,
+        "tolerance": relative_tolerance(dtype, config.reduction_lengths()["output"]),
+        "grads": grads,
+        "gradients": {},
+        "passed": outcome.passed,
+        "error": outcome.jtconv_error,
+    }
+    comparison = outcome.comparison
+    if comparison is None:
+        return row
+    output = comparison.leaf("output[0]")
+    if not output.shape_matches:
+        row["error"] = f"shape mismatch: jtconv {output.jax_shape} vs torch {output.torch_shape}"
+        return row
+    row["max_abs_err"] = output.max_abs_err
+    row["max_rel_err"] = _finite(output.relative_error)
+    for j, name in enumerate(GRADIENT_NAMES):
+        leaf = next((leaf for leaf in comparison.leaves if leaf.name == f"grad[{j}]"), None)
+        if leaf is not None:
+            row["gradients"][name] = {
+                "max_abs_err": _finite(leaf.max_abs_err),
+                "max_rel_err": _finite(leaf.relative_error),
+                "tolerance": leaf.rtol,
+                "passed": leaf.passed,
+            }
+    if not outcome.passed:
+        row["error"] = comparison.report()
+    return row
+
+
+def _rejection_row(outcome, device, algorithm: str) -> dict[str, Any]:
+    return {
+        "config": outcome.config.to_json(),
+        "label": outcome.config.label(),
+        "platform": device.platform,
+        "jax_device": _device_name(device),
+        "algorithm": algorithm,
+        "torch_error": outcome.torch_error,
+        "jtconv_error": outcome.jtconv_error,
+        "passed": outcome.passed,
+    }
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _environment(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
+    import jax
+    import torch
+
+    import jtconv
+    from jtconv.testing import relative_tolerance
+
+    return {
+        "mode": "quick" if args.quick else "thorough",
+        "seed": args.seed,
+        "versions": {
+            "jtconv": jtconv.__version__,
+            "jax": jax.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "jax_devices": [_device_name(d) for d in plan.jax_devices],
+        "torch_devices": plan.torch_devices,
+        "dtypes": plan.dtypes,
+        "algorithms": plan.algorithms,
+        "tolerances": {
+            dtype: {
+                "rule": _TOLERANCE_RULES[dtype],
+                "example_reduction_length_64": relative_tolerance(dtype, 64),
+            }
+            for dtype in plan.dtypes
+        },
+        "tf32": "disabled on both sides: torch allow_tf32 = False (matmul and cuDNN), JAX precision HIGHEST",
+    }
+
+
+_TOLERANCE_RULES = {
+    "float64": "max|jax - torch| <= 1e-12 * max|torch|",
+    "float32": "max|jax - torch| <= 1e-5 * max|torch|",
+    "bfloat16": "max|jax - torch| <= eps * (2 + sqrt(R)) * max|torch|, eps = 2^-7, R = terms summed per element",
+    "float16": "max|jax - torch| <= eps * (2 + sqrt(R)) * max|torch|, eps = 2^-10, R = terms summed per element",
+}
+
+
+# ---------------------------------------------------------------------------
+# Output: rich when installed, plain text otherwise
+# ---------------------------------------------------------------------------
+
+_COLUMNS = ("configuration", "device", "torch", "dtype", "lowering", "max abs err", "rel err", "tol", "grad rel/tol", "result")
+
+
+def _table_cells(row: dict[str, Any]) -> list[str]:
+    def number(value):
+        return "-" if value is None else f"{value:.2e}"
+
+    gradient_ratio = [
+        g["max_rel_err"] / g["tolerance"] for g in row["gradients"].values() if g["max_rel_err"] is not None
+    ]
+    return [
+        row["label"],
+        row["jax_device"],
+        row["torch_device"],
+        row["dtype"],
+        row["algorithm"],
+        number(row["max_abs_err"]),
+        number(row["max_rel_err"]),
+        number(row["tolerance"]),
+        f"{max(gradient_ratio):.3f}" if gradient_ratio else "-",
+        "pass" if row["passed"] else "FAIL",
+    ]
+
+
+class _Console:
+    """Progress bar, tables and lines, through rich when it is installed."""
+
+    def __init__(self) -> None:
+        try:
+            import rich.console
+        except ImportError:
+            self._rich = None
+        else:
+            self._rich = rich.console.Console()
+
+    def line(self, text: str) -> None:
+        if self._rich is not None:
+            self._rich.print(text, highlight=False, markup=False)
+        else:
+            print(text)
+
+    def progress(self, total: int, description: str) -> Callable[[int], None]:
+        if self._rich is None:
+            return _PlainProgress(total, description)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=self._rich
+        )
+        task = progress.add_task(description, total=total)
+        progress.start()
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+            if progress.tasks[task].completed >= total:
+                progress.stop()
+
+        if total == 0:
+            progress.stop()
+        return advance
+
+    def results_table(self, report: dict[str, Any], show: str) -> None:
+        rows = [r for r in report["results"] if show == "all" or not r["passed"]]
+        rejections = [r for r in report["rejections"] if show == "all" or not r["passed"]]
+        if rows:
+            self._table("comparisons with torch", _COLUMNS, [_table_cells(r) for r in rows])
+        if rejections:
+            self._table(
+                "arguments torch rejects (jtconv must raise ValueError)",
+                ("configuration", "device", "lowering", "torch says", "jtconv says", "result"),
+                [
+                    [r["label"], r["jax_device"], r["algorithm"], r["torch_error"], r["jtconv_error"], "pass" if r["passed"] else "FAIL"]
+                    for r in rejections
+                ],
+            )
+        for row in report["results"]:
+            if not row["passed"] and row["error"]:
+                self.line(f"FAIL {row['label']} [{row['jax_device']} {row['torch_device']} {row['dtype']} {row['algorithm']}]:")
+                self.line("  " + row["error"].replace("\n", "\n  "))
+
+    def summary(self, report: dict[str, Any]) -> None:
+        s = report["summary"]
+        worst = max((r["max_rel_err"] / r["tolerance"] for r in report["results"] if r["max_rel_err"] is not None), default=0.0)
+        status = "OK" if s["failed"] == 0 and s["rejections_failed"] == 0 else "FAILED"
+        self.line(
+            f"{status}: {s['passed']}/{s['results']} comparisons passed, "
+            f"{s['rejections_passed']}/{s['rejections']} invalid configurations rejected like torch; "
+            f"{s['configs']} configurations, worst forward error {worst:.3f} of its tolerance, {s['seconds']:.1f} s"
+        )
+
+    def _table(self, title: str, columns: Sequence[str], rows: list[list[str]]) -> None:
+        if self._rich is not None:
+            from rich.table import Table
+
+            table = Table(title=title, title_justify="left")
+            for column in columns:
+                table.add_column(column, overflow="fold")
+            for cells in rows:
+                style = "red" if cells[-1] == "FAIL" else None
+                table.add_row(*cells, style=style)
+            self._rich.print(table)
+            return
+        widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+        print(title)
+        print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+        for cells in rows:
+            print("  ".join(c.ljust(w) for c, w in zip(cells, widths)))
+
+
+class _PlainProgress:
+    """Progress as a line every 10% when rich is not installed."""
+
+    def __init__(self, total: int, description: str) -> None:
+        self.total, self.done, self.description, self.reported = total, 0, description, -1
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        tenth = 10 * self.done // max(self.total, 1)
+        if tenth != self.reported:
+            self.reported = tenth
+            print(f"{self.description}: {self.done}/{self.total}", file=sys.stderr)
