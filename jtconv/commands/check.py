@@ -356,6 +356,11 @@ def _table_cells(row: dict[str, Any]) -> list[str]:
     ]
 
 
+def _short(text: str | None, limit: int = 60) -> str:
+    text = text or ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class _Console:
     """Progress bar, tables and lines, through rich when it is installed."""
 
@@ -366,6 +371,8 @@ class _Console:
             self._rich = None
         else:
             self._rich = rich.console.Console()
+            if not self._rich.is_terminal:
+                self._rich = rich.console.Console(width=160)
 
     def line(self, text: str) -> None:
         if self._rich is not None:
@@ -403,7 +410,7 @@ class _Console:
                 "arguments torch rejects (jtconv must raise ValueError)",
                 ("configuration", "device", "lowering", "torch says", "jtconv says", "result"),
                 [
-                    [r["label"], r["jax_device"], r["algorithm"], r["torch_error"], r["jtconv_error"], "pass" if r["passed"] else "FAIL"]
+                    [r["label"], r["jax_device"], r["algorithm"], _short(r["torch_error"]), _short(r["jtconv_error"]), "pass" if r["passed"] else "FAIL"]
                     for r in rejections
                 ],
             )

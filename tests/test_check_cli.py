@@ -1,0 +1,101 @@
+"""The ``jtconv check`` command: exit status, JSON report schema, filters, and
+that it catches a wrong lowering."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import pytest
+
+import jtconv
+from jtconv.cli import main
+from jtconv.lowering import planner
+from jtconv.lowering.reference import conv_transpose_reference
+
+RESULT_KEYS = {"config", "platform", "dtype", "algorithm", "max_abs_err", "max_rel_err", "tolerance", "passed", "gradients", "error"}
+
+
+def _check_schema(report: dict) -> None:
+    assert {"results", "rejections", "summary", "versions", "tolerances", "tf32"} <= set(report)
+    for row in report["results"]:
+        assert RESULT_KEYS <= set(row), set(row)
+        assert isinstance(row["config"], dict) and "weight_shape" in row["config"]
+        assert isinstance(row["passed"], bool)
+        if row["passed"]:
+            assert isinstance(row["max_abs_err"], float) and row["max_abs_err"] <= row["tolerance"] * 1e3
+            assert isinstance(row["max_rel_err"], float) and row["max_rel_err"] <= row["tolerance"]
+    for row in report["rejections"]:
+        assert {"config", "platform", "algorithm", "torch_error", "jtconv_error", "passed"} <= set(row)
+    summary = report["summary"]
+    assert summary["results"] == len(report["results"])
+    assert summary["passed"] == sum(r["passed"] for r in report["results"])
+
+
+def test_python_m_jtconv_check_quick_passes(tmp_path):
+    path = tmp_path / "report.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "jtconv", "check", "--quick", "--json", str(path)], capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(path.read_text())
+    _check_schema(report)
+    passing = [r for r in report["results"] if r["passed"] and isinstance(r["max_abs_err"], float)]
+    assert len({json.dumps(r["config"], sort_keys=True) for r in passing}) >= 20
+    assert {r["dtype"] for r in report["results"]} == {"float32", "bfloat16", "float16"}
+    assert {r["algorithm"] for r in report["results"]} == set(jtconv.ALGORITHMS)
+    assert report["summary"]["rejections"] >= 8 and report["summary"]["rejections_failed"] == 0
+    assert "OK:" in done.stdout and "comparisons passed" in done.stdout
+
+
+def test_check_filters_and_gradients(tmp_path, capsys):
+    path = tmp_path / "r.json"
+    algorithm = jtconv.ALGORITHMS[0]
+    status = main(["check", "--quick", "--dtype", "bfloat16", "--algorithm", algorithm, "--device", "cpu", "--json", str(path)])
+    assert status == 0
+    report = json.loads(path.read_text())
+    _check_schema(report)
+    assert {r["dtype"] for r in report["results"]} == {"bfloat16"}
+    assert {r["algorithm"] for r in report["results"]} == {algorithm}
+    assert {r["platform"] for r in report["results"]} == {"cpu"}
+    with_bias = [r for r in report["results"] if r["config"]["bias_shape"]]
+    assert with_bias and all(set(r["gradients"]) == {"x", "weight", "bias"} for r in with_bias)
+    assert "comparisons with torch" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--algorithm", "fastest"], "--algorithm"),
+    (["--dtype", "int8"], "--dtype"),
+    (["--device", "quantum"], "--device"),
+    (["--torch-device", "xpu"], "--torch-device"),
+])
+def test_bad_filters_exit_2(argv, message, capsys):
+    assert main(["check", "--quick", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def _flipped_kernel_lowering(x, weight, geom, **kwargs):
+    return conv_transpose_reference(x, jnp.flip(weight, axis=tuple(range(2, weight.ndim))), geom, **kwargs)
+
+
+def _off_by_one_lowering(x, weight, geom, **kwargs):
+    y = conv_transpose_reference(x, weight, geom, **kwargs)
+    return jnp.pad(y[..., 1:], [(0, 0)] * (y.ndim - 1) + [(0, 1)])
+
+
+@pytest.mark.parametrize("wrong", [_flipped_kernel_lowering, _off_by_one_lowering])
+def test_check_catches_a_wrong_lowering(wrong, monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(planner.LOWERINGS, "wrong", wrong)
+    monkeypatch.setattr(jtconv, "ALGORITHMS", tuple(jtconv.ALGORITHMS) + ("wrong",))
+    path = tmp_path / "r.json"
+    status = main(["check", "--quick", "--dtype", "float32", "--no-grads", "--algorithm", "wrong", "--json", str(path)])
+    assert status == 1
+    report = json.loads(path.read_text())
+    _check_schema(report)
+    assert report["summary"]["failed"] > 0
+    failing = [r for r in report["results"] if not r["passed"]]
+    assert all(r["algorithm"] == "wrong" and r["error"] for r in failing)
+    out = capsys.readouterr().out
+    assert "FAILED:" in out and "FAIL" in out

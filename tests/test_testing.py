@@ -1,0 +1,185 @@
+"""jtconv.testing: assert_matches_torch passes correct functions and catches wrong
+ones, reports readably, handles pytrees and whole models; the config sweep helpers."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from jax import lax
+
+import jtconv
+from jtconv import testing
+
+KW = dict(stride=2, padding=1, output_padding=1)
+
+
+def _inputs(seed=0, x_shape=(2, 3, 4, 5), w_shape=(3, 2, 3, 4)):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal(x_shape).astype(np.float32), rng.standard_normal(w_shape).astype(np.float32)
+
+
+def torch_ct(x, w):
+    return torch.nn.functional.conv_transpose2d(x, w, **KW)
+
+
+def correct(x, w):
+    return jtconv.conv_transpose(x, w, **KW)
+
+
+def _direct_conv(x, w, low, high):
+    """Stride-1 conv over the zero-inserted input with explicit (low, high) padding."""
+    w = jnp.flip(jnp.swapaxes(w, 0, 1), axis=(2, 3))
+    return lax.conv_general_dilated(x, w, (1, 1), list(zip(low, high)), lhs_dilation=(2, 2))
+
+
+def wrong_padding_convention(x, w):
+    """Pads by ``p`` like a forward convolution instead of cropping ``p``: bigger output."""
+    k = w.shape[2:]
+    return _direct_conv(x, w, [kk - 1 + 1 for kk in k], [kk - 1 + 1 + 1 for kk in k])
+
+
+def output_padding_on_the_wrong_side(x, w):
+    """Same shape as torch, but output_padding added at the low end."""
+    k = w.shape[2:]
+    return _direct_conv(x, w, [kk - 1 - 1 + 1 for kk in k], [kk - 1 - 1 for kk in k])
+
+
+def flipped_kernel(x, w):
+    return jtconv.conv_transpose(x, jnp.flip(w, axis=(2, 3)), **KW)
+
+
+def off_by_one_output_padding(x, w):
+    return jtconv.conv_transpose(x, w, stride=2, padding=1, output_padding=0)
+
+
+def test_correct_function_passes_with_gradients():
+    comparison = testing.assert_matches_torch(correct, torch_ct, *_inputs(), grads=True)
+    assert [leaf.name for leaf in comparison.leaves] == ["output[0]", "grad[0]", "grad[1]"]
+    assert comparison.max_abs_err < 1e-4
+
+
+@pytest.mark.parametrize("wrong", [wrong_padding_convention, output_padding_on_the_wrong_side, flipped_kernel, off_by_one_output_padding])
+def test_wrong_functions_raise_assertion_error(wrong):
+    with pytest.raises(AssertionError, match="differ") as info:
+        testing.assert_matches_torch(wrong, torch_ct, *_inputs())
+    same_shape = wrong in (output_padding_on_the_wrong_side, flipped_kernel)
+    assert ("shape mismatch" in str(info.value)) != same_shape
+
+
+def test_report_names_error_location_shapes_and_dtypes():
+    with pytest.raises(AssertionError) as info:
+        testing.assert_matches_torch(flipped_kernel, torch_ct, *_inputs())
+    report = str(info.value)
+    assert "max abs error" in report and "at index (" in report
+    assert "(2, 2, 8, 11)" in report and "float32" in report
+    assert "relative error" in report and "elements outside" in report
+
+
+def test_shape_mismatch_is_reported():
+    with pytest.raises(AssertionError, match="shape mismatch"):
+        testing.assert_matches_torch(off_by_one_output_padding, torch_ct, *_inputs())
+
+
+def test_structure_mismatch_is_reported():
+    with pytest.raises(AssertionError, match="output structures differ"):
+        testing.assert_matches_torch(lambda x, w: (correct(x, w), correct(x, w)), torch_ct, *_inputs())
+
+
+def test_tolerance_arguments_are_used():
+    perturbed = lambda x, w: correct(x, w) * (1 + 1e-3)  # noqa: E731
+    with pytest.raises(AssertionError):
+        testing.assert_matches_torch(perturbed, torch_ct, *_inputs())
+    testing.assert_matches_torch(perturbed, torch_ct, *_inputs(), rtol=2e-3)
+    testing.assert_matches_torch(perturbed, torch_ct, *_inputs(), rtol=0, atol=1.0)
+
+
+def test_whole_model_with_parameter_pytree_and_pytree_outputs():
+    """A two-layer decoder as a function of (params, z): dict inputs, tuple+dict outputs,
+    gradients for every parameter; an integer input passes through unchanged."""
+    rng = np.random.default_rng(3)
+    params = {
+        "w1": rng.standard_normal((8, 4, 4, 4)).astype(np.float32) * 0.2,
+        "b1": rng.standard_normal(4).astype(np.float32),
+        "w2": rng.standard_normal((4, 1, 3, 3)).astype(np.float32) * 0.2,
+    }
+    z = rng.standard_normal((2, 8, 3, 3)).astype(np.float32)
+    repeats = np.array(2)
+
+    def jax_model(params, z, repeats):
+        h = jax.nn.relu(jtconv.conv_transpose2d(z, params["w1"], params["b1"], 2, 1))
+        y = jtconv.conv_transpose2d(h, params["w2"], None, 1, 1)
+        return y, {"hidden": h, "scaled": y * repeats}
+
+    def torch_model(params, z, repeats):
+        h = torch.relu(torch.nn.functional.conv_transpose2d(z, params["w1"], params["b1"], 2, 1))
+        y = torch.nn.functional.conv_transpose2d(h, params["w2"], None, 1, 1)
+        return y, {"hidden": h, "scaled": y * repeats}
+
+    comparison = testing.assert_matches_torch(jax_model, torch_model, params, z, repeats, grads=True)
+    assert len([leaf for leaf in comparison.leaves if leaf.name.startswith("grad")]) == 4  # b1, w1, w2, z
+    with pytest.raises(AssertionError):
+        testing.assert_matches_torch(
+            lambda p, z, r: jax_model({**p, "b1": p["b1"] + 1e-2}, z, r), torch_model, params, z, repeats, grads=True
+        )
+
+
+def test_numpy_inputs_reach_both_frameworks_unchanged():
+    seen = {}
+
+    def jax_fn(x):
+        seen["jax"] = type(x)
+        return x * 2
+
+    def torch_fn(x):
+        seen["torch"] = type(x)
+        return x * 2
+
+    testing.assert_matches_torch(jax_fn, torch_fn, np.arange(6, dtype=np.float32).reshape(2, 3), jit=False)
+    assert issubclass(seen["jax"], jax.Array) and seen["torch"] is torch.Tensor
+
+
+def test_check_config_catches_missing_validation(monkeypatch):
+    """The 'torch rejects → jtconv raises ValueError' check can fail: a jtconv
+    stand-in that skips validation is caught, and so is a ValueError from XLA/lax."""
+    config = testing.ConvTransposeConfig((1, 2, 5, 5), (2, 1, 3, 3), stride=2, output_padding=2)
+    assert testing.check_config(config).passed
+
+    def unvalidated(config, algorithm="auto", precision=None):
+        return lambda x, w, b=None: lax.conv_general_dilated(x, w, (1, 1), "VALID")
+
+    monkeypatch.setattr(testing, "jtconv_conv_transpose", unvalidated)
+    result = testing.check_config(config)
+    assert result.expected == "rejection" and not result.passed
+
+    def lax_error(config, algorithm="auto", precision=None):
+        return lambda x, w, b=None: lax.conv_general_dilated(x, w, (0, 0), "VALID")
+
+    monkeypatch.setattr(testing, "jtconv_conv_transpose", lax_error)
+    result = testing.check_config(config)
+    assert not result.passed and "outside jtconv" in result.report()
+
+
+def test_config_json_round_trip_and_label():
+    configs = testing.sweep_configs(40, seed=1)
+    for config in configs:
+        assert testing.ConvTransposeConfig.from_json(config.to_json()) == config
+    config = testing.ConvTransposeConfig((1, 4, 5, 5), (4, 2, 3, 3), stride=2, padding=1, groups=4, bias_shape=(8,))
+    assert config.label() == "2d x(1,4,5,5) w(4,2,3,3) s=2 p=1 g=4 +b"
+
+
+def test_make_inputs_rounds_once_for_both_frameworks():
+    config = testing.ConvTransposeConfig((1, 2, 3), (2, 1, 2), bias_shape=(1,))
+    x, w, b = testing.make_inputs(config, "bfloat16")
+    assert x.dtype == jnp.bfloat16 and w.shape == (2, 1, 2) and b.shape == (1,)
+    assert torch.equal(testing._to_torch(x, "cpu").float(), torch.from_numpy(x.astype(np.float32)))
+
+
+def test_full_precision_disables_tf32_and_restores():
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    with testing.full_precision():
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert jax.config.jax_default_matmul_precision == "highest"
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
