@@ -16,7 +16,7 @@ import jtconv
 from jtconv import testing
 
 GRADIENT_SEED = 31337
-CONFIGS = testing.sweep_configs(120, seed=GRADIENT_SEED, invalid_probability=0.0)
+CONFIGS = testing.sweep_configs(60, seed=GRADIENT_SEED, invalid_probability=0.0)
 CHUNK = 10
 
 NAMED = {

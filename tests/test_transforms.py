@@ -124,7 +124,7 @@ ADJOINT_CASES = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(case=ADJOINT_CASES)
 def test_adjoint_identity_against_lax_conv(case):
     """``<conv(u, w), v> == <u, conv_transpose(v, w)>`` where conv is
