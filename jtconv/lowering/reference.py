@@ -32,6 +32,20 @@ def flip_and_swap_kernel(weight: jax.Array, groups: int) -> jax.Array:
     return jnp.flip(w, axis=tuple(range(2, 2 + len(kernel))))
 
 
+def _needs_explicit_zeros(geom: ConvTransposeGeometry) -> bool:
+    """Whether to insert the zeros with ``lax.pad`` instead of ``lhs_dilation``.
+
+    XLA's CPU compiler (jaxlib 0.10.2) aborts the whole process, in its
+    algebraic simplifier ("Window dimensions do not match RHS shape"), on some
+    lhs-dilated convolutions with a stride above 1 in two or more dimensions,
+    e.g. input (1, 1, 2, 4), kernel (1, 1, 3, 2), stride 2, padding (2, 1).
+    Interior padding followed by an undilated convolution is the same
+    arithmetic and compiles; the CPU planner never picks this lowering for
+    strided shapes, so its speed there does not matter.
+    """
+    return jax.default_backend() == "cpu" and sum(s > 1 for s in geom.stride) >= 2
+
+
 def conv_transpose_reference(
     x: jax.Array,
     weight: jax.Array,
@@ -42,12 +56,17 @@ def conv_transpose_reference(
 ) -> jax.Array:
     """``(N, Cin, *S) × (Cin, Cout/G, *K) → (N, Cout, *O)`` via one
     ``lax.conv_general_dilated`` with ``lhs_dilation = stride``."""
+    lhs_dilation = geom.stride
+    if _needs_explicit_zeros(geom):
+        zero = jnp.zeros((), x.dtype)
+        x = lax.pad(x, zero, [(0, 0, 0)] * 2 + [(0, 0, s - 1) for s in geom.stride])
+        lhs_dilation = (1,) * geom.ndim
     return lax.conv_general_dilated(
         x,
         flip_and_swap_kernel(weight, geom.groups),
         window_strides=(1,) * geom.ndim,
         padding=geom.conv_padding,
-        lhs_dilation=geom.stride,
+        lhs_dilation=lhs_dilation,
         rhs_dilation=geom.dilation,
         dimension_numbers=conv_dimension_numbers(geom.ndim),
         feature_group_count=geom.groups,

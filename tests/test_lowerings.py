@@ -1,0 +1,100 @@
+"""Lowering-specific checks: planner choices and shapes that once broke XLA.
+
+The shared torch sweep (test_sweep.py, test_gradients.py) covers every
+lowering in ``jtconv.ALGORITHMS``; this file holds the cases that are about
+one lowering's construction rather than about the operation.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+import jtconv
+from jtconv.geometry import make_geometry
+from jtconv.lowering import choose_algorithm
+from jtconv.lowering.matmul import axis_plans
+from jtconv.testing import relative_tolerance
+
+TORCH_FN = {1: torch.nn.functional.conv_transpose1d, 2: torch.nn.functional.conv_transpose2d,
+            3: torch.nn.functional.conv_transpose3d}
+
+# lhs-dilated convolutions that abort XLA's CPU compiler (jaxlib 0.10.2)
+# when written with lhs_dilation: the reference lowering inserts zeros itself.
+XLA_CRASH_CASES = [
+    ((1, 1, 2, 4), (1, 1, 3, 2), dict(stride=2, padding=(2, 1))),
+    ((2, 3, 2, 4), (3, 5, 3, 2), dict(stride=2)),
+    ((1, 1, 4, 2), (1, 1, 2, 3), dict(stride=2)),
+    ((1, 1, 3, 4), (1, 1, 4, 2), dict(stride=2)),
+    ((1, 1, 2, 4), (1, 1, 3, 2), dict(stride=(3, 2))),
+    ((1, 1, 2, 4), (1, 1, 4, 2), dict(stride=2, padding=(1, 0))),
+    ((1, 1, 2, 3, 4), (1, 1, 3, 2, 2), dict(stride=(1, 2, 2))),
+]
+
+
+@pytest.mark.parametrize("algorithm", jtconv.ALGORITHMS)
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", XLA_CRASH_CASES)
+def test_shapes_that_crashed_xla_match_torch(algorithm, x_shape, w_shape, kwargs):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    ndim = len(w_shape) - 2
+    tx = torch.tensor(x, requires_grad=True)
+    tw = torch.tensor(w, requires_grad=True)
+    expected = TORCH_FN[ndim](tx, tw, **kwargs)
+    cotangent = rng.standard_normal(tuple(expected.shape)).astype(np.float32)
+    expected_grads = torch.autograd.grad(expected, (tx, tw), torch.tensor(cotangent))
+
+    def loss(x, w):
+        return jnp.sum(jtconv.conv_transpose(x, w, algorithm=algorithm, **kwargs) * cotangent)
+
+    y = jax.jit(lambda x, w: jtconv.conv_transpose(x, w, algorithm=algorithm, **kwargs))(x, w)
+    grads = jax.jit(jax.grad(loss, (0, 1)))(x, w)
+    assert y.shape == tuple(expected.shape)
+    for got, want in [(y, expected), *zip(grads, expected_grads)]:
+        want = want.detach().numpy()
+        np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=relative_tolerance(np.float32) * np.abs(want).max())
+
+
+def test_planner_uses_matmul_on_cpu_and_reference_elsewhere():
+    geom = make_geometry((1, 4, 5, 5), (4, 2, 4, 4), stride=2, padding=1)
+    assert choose_algorithm(geom, "cpu") == "matmul"
+    assert choose_algorithm(geom, "gpu") == "reference"
+    assert choose_algorithm(geom, "tpu") == "reference"
+
+
+@pytest.mark.parametrize(
+    "kernel, stride, dilation, phases, shifts",
+    [
+        (4, 2, 1, (0, 1, 0, 1), (0, 0, 1, 1)),  # DCGAN: two taps per phase
+        (3, 2, 2, (0, 0, 0), (0, 1, 2)),        # gcd(d, s) = 2: phase 1 gets nothing
+        (2, 2, 1, (0, 1), (0, 0)),              # kernel == stride: depth-to-space
+        (3, 1, 1, (0, 0, 0), (0, 1, 2)),        # stride 1: one phase, pure shifts
+    ],
+)
+def test_axis_plan_maps_taps_to_phase_and_shift(kernel, stride, dilation, phases, shifts):
+    geom = make_geometry((1, 1, 5), (1, 1, kernel), stride=stride, dilation=dilation)
+    (plan,) = axis_plans(geom)
+    assert plan.tap_phase == phases
+    assert plan.tap_shift == shifts
+    # every full-output position f = i·s + t·d is block (i + m_t), phase r_t
+    for t in range(kernel):
+        for i in range(5):
+            f = i * stride + t * dilation
+            assert (f // stride, f % stride) == (i + plan.tap_shift[t], plan.tap_phase[t])
+    assert plan.blocks * stride >= geom.full_size[0]
+
+
+@pytest.mark.parametrize("algorithm", jtconv.ALGORITHMS)
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_accumulates_in_float32(algorithm, dtype):
+    """Summing 64 taps of ±1 products must not lose integers that bf16/f16 hold exactly."""
+    x = jnp.ones((1, 64, 4, 4), dtype)
+    w = jnp.ones((64, 1, 4, 4), dtype)
+    y = jtconv.conv_transpose(x, w, stride=2, padding=1, algorithm=algorithm)
+    expected = torch.nn.functional.conv_transpose2d(
+        torch.ones(1, 64, 4, 4, dtype=torch.float64), torch.ones(64, 1, 4, 4, dtype=torch.float64), stride=2, padding=1
+    ).numpy()
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(np.asarray(y, np.float64), expected)
