@@ -57,9 +57,19 @@ def test_shapes_that_crashed_xla_match_torch(algorithm, x_shape, w_shape, kwargs
         np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=relative_tolerance(np.float32) * np.abs(want).max())
 
 
-def test_planner_uses_matmul_on_cpu_and_reference_elsewhere():
-    geom = make_geometry((1, 4, 5, 5), (4, 2, 4, 4), stride=2, padding=1)
-    assert choose_algorithm(geom, "cpu") == "matmul"
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, on_cpu",
+    [
+        ((1, 4, 5, 5), (4, 2, 4, 4), dict(stride=2, padding=1), "matmul"),
+        ((1, 4, 5, 5), (4, 2, 3, 3), dict(stride=1, padding=1), "reference"),
+        ((1, 4, 5, 5), (4, 2, 3, 3), dict(stride=1, dilation=2), "reference"),
+        ((1, 4, 5, 5), (4, 1, 3, 3), dict(stride=1, groups=4), "matmul"),
+        ((1, 4, 5), (4, 2, 16), dict(stride=8, padding=4), "matmul"),
+    ],
+)
+def test_planner_choice_per_backend(x_shape, w_shape, kwargs, on_cpu):
+    geom = make_geometry(x_shape, w_shape, **kwargs)
+    assert choose_algorithm(geom, "cpu") == on_cpu
     assert choose_algorithm(geom, "gpu") == "reference"
     assert choose_algorithm(geom, "tpu") == "reference"
 
