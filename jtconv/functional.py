@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from jtconv.geometry import ConvTransposeGeometry, IntOrTuple, PaddingLike, make_geometry
 from jtconv.lowering import get_lowering
@@ -90,7 +91,37 @@ def conv_transpose(
         channels_last=channels_last,
     )
     lowering = get_lowering(algorithm, geom, jax.default_backend())
-    return _apply(lowering, x, weight, bias, geom, channels_last, precision, preferred_element_type)
+
+    def apply(x, weight, bias):
+        return _apply(lowering, x, weight, bias, geom, channels_last, precision, preferred_element_type)
+
+    out_sharding = _explicit_out_sharding(x, weight, geom, channels_last)
+    if out_sharding is not None:
+        # Explicit mesh axes type-check every reshape; the lowerings reshape
+        # freely, so run them with automatic propagation and type the result.
+        apply = jax.sharding.auto_axes(apply, out_sharding=out_sharding)
+    return apply(x, weight, bias)
+
+
+def _explicit_out_sharding(x, weight, geom: ConvTransposeGeometry, channels_last: bool):
+    """Output sharding when ``x`` or ``weight`` lives on a mesh with explicit axes.
+
+    The batch axis keeps the input's sharding and (for ``groups == 1``) the
+    channel axis the weight's output-channel sharding; spatial axes are
+    replicated. ``None`` when no explicit axes are involved.
+    """
+    shardings = [jax.typeof(a).sharding for a in (x, weight)]
+    meshes = [s.mesh for s in shardings if isinstance(s, NamedSharding) and not s.mesh.empty]
+    if not any(AxisType.Explicit in m.axis_types for m in meshes):
+        return None
+    x_spec = tuple(shardings[0].spec) + (None,) * x.ndim if isinstance(shardings[0], NamedSharding) else (None,) * x.ndim
+    w_spec = tuple(shardings[1].spec) + (None,) * weight.ndim if isinstance(shardings[1], NamedSharding) else (None,) * weight.ndim
+    channel = w_spec[1] if geom.groups == 1 else None
+    spatial = (None,) * geom.ndim
+    batched = x.ndim == geom.ndim + 2
+    batch = (x_spec[0],) if batched else ()
+    spec = batch + (spatial + (channel,) if channels_last else (channel,) + spatial)
+    return NamedSharding(meshes[0], PartitionSpec(*spec))
 
 
 def _apply(lowering, x, weight, bias, geom: ConvTransposeGeometry, channels_last, precision, preferred_element_type):

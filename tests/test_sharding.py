@@ -85,6 +85,14 @@ def run_checks(group: str) -> tuple[dict, list[dict]]:
     return header, records
 
 
+# Cases where XLA, not jtconv, inserts collectives, asserted so that a fix upstream
+# shows up here: the reference lowering runs grouped convolutions as one ungrouped
+# convolution per group (data-parallel stays collective-free, openxla/xla#47945),
+# but a channel axis sharded across the groups still makes XLA move data. The
+# values, gradients and shardings of these cases are checked like all others.
+KNOWN_XLA_COLLECTIVES = {f"functional/{n}d/reference/group" for n in DIMS}
+
+
 def problems(record: dict) -> list[str]:
     """Every way ``record`` falls short of the contract, as readable lines."""
     case = record["case"]
@@ -105,7 +113,10 @@ def problems(record: dict) -> list[str]:
         found.append(f"{case}: the single-device reference ran on several devices")
     if not record["output_sharded_as_expected"]:
         found.append(f"{case}: output sharded as {record['output_spec']}, expected {record['expected_output_spec']}")
-    if record["forward_collectives"]:
+    if case in KNOWN_XLA_COLLECTIVES:
+        if not record["forward_collectives"]:
+            found.append(f"{case}: no collectives any more: drop it from KNOWN_XLA_COLLECTIVES")
+    elif record["forward_collectives"]:
         found.append(f"{case}: compiled forward program contains {', '.join(record['forward_collectives'])}")
     if not record["input_grad_sharded_as_input"]:
         found.append(f"{case}: input gradient sharded as {record['input_grad_spec']}, not like the input")

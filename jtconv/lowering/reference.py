@@ -13,6 +13,9 @@ kernel. On CPU it multiplies the inserted zeros, so it is slow there.
 
 from __future__ import annotations
 
+import dataclasses
+
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -54,8 +57,32 @@ def conv_transpose_reference(
     precision=None,
     preferred_element_type=None,
 ) -> jax.Array:
-    """``(N, Cin, *S) × (Cin, Cout/G, *K) → (N, Cout, *O)`` via one
-    ``lax.conv_general_dilated`` with ``lhs_dilation = stride``."""
+    """``(N, Cin, *S) × (Cin, Cout/G, *K) → (N, Cout, *O)`` via
+    ``lax.conv_general_dilated`` with ``lhs_dilation = stride``.
+
+    Groups with more than one input channel each are run as one ungrouped
+    convolution per group: XLA's sharding propagation all-gathers the
+    operands of such grouped convolutions (openxla/xla#47945), which would
+    put collectives into every batch- or group-sharded program. Depthwise
+    (one input channel per group) stays a single grouped convolution.
+    Sharding the channel axis *across* groups (one group per device) still
+    makes XLA move data with this lowering; the matmul lowering has no
+    collectives there.
+    """
+    options = dict(precision=precision, preferred_element_type=preferred_element_type)
+    if geom.groups > 1 and geom.in_per_group > 1:
+        per_group = dataclasses.replace(
+            geom, groups=1, in_channels=geom.in_per_group, out_channels=geom.out_per_group
+        )
+        outputs = [
+            _lhs_dilated_conv(xg, wg, per_group, **options)
+            for xg, wg in zip(jnp.split(x, geom.groups, axis=1), jnp.split(weight, geom.groups, axis=0))
+        ]
+        return jnp.concatenate(outputs, axis=1)
+    return _lhs_dilated_conv(x, weight, geom, **options)
+
+
+def _lhs_dilated_conv(x, weight, geom: ConvTransposeGeometry, *, precision, preferred_element_type) -> jax.Array:
     lhs_dilation = geom.stride
     if _needs_explicit_zeros(geom):
         zero = jnp.zeros((), x.dtype)
