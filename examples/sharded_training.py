@@ -15,7 +15,7 @@ kind or count::
     # every GPU of one host: unchanged
     python examples/sharded_training.py --steps 200
 
-    # several hosts: run the same command on every host (see docs/readme/sharding.md)
+    # several hosts: run the same command on every host (see docs/sharding.md)
     python examples/sharded_training.py --multi-host --steps 200
 
 Needs ``optax`` (``pip install 'jtconv[examples]'``).
