@@ -166,6 +166,7 @@ def time_interleaved(
                 if not within_budget(samples[name], numbers[name], budget_s):
                     continue
                 call, number = calls[name], numbers[name]
+                time.sleep(SETTLE_S)
                 start = time.perf_counter()
                 for _ in range(number):
                     call()
@@ -173,6 +174,14 @@ def time_interleaved(
     finally:
         gc.enable()
     return {name: Timing(tuple(samples[name]), numbers[name]) for name in names}
+
+
+# Pause before each sample so the previous candidate's worker threads (torch's
+# OpenMP team, XLA's thread pool) stop spinning: without it, whichever candidate
+# ran right after torch lost 20-30% (measured: the same jtconv program timed
+# 1.56 ms after torch and 1.22 ms after another JAX call; with the pause,
+# 1.24 and 1.21 ms).
+SETTLE_S = 0.005
 
 
 def _seconds(call: Call) -> float:
