@@ -26,7 +26,7 @@ from flax.linen.dtypes import promote_dtype
 from jtconv.functional import conv_transpose
 from jtconv.geometry import IntOrTuple, PaddingLike, make_geometry, normalize_padding, normalize_tuple
 
-__all__ = ["conv_transpose_layer", "kernel_shape", "normalize_kernel_size", "validate_layer"]
+__all__ = ["LAYER_SETTINGS", "layer_settings", "conv_transpose_layer", "kernel_shape", "normalize_kernel_size", "validate_layer"]
 
 
 def _is_int(value) -> bool:
@@ -147,6 +147,27 @@ def _spatial_output_size(
         f"output_size must have {spatial_dims} (spatial) or {input_ndim} (full output shape) elements, "
         f"got {target}"
     )
+
+
+# The module attributes (same names in linen and nnx) that configure the forward pass.
+LAYER_SETTINGS = (
+    "strides",
+    "padding",
+    "output_padding",
+    "kernel_dilation",
+    "feature_group_count",
+    "channels_first",
+    "dtype",
+    "precision",
+    "preferred_element_type",
+    "algorithm",
+)
+
+
+def layer_settings(module: Any) -> dict[str, Any]:
+    """``{name: module.name}`` for :data:`LAYER_SETTINGS`: the keyword
+    arguments of :func:`conv_transpose_layer` that a module fixes."""
+    return {name: getattr(module, name) for name in LAYER_SETTINGS}
 
 
 def conv_transpose_layer(

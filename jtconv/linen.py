@@ -32,6 +32,7 @@ from jtconv.layer import (
     conv_transpose_layer,
     in_features_of,
     kernel_shape,
+    layer_settings,
     normalize_kernel_size,
     validate_layer,
 )
@@ -126,17 +127,8 @@ class ConvTranspose(nn.Module):
             inputs,
             kernel,
             bias,
-            strides=self.strides,
-            padding=self.padding,
-            output_padding=self.output_padding,
-            kernel_dilation=self.kernel_dilation,
-            feature_group_count=self.feature_group_count,
-            channels_first=self.channels_first,
             output_size=output_size,
-            dtype=self.dtype,
-            precision=self.precision,
-            preferred_element_type=self.preferred_element_type,
-            algorithm=self.algorithm,
+            **layer_settings(self),
         )
 
 

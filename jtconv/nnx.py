@@ -23,7 +23,7 @@ from flax import nnx
 
 from jtconv.geometry import IntOrTuple, PaddingLike
 from jtconv.initializers import Initializer, torch_bias_init, torch_fan_in, torch_kernel_init
-from jtconv.layer import conv_transpose_layer, kernel_shape, normalize_kernel_size, validate_layer
+from jtconv.layer import conv_transpose_layer, kernel_shape, layer_settings, normalize_kernel_size, validate_layer
 
 __all__ = ["ConvTranspose", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"]
 
@@ -137,17 +137,8 @@ class ConvTranspose(nnx.Module):
             inputs,
             self.kernel[...],
             None if self.bias is None else self.bias[...],
-            strides=self.strides,
-            padding=self.padding,
-            output_padding=self.output_padding,
-            kernel_dilation=self.kernel_dilation,
-            feature_group_count=self.feature_group_count,
-            channels_first=self.channels_first,
             output_size=output_size,
-            dtype=self.dtype,
-            precision=self.precision,
-            preferred_element_type=self.preferred_element_type,
-            algorithm=self.algorithm,
+            **layer_settings(self),
         )
 
 
