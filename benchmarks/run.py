@@ -34,7 +34,7 @@ import harness
 import jax
 import jax.numpy as jnp
 import numpy as np
-from shapes import SHAPES, BenchShape, select_shapes
+from shapes import SUITES, BenchShape, select_shapes
 
 import jtconv
 
@@ -686,7 +686,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "2 s per candidate and pass, no status quo",
     )
     parser.add_argument(
-        "--shapes", type=_names, default=None, help=f"comma-separated subset of: {', '.join(s.name for s in SHAPES)}"
+        "--suite",
+        default="main",
+        choices=list(SUITES),
+        help="which layers to time: 'main' (the issue's nine) or 'holdout' (layers the lowerings were not tuned on)",
+    )
+    parser.add_argument(
+        "--shapes",
+        type=_names,
+        default=None,
+        help=f"comma-separated subset of: {', '.join(s.name for suite in SUITES.values() for s in suite)}",
     )
     parser.add_argument(
         "--algorithms", type=_names, default=None, help=f"comma-separated jtconv algorithms (default all: {', '.join(algorithms)})"
@@ -726,7 +735,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.warmup < 0 or args.min_sample_ms < 0 or args.budget_s <= 0:
         parser.error("--warmup and --min-sample-ms must be >= 0 and --budget-s > 0")
     try:
-        args.shape_list = select_shapes(args.shapes)
+        args.shape_list = select_shapes(args.shapes, args.suite)
     except ValueError as error:
         parser.error(str(error))
     chosen = args.algorithms or list(algorithms)
@@ -758,8 +767,9 @@ def setup_devices():
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
     if settings.list:
-        for shape in SHAPES:
-            print(f"{shape.name:10s} {shape.description:34s} {shape.summary()}")
+        for suite, suite_shapes in SUITES.items():
+            for shape in suite_shapes:
+                print(f"{suite:8s} {shape.name:12s} {shape.description:36s} {shape.summary()}")
         return 0
     device = setup_devices()
     machine = harness.machine_info(device)

@@ -140,19 +140,43 @@ SHAPES: tuple[BenchShape, ...] = (
     ),
 )
 
-SHAPES_BY_NAME: dict[str, BenchShape] = {shape.name: shape for shape in SHAPES}
+HOLDOUT_SHAPES: tuple[BenchShape, ...] = (
+    _shape("biggan", "2d generator block, many channels", (8, 256, 8, 8), 128, 4, stride=2, padding=1),
+    _shape("pix2pix", "2d decoder block, batch 1", (1, 512, 16, 16), 256, 4, stride=2, padding=1),
+    _shape("same5", "2d k5 'same'-style up-sampling", (4, 64, 32, 32), 32, 5, stride=2, padding=2, output_padding=1),
+    _shape("vae128", "2d VAE decoder, 128 channels", (4, 128, 32, 32), 64, 3, stride=2, padding=1, output_padding=1),
+    _shape("stride4", "2d k8 s4 up-sampling", (4, 64, 16, 16), 32, 8, stride=4, padding=2),
+    _shape("stride1k5", "2d stride-1 k5", (2, 32, 64, 64), 32, 5, padding=2),
+    _shape("pointwise", "2d 1×1", (8, 256, 32, 32), 128, 1),
+    _shape("audio1d", "1d k4 s2 up-sampling", (8, 128, 1024), 64, 4, stride=2, padding=1),
+    _shape("hifigan", "1d k8 s4 vocoder up-sampling", (4, 256, 512), 128, 8, stride=4, padding=2),
+    _shape("conv3dk3", "3d k3 s2 op1 up-sampling", (2, 16, 8, 16, 16), 16, 3, stride=2, padding=1, output_padding=1),
+    _shape("grouped", "2d grouped, 8 groups", (8, 128, 16, 16), 128, 4, stride=2, padding=1, groups=8),
+    _shape("depthwise1d", "1d depthwise", (4, 128, 512), 128, 4, stride=2, padding=1, groups=128, bias=False),
+)
+"""Layers the lowerings were *not* tuned on: a check that the suite's results
+carry over (``--suite holdout``)."""
+
+SUITES: dict[str, tuple[BenchShape, ...]] = {"main": SHAPES, "holdout": HOLDOUT_SHAPES}
+
+SHAPES_BY_NAME: dict[str, BenchShape] = {shape.name: shape for shape in SHAPES + HOLDOUT_SHAPES}
 
 
-def select_shapes(names: list[str] | None) -> list[BenchShape]:
-    """The suite's shapes named in ``names`` (all of them for ``None``), in suite order.
+def select_shapes(names: list[str] | None, suite: str = "main") -> list[BenchShape]:
+    """The shapes named in ``names`` (all of ``suite`` for ``None``), in suite order.
+
+    Names may come from either suite; ``suite`` only picks the default set.
 
     Raises:
-      ValueError: naming ``--shapes`` when a name is not in the suite.
+      ValueError: naming ``--shapes`` when a name is in no suite, or
+        ``--suite`` when the suite does not exist.
     """
+    if suite not in SUITES:
+        raise ValueError(f"--suite: unknown suite {suite!r}; choose from {list(SUITES)}")
     if not names:
-        return list(SHAPES)
+        return list(SUITES[suite])
     unknown = [n for n in names if n not in SHAPES_BY_NAME]
     if unknown:
         raise ValueError(f"--shapes: unknown shape(s) {unknown}; choose from {list(SHAPES_BY_NAME)}")
-    return [shape for shape in SHAPES if shape.name in names]
+    return [shape for shape in SHAPES + HOLDOUT_SHAPES if shape.name in names]
 

@@ -63,7 +63,7 @@ def test_suite_has_the_issue_layers_with_unique_names():
     assert by_name["dilated"].dilation == (2, 2)
 
 
-@pytest.mark.parametrize("shape", shapes.SHAPES, ids=lambda s: s.name)
+@pytest.mark.parametrize("shape", shapes.SHAPES + shapes.HOLDOUT_SHAPES, ids=lambda s: s.name)
 def test_suite_shape_is_the_layer_torch_and_jtconv_run(shape):
     torch = pytest.importorskip("torch")
     import jtconv
@@ -82,6 +82,17 @@ def test_select_shapes_keeps_suite_order_and_rejects_unknown_names():
     assert shapes.select_shapes(None) == list(shapes.SHAPES)
     with pytest.raises(ValueError, match="--shapes.*nope"):
         shapes.select_shapes(["dcgan", "nope"])
+
+
+def test_holdout_suite_is_disjoint_from_the_main_suite_and_selectable():
+    main = {(s.x_shape, s.w_shape, s.stride, s.padding, s.groups) for s in shapes.SHAPES}
+    holdout = shapes.select_shapes(None, "holdout")
+    assert holdout == list(shapes.HOLDOUT_SHAPES) and len(holdout) >= 9
+    assert not main & {(s.x_shape, s.w_shape, s.stride, s.padding, s.groups) for s in holdout}
+    assert {s.ndim for s in holdout} == {1, 2, 3} and any(1 < s.groups < s.in_channels for s in holdout)
+    assert [s.name for s in shapes.select_shapes(["grouped", "dcgan"], "holdout")] == ["dcgan", "grouped"]
+    with pytest.raises(ValueError, match="--suite.*nope"):
+        shapes.select_shapes(None, "nope")
 
 
 def test_shape_summary_names_the_non_default_arguments():

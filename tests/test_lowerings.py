@@ -75,25 +75,26 @@ def test_planner_choice_per_backend(x_shape, w_shape, kwargs, on_cpu):
 
 
 @pytest.mark.parametrize(
-    "kernel, stride, dilation, phases, shifts",
+    "kernel, stride, dilation, padding, phases, shifts",
     [
-        (4, 2, 1, (0, 1, 0, 1), (0, 0, 1, 1)),  # DCGAN: two taps per phase
-        (3, 2, 2, (0, 0, 0), (0, 1, 2)),        # gcd(d, s) = 2: phase 1 gets nothing
-        (2, 2, 1, (0, 1), (0, 0)),              # kernel == stride: depth-to-space
-        (3, 1, 1, (0, 0, 0), (0, 1, 2)),        # stride 1: one phase, pure shifts
+        (4, 2, 1, 0, (0, 1, 0, 1), (0, 0, 1, 1)),    # DCGAN without padding: two taps per phase
+        (4, 2, 1, 1, (1, 0, 1, 0), (-1, 0, 0, 1)),   # DCGAN: the crop moves tap 0 one block back
+        (3, 2, 2, 0, (0, 0, 0), (0, 1, 2)),          # gcd(d, s) = 2: phase 1 gets nothing
+        (2, 2, 1, 0, (0, 1), (0, 0)),                # kernel == stride: depth-to-space
+        (3, 1, 1, 1, (0, 0, 0), (-1, 0, 1)),         # stride 1: one phase, pure shifts
     ],
 )
-def test_axis_plan_maps_taps_to_phase_and_shift(kernel, stride, dilation, phases, shifts):
-    geom = make_geometry((1, 1, 5), (1, 1, kernel), stride=stride, dilation=dilation)
+def test_axis_plan_maps_taps_to_phase_and_shift(kernel, stride, dilation, padding, phases, shifts):
+    geom = make_geometry((1, 1, 5), (1, 1, kernel), stride=stride, dilation=dilation, padding=padding)
     (plan,) = axis_plans(geom)
     assert plan.tap_phase == phases
     assert plan.tap_shift == shifts
-    # every full-output position f = i·s + t·d is block (i + m_t), phase r_t
+    # every output position o = i·s + t·d − p is block (i + m_t), phase ρ_t
     for t in range(kernel):
         for i in range(5):
-            f = i * stride + t * dilation
-            assert (f // stride, f % stride) == (i + plan.tap_shift[t], plan.tap_phase[t])
-    assert plan.blocks * stride >= geom.full_size[0]
+            o = i * stride + t * dilation - padding
+            assert (o // stride, o % stride) == (i + plan.tap_shift[t], plan.tap_phase[t])
+    assert plan.blocks * stride >= geom.output_size[0] > (plan.blocks - 1) * stride
 
 
 @pytest.mark.parametrize("algorithm", jtconv.ALGORITHMS)

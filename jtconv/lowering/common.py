@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import math
+
 import jax
+import jax.numpy as jnp
 from jax import lax
 
 from jtconv.geometry import ConvTransposeGeometry
+
 
 def conv_dimension_numbers(ndim: int) -> lax.ConvDimensionNumbers:
     """Channels-first dimension numbers: ``(N, C, *S)``, ``(O, I, *K)``, ``(N, C, *S)``."""
@@ -33,3 +37,19 @@ class Lowering(Protocol):
         precision=None,
         preferred_element_type=None,
     ) -> jax.Array: ...
+
+
+MAX_FUSED_OPERANDS = 8
+"""Most operands of a concatenate that XLA's CPU backend still fuses with the
+ops producing them (jaxlib 0.10.2)."""
+
+
+def fusable_stack(arrays: list[jax.Array], axis: int) -> jax.Array:
+    """``jnp.stack(arrays, axis)`` as a tree of stacks/concatenates of at most
+    :data:`MAX_FUSED_OPERANDS` operands each."""
+    if len(arrays) <= MAX_FUSED_OPERANDS:
+        return jnp.stack(arrays, axis)
+    size = MAX_FUSED_OPERANDS
+    while math.ceil(len(arrays) / size) > MAX_FUSED_OPERANDS:
+        size *= MAX_FUSED_OPERANDS
+    return jnp.concatenate([fusable_stack(arrays[i : i + size], axis) for i in range(0, len(arrays), size)], axis)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from jtconv.geometry import ConvTransposeGeometry
 from jtconv.lowering.common import Lowering
-from jtconv.lowering.matmul import conv_transpose_matmul
+from jtconv.lowering.matmul_primitive import conv_transpose_matmul
 from jtconv.lowering.reference import conv_transpose_reference
 
 LOWERINGS: dict[str, Lowering] = {
