@@ -196,7 +196,7 @@ def jtconv_candidates(problem: Problem, algorithms: Sequence[str]) -> list[Candi
     args = tuple(jnp.asarray(a) for a in (problem.x, problem.w, problem.b) if a is not None)
     ct = jnp.asarray(problem.cotangent)
     geom = jtconv.make_geometry(shape.x_shape, shape.w_shape, **shape.torch_kwargs)
-    chosen = jtconv.choose_algorithm(geom, jax.default_backend())
+    chosen = jtconv.choose_algorithm(geom, jax.default_backend(), batch=shape.x_shape[0])
     candidates = []
     for algorithm in algorithms:
         name = f"jtconv[{algorithm}]"

@@ -90,7 +90,8 @@ def conv_transpose(
         bias_shape=None if bias is None else bias.shape,
         channels_last=channels_last,
     )
-    lowering = get_lowering(algorithm, geom, jax.default_backend())
+    batch = x.shape[0] if x.ndim == geom.ndim + 2 else 1
+    lowering = get_lowering(algorithm, geom, jax.default_backend(), batch=batch)
 
     def apply(x, weight, bias):
         return _apply(lowering, x, weight, bias, geom, channels_last, precision, preferred_element_type)

@@ -61,15 +61,17 @@ def test_shapes_that_crashed_xla_match_torch(algorithm, x_shape, w_shape, kwargs
     "x_shape, w_shape, kwargs, on_cpu",
     [
         ((1, 4, 5, 5), (4, 2, 4, 4), dict(stride=2, padding=1), "matmul"),
-        ((1, 4, 5, 5), (4, 2, 3, 3), dict(stride=1, padding=1), "matmul"),
-        ((1, 4, 5, 5), (4, 2, 3, 3), dict(stride=1, dilation=2), "matmul"),
-        ((1, 4, 5, 5), (4, 1, 3, 3), dict(stride=1, groups=4), "matmul"),
+        ((1, 4, 5, 5), (4, 2, 3, 3), dict(stride=1, padding=1), "conv"),     # stride 1, few channels
+        ((1, 4, 5, 5), (4, 2, 3, 3), dict(stride=1, dilation=2), "conv"),
+        ((1, 64, 32, 32), (64, 64, 3, 3), dict(stride=1, padding=1), "matmul"),  # 64 channels, 9 MiB of taps
+        ((8, 128, 32, 32), (128, 128, 3, 3), dict(stride=1, padding=1), "conv"),  # 36 MiB of taps
+        ((1, 4, 5, 5), (4, 1, 3, 3), dict(stride=1, groups=4), "matmul"),    # XLA's grouped convolutions are slow
         ((1, 4, 5), (4, 2, 16), dict(stride=8, padding=4), "matmul"),
     ],
 )
 def test_planner_choice_per_backend(x_shape, w_shape, kwargs, on_cpu):
     geom = make_geometry(x_shape, w_shape, **kwargs)
-    assert choose_algorithm(geom, "cpu") == on_cpu
+    assert choose_algorithm(geom, "cpu", batch=x_shape[0]) == on_cpu
     assert choose_algorithm(geom, "gpu") == "reference"
     assert choose_algorithm(geom, "tpu") == "reference"
 

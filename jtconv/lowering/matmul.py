@@ -28,7 +28,7 @@ product; it is written as a broadcast multiply so XLA fuses it with the
 col2im into one loop.
 
 The gradients are not derived from this code: the primitive in
-:mod:`jtconv.lowering.matmul_primitive` supplies its own transposes.
+:mod:`jtconv.lowering.primitive` supplies its own transposes.
 """
 
 from __future__ import annotations

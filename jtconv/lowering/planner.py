@@ -6,38 +6,60 @@
 
 from __future__ import annotations
 
+import math
+
 from jtconv.geometry import ConvTransposeGeometry
 from jtconv.lowering.common import Lowering
-from jtconv.lowering.matmul_primitive import conv_transpose_matmul
+from jtconv.lowering.primitive import conv_transpose_conv, conv_transpose_matmul
 from jtconv.lowering.reference import conv_transpose_reference
 
 LOWERINGS: dict[str, Lowering] = {
     "reference": conv_transpose_reference,
     "matmul": conv_transpose_matmul,
+    "conv": conv_transpose_conv,
 }
 
 ALGORITHMS: tuple[str, ...] = tuple(LOWERINGS)
 
+CONV_MAX_CIN = 32
+"""Stride-1 layers with at most this many input channels run ``"conv"`` on CPU."""
 
-def choose_algorithm(geom: ConvTransposeGeometry, backend: str) -> str:
+CONV_MIN_COLUMN_BYTES = 32 * 2**20
+"""Stride-1 layers whose tap products ``N·S·T·Cout`` (float32) reach this size
+run ``"conv"`` on CPU: XLA's blocked convolution never holds them all."""
+
+
+def choose_algorithm(geom: ConvTransposeGeometry, backend: str, *, batch: int = 1) -> str:
     """Name of the lowering ``algorithm="auto"`` runs for ``geom`` on ``backend``.
 
     * GPU/TPU: ``"reference"`` — XLA hands lhs-dilated convolutions to the
       vendor's backward-data kernels (cuDNN on NVIDIA GPUs).
-    * CPU: ``"matmul"`` — XLA's CPU convolutions multiply the inserted zeros,
-      and their automatic gradients (weight gradient as a large-window
-      convolution, grouped convolutions) are far slower than GEMMs. Measured
-      on every shape of the benchmark suite, stride 1 included, matmul was
-      faster than or as fast as the reference (``benchmarks/RESULTS.md``).
+    * CPU, stride 1 in every dimension, one group, and few input channels
+      (≤ :data:`CONV_MAX_CIN`) or large tap products (≥
+      :data:`CONV_MIN_COLUMN_BYTES` for ``batch`` examples): ``"conv"`` —
+      with no zeros to insert, XLA's own convolution beats the GEMM + col2im
+      whose intermediate is ``T`` times the output (k7, 32 channels: 6 vs 20 ms).
+    * CPU otherwise: ``"matmul"`` — XLA's CPU convolutions multiply the
+      inserted zeros, and their automatic gradients (weight gradient as a
+      large-window convolution, grouped convolutions) are far slower than
+      GEMMs.
+
+    The thresholds come from ``benchmarks/`` on a two-core CPU
+    (``benchmarks/RESULTS.md``).
     """
-    del geom
-    return "matmul" if backend == "cpu" else "reference"
+    if backend != "cpu":
+        return "reference"
+    if all(s == 1 for s in geom.stride) and geom.groups == 1:
+        columns = batch * math.prod(geom.input_size) * math.prod(geom.kernel_size) * geom.out_channels * 4
+        if geom.in_channels <= CONV_MAX_CIN or columns >= CONV_MIN_COLUMN_BYTES:
+            return "conv"
+    return "matmul"
 
 
-def get_lowering(algorithm: str, geom: ConvTransposeGeometry, backend: str) -> Lowering:
+def get_lowering(algorithm: str, geom: ConvTransposeGeometry, backend: str, *, batch: int = 1) -> Lowering:
     """Resolve ``algorithm`` (``"auto"`` or a name in :data:`ALGORITHMS`)."""
     if algorithm == "auto":
-        algorithm = choose_algorithm(geom, backend)
+        algorithm = choose_algorithm(geom, backend, batch=batch)
     try:
         return LOWERINGS[algorithm]
     except (KeyError, TypeError):

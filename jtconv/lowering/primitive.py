@@ -1,0 +1,322 @@
+"""The fast lowerings as one JAX primitive with its own transpose rules.
+
+Automatic differentiation of the GEMM + col2im forward (:mod:`.matmul`) is
+correct but slow on XLA CPU: the transposed col2im becomes 16 single-threaded
+slice loops, an unfused concatenate and a transposing copy (about 20 ms of the
+DCGAN layer's 31 ms backward), and XLA's own weight gradient of an
+lhs-dilated convolution is a huge-window convolution (seconds). So both fast
+lowerings bind one primitive, ``jtconv_conv_transpose``, bilinear in
+``(x, w)`` like ``lax.conv_general_dilated``, whose ``forward`` parameter
+picks the forward computation:
+
+* ``"matmul"``: :func:`jtconv.lowering.matmul.matmul_forward` (GEMM + col2im);
+* ``"conv"``: :func:`jtconv.lowering.reference.conv_transpose_reference`
+  (XLA's convolution; fast on CPU only at stride 1, where no zeros are inserted).
+
+Both are lowered with ``mlir.lower_fun``, so XLA sees plain HLO and sharding
+propagates. The rules:
+
+* jvp: ``ẏ = f(ẋ, w) + f(x, ẇ)`` (the same primitive again, so jvp of jvp works);
+* transpose, input: ``"matmul"``: :func:`.matmul_transpose.transpose_input`
+  (im2col of the cotangent + one GEMM); ``"conv"``: the transpose XLA derives
+  for its convolution (a strided convolution of the cotangent, no zeros);
+* transpose, weight: :func:`.matmul_transpose.transpose_weight` (im2col + one
+  GEMM), except for stride-1 layers of at most :data:`XLA_WEIGHT_GRAD_MAX_CIN`
+  input channels, where XLA's convolution weight gradient is faster (its own
+  blocked im2col stays in cache, ours is ``T`` times the cotangent);
+* depthwise layers (one input channel per group) keep the transposes JAX derives
+  from the matmul forward (``jax.linear_transpose``): elementwise loops XLA
+  fuses well, unlike a GEMM with a contraction of length ``T``;
+* vmap: a batched ``x`` folds into the batch axis, a batched weight into
+  the groups (``B`` stacked layers are one layer with ``B·G`` groups).
+
+The transposes are ordinary JAX code, so second-order reverse mode
+differentiates them.
+
+A third operand, ``after``, carries no data: the transposes wait for it and the
+jvp passes one element of the primal output there (for large layers, see
+:data:`ORDER_MIN_BYTES`). XLA's CPU runtime otherwise starts the backward GEMMs
+while the forward GEMM still runs whenever the loss's cotangent does not depend
+on ``y`` (as in ``sum(y · c)``); on two cores the concurrent GEMMs took 29 ms
+where running them in turn takes 17 ms (DCGAN layer). When the cotangent
+depends on ``y`` the order is the same anyway.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
+
+from jtconv.geometry import ConvTransposeGeometry
+from jtconv.lowering.matmul import accumulation_dtype, matmul_forward
+from jtconv.lowering.matmul_transpose import transpose_input, transpose_weight
+from jtconv.lowering.reference import conv_transpose_reference
+
+FORWARDS = {"matmul": matmul_forward, "conv": conv_transpose_reference}
+
+XLA_WEIGHT_GRAD_MAX_CIN = 32
+"""Stride-1 layers with at most this many input channels (one group) take
+XLA's convolution weight gradient. Measured (two cores), XLA vs im2col + GEMM:
+k5, 32 channels 3.8 vs 5.1 ms; k7, 32 channels 7.7 vs 23 ms; k3, 64 channels
+3.2 vs 2.7 ms; k3, 128 channels 42 vs 25 ms."""
+
+conv_transpose_p = Primitive("jtconv_conv_transpose")
+
+
+def _out_dtype(x_dtype, preferred_element_type):
+    return jnp.dtype(preferred_element_type) if preferred_element_type is not None else jnp.dtype(x_dtype)
+
+
+def _forward(x, w, after, *, forward, geom, precision, preferred_element_type):
+    del after
+    return FORWARDS[forward](x, w, geom, precision=precision, preferred_element_type=preferred_element_type)
+
+
+def _abstract_eval(x, w, after, *, forward, geom, precision, preferred_element_type):
+    del w, after, precision, forward
+    shape = (x.shape[0], geom.out_channels) + geom.output_size
+    # ``update`` keeps x's manual-axis (shard_map) type, which _bind made w's and after's too.
+    return x.update(shape=shape, dtype=_out_dtype(x.dtype, preferred_element_type), weak_type=False)
+
+
+conv_transpose_p.def_abstract_eval(_abstract_eval)
+conv_transpose_p.def_impl(
+    lambda *args, **params: jax.jit(functools.partial(_forward, **params))(*args)
+)
+mlir.register_lowering(conv_transpose_p, mlir.lower_fun(_forward, multiple_results=False))
+
+
+def _varying_axes(value) -> frozenset:
+    """The ``shard_map`` axes ``value`` varies over (empty outside ``shard_map``)."""
+    return _aval_varying_axes(jax.typeof(value))
+
+
+def _aval_varying_axes(aval) -> frozenset:
+    manual = getattr(aval, "mat", None)
+    if manual is not None:
+        return frozenset(manual.varying)
+    return frozenset(getattr(aval, "vma", ()))
+
+
+def _bind(x, w, after, **params):
+    """Bind the primitive after making all operands vary over the same
+    ``shard_map`` axes (what JAX does for its own primitives; the transposes of
+    the casts are the ``psum``s a replicated operand's gradient needs)."""
+    operands = (x, w, after)
+    varying = frozenset().union(*(_varying_axes(a) for a in operands))
+    if varying:
+        operands = tuple(
+            lax.pcast(a, tuple(sorted(varying - _varying_axes(a))), to="varying")
+            if varying - _varying_axes(a)
+            else a
+            for a in operands
+        )
+    return conv_transpose_p.bind(*operands, **params)
+
+
+def _marker(y: jax.Array) -> jax.Array:
+    """One element of ``y`` (none if ``y`` is empty): something the backward can wait for."""
+    flat = y.reshape(-1)
+    return flat[: min(1, flat.shape[0])]
+
+
+def _no_marker(dtype) -> jax.Array:
+    return jnp.zeros((0,), dtype)
+
+
+ORDER_MIN_BYTES = 12 * 2**20
+"""Transposes whose cotangent im2col (``N·S·T·Cout`` values) is at least this
+large wait for the primal output (see the module docstring). Smaller ones gain
+from running concurrently with the forward. Measured on two cores, ``sum(y·c)``
+loss, in turn vs concurrent: DCGAN 16 MiB 16.3 vs 28.2 ms, VAE 18 MiB 14.3 vs
+27.0 ms; U-Net 8 MiB 12.7 vs 11.1 ms, 3d 8 MiB 6.5 vs 5.0 ms, stride-1 9 MiB
+8.2 vs 6.5 ms."""
+
+
+def _backward_waits(x, geom: ConvTransposeGeometry) -> bool:
+    values = x.shape[0] * math.prod(geom.input_size) * math.prod(geom.kernel_size) * geom.out_channels
+    return values * jnp.dtype(x.dtype).itemsize >= ORDER_MIN_BYTES
+
+
+def _wait_for(ct: jax.Array, after: jax.Array) -> jax.Array:
+    """``ct`` unchanged, but computed only once ``after`` exists.
+
+    ``after`` (one element of the primal output) enters as an exact zero,
+    ``where(isfinite(a), a, 0)·0``, which XLA cannot fold away (unlike an
+    ``optimization_barrier`` whose second output is unused: XLA drops it).
+    """
+    if after.size == 0:
+        return ct
+    a = after.reshape(-1)[0]
+    zero = jnp.where(jnp.isfinite(a), a, jnp.zeros_like(a)) * jnp.zeros_like(a)
+    return ct + zero.astype(ct.dtype)
+
+
+def _jvp(primals, tangents, **params):
+    x, w, after = primals
+    x_dot, w_dot, _ = tangents
+    y = conv_transpose_p.bind(x, w, after, **params)
+    marker = _marker(y) if _backward_waits(x, params["geom"]) else _no_marker(y.dtype)
+    terms = []
+    if type(x_dot) is not ad.Zero:
+        terms.append(_bind(x_dot, w, marker, **params))
+    if type(w_dot) is not ad.Zero:
+        terms.append(_bind(x, w_dot, marker, **params))
+    if not terms:
+        return y, ad.Zero(jax.typeof(y).to_tangent_aval())
+    return y, functools.reduce(jnp.add, terms)
+
+
+def _transpose(ct, x, w, after, *, forward, geom, precision, preferred_element_type):
+    if ad.is_undefined_primal(after):
+        raise ValueError("jtconv_conv_transpose: the ordering operand is not differentiable")
+    if type(ct) is ad.Zero:
+        return None, None, None
+    ct = _wait_for(ct, after)
+    options = dict(precision=precision, preferred_element_type=preferred_element_type)
+    if ad.is_undefined_primal(x):
+        aval = x.aval
+        method = _input_transpose_method(forward, geom)
+        if method == "gemm":
+            acc_dtype = accumulation_dtype(aval.dtype, preferred_element_type)
+            dx = transpose_input(ct, w, geom, precision=precision, acc_dtype=acc_dtype, out_dtype=aval.dtype)
+        else:
+            linear = functools.partial(_forward_in_x, w=w, lowering=FORWARDS[method], geom=geom, **options)
+            dx = _linear_transpose(linear, aval, ct)
+        return dx, None, None
+    aval = w.aval
+    method = _weight_transpose_method(geom)
+    if method == "gemm":
+        acc_dtype = accumulation_dtype(jax.typeof(x).dtype, preferred_element_type)
+        dw = transpose_weight(x, ct, geom, precision=precision, acc_dtype=acc_dtype, out_dtype=aval.dtype)
+    else:
+        linear = functools.partial(_forward_in_w, x=x, lowering=FORWARDS[method], geom=geom, **options)
+        dw = _linear_transpose(linear, aval, ct)
+    return None, dw, None
+
+
+def _linear_transpose(linear, aval, ct: jax.Array) -> jax.Array:
+    """The transpose of the linear map ``linear`` (input ``aval``) applied to ``ct``.
+
+    ``jax.vjp`` at a zero point (its primal result is dead code XLA drops)
+    rather than ``jax.linear_transpose``, so that the input keeps the
+    ``shard_map`` varying axes of ``aval``.
+    """
+    zeros = jnp.zeros(aval.shape, aval.dtype)
+    varying = _aval_varying_axes(aval)
+    if varying:
+        zeros = lax.pcast(zeros, tuple(sorted(varying)), to="varying")
+    _, pullback = jax.vjp(linear, zeros)
+    return pullback(ct)[0]
+
+
+def _input_transpose_method(forward: str, geom: ConvTransposeGeometry) -> str:
+    """``"gemm"`` (im2col + GEMM) or the forward whose derived transpose to use."""
+    if geom.in_per_group == 1:
+        return "matmul"
+    return "gemm" if forward == "matmul" else "conv"
+
+
+def _weight_transpose_method(geom: ConvTransposeGeometry) -> str:
+    """``"gemm"`` (im2col + GEMM) or the forward whose derived transpose to use."""
+    if geom.in_per_group == 1:
+        return "matmul"
+    if all(s == 1 for s in geom.stride) and geom.groups == 1 and geom.in_channels <= XLA_WEIGHT_GRAD_MAX_CIN:
+        return "conv"
+    return "gemm"
+
+
+def _forward_in_x(x, *, w, lowering, geom, precision, preferred_element_type):
+    return lowering(x, w, geom, precision=precision, preferred_element_type=preferred_element_type)
+
+
+def _forward_in_w(w, *, x, lowering, geom, precision, preferred_element_type):
+    return lowering(x, w, geom, precision=precision, preferred_element_type=preferred_element_type)
+
+
+ad.primitive_jvps[conv_transpose_p] = _jvp
+ad.primitive_transposes[conv_transpose_p] = _transpose
+
+
+def _batch(args, dims, *, forward, geom: ConvTransposeGeometry, precision, preferred_element_type):
+    x, w, after = args
+    bx, bw, b_after = dims
+    if b_after is not None:
+        after = _marker(after)
+    params = dict(forward=forward, precision=precision, preferred_element_type=preferred_element_type)
+    if bw is None:
+        x = jnp.moveaxis(x, bx, 0)
+        b, n = x.shape[:2]
+        y = _bind(x.reshape((b * n,) + x.shape[2:]), w, after, geom=geom, **params)
+        return y.reshape((b, n) + y.shape[1:]), 0
+    # A batch of weights is one layer with B·G groups.
+    w = jnp.moveaxis(w, bw, 0)
+    b = w.shape[0]
+    if bx is None:
+        x = jnp.broadcast_to(x, (b,) + x.shape)
+    else:
+        x = jnp.moveaxis(x, bx, 0)
+    n = x.shape[1]
+    x = jnp.swapaxes(x, 0, 1).reshape((n, b * geom.in_channels) + x.shape[3:])
+    w = w.reshape((b * geom.in_channels,) + w.shape[2:])
+    folded = ConvTransposeGeometry(
+        input_size=geom.input_size,
+        kernel_size=geom.kernel_size,
+        stride=geom.stride,
+        dilation=geom.dilation,
+        padding=geom.padding,
+        output_padding=geom.output_padding,
+        groups=b * geom.groups,
+        in_channels=b * geom.in_channels,
+        out_channels=b * geom.out_channels,
+    )
+    y = _bind(x, w, after, geom=folded, **params)
+    return y.reshape((n, b, geom.out_channels) + y.shape[2:]), 1
+
+
+batching.primitive_batchers[conv_transpose_p] = _batch
+
+
+def _lowering(forward: str):
+    def lowering(
+        x: jax.Array,
+        weight: jax.Array,
+        geom: ConvTransposeGeometry,
+        *,
+        precision=None,
+        preferred_element_type=None,
+    ) -> jax.Array:
+        if isinstance(precision, list):  # primitive parameters must be hashable
+            precision = tuple(precision)
+        if preferred_element_type is not None:
+            preferred_element_type = jnp.dtype(preferred_element_type)
+        return _bind(
+            x,
+            weight,
+            _no_marker(x.dtype),
+            forward=forward,
+            geom=geom,
+            precision=precision,
+            preferred_element_type=preferred_element_type,
+        )
+
+    return lowering
+
+
+conv_transpose_matmul = _lowering("matmul")
+conv_transpose_matmul.__name__ = conv_transpose_matmul.__qualname__ = "conv_transpose_matmul"
+conv_transpose_matmul.__doc__ = """``(N, Cin, *S) × (Cin, Cout/G, *K) → (N, Cout, *O)``: GEMM + col2im
+forward, im2col + GEMM transposes (see the module docstring)."""
+
+conv_transpose_conv = _lowering("conv")
+conv_transpose_conv.__name__ = conv_transpose_conv.__qualname__ = "conv_transpose_conv"
+conv_transpose_conv.__doc__ = """``(N, Cin, *S) × (Cin, Cout/G, *K) → (N, Cout, *O)``: XLA's convolution
+forward and input transpose, im2col + GEMM (or, at stride 1 with few channels,
+XLA's) weight transpose (see the module docstring)."""
