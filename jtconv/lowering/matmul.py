@@ -98,13 +98,19 @@ def tap_products(x: jax.Array, weight: jax.Array, geom: ConvTransposeGeometry, p
         xs = x.reshape((n, g, 1) + spatial).astype(acc_dtype)
         expand = (None, slice(None), slice(None)) + (None,) * len(spatial)
         return [(xs * w[:, 0, :, t].astype(acc_dtype)[expand]).reshape((n, g * cg) + spatial) for t in range(taps)]
-    z = lax.dot_general(
-        w.transpose(0, 3, 2, 1),  # (G, T, Cg, Cin/G)
-        x.reshape((n, g, cin_g) + spatial),
-        dimension_numbers=(((3,), (2,)), ((0,), (1,))),
-        precision=precision,
-        preferred_element_type=acc_dtype,
-    )  # (G, T, Cg, N, *S)
+    xg = x.reshape((n, g, cin_g) + spatial)
+    options = dict(precision=precision, preferred_element_type=acc_dtype)
+    if taps * cg >= n * math.prod(spatial) and x.dtype == acc_dtype:
+        # The weight is the larger operand: contract its Cin axis where it lies
+        # instead of copying it into (T·Cg, Cin) order (pix2pix block 6.1 → 5.0 ms).
+        # (Not for fp16/bf16: XLA CPU has no such dot with a float32 result.)
+        if g == 1:  # a batch axis of size 1 costs XLA a copy
+            z = lax.dot_general(weight.reshape(cin_g, cg * taps), x, (((0,), (1,)), ((), ())), **options)
+        else:
+            z = lax.dot_general(weight.reshape(g, cin_g, cg * taps), xg, (((1,), (2,)), ((0,), (1,))), **options)
+        z = z.reshape((g, cg, taps, n) + spatial)  # from (G, Cg·T, N, *S)
+        return [jnp.moveaxis(z[:, :, t].reshape((g * cg, n) + spatial), 1, 0) for t in range(taps)]
+    z = lax.dot_general(w.transpose(0, 3, 2, 1), xg, (((3,), (2,)), ((0,), (1,))), **options)  # (G, T, Cg, N, *S)
     pieces = lax.split(z, (1,) * taps, axis=1)
     return [jnp.moveaxis(p.reshape((g * cg, n) + spatial), 1, 0) for p in pieces]
 
