@@ -111,3 +111,15 @@ def test_half_precision_accumulates_in_float32(algorithm, dtype):
     ).numpy()
     assert y.dtype == dtype
     np.testing.assert_array_equal(np.asarray(y, np.float64), expected)
+
+
+@pytest.mark.parametrize("marker", [1.5, -0.0, np.inf, -np.inf, np.nan])
+def test_backward_ordering_marker_leaves_the_cotangent_bit_for_bit_unchanged(marker):
+    """The transposes wait for one element of y; whatever its value (inf and nan
+    included), the cotangent they use must be exactly the one given."""
+    from jtconv.lowering.primitive import _wait_for
+
+    ct = jnp.array([[1.0, -2.5], [3e-38, 7e30]], jnp.float32)
+    out = jax.jit(_wait_for)(ct, jnp.array([marker], jnp.float32))
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(ct))
+    assert out.dtype == ct.dtype

@@ -1,10 +1,9 @@
-"""Pieces shared by the lowerings: layouts and the common signature."""
+"""Pieces shared by the lowerings: layouts, the common signature, fusable stacks."""
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import math
+from typing import Protocol
 
 import jax
 import jax.numpy as jnp

@@ -16,7 +16,7 @@ Both are batched (over groups) GEMMs over the same ``(G, N·S, T·Cg)`` array
 ``C``, which is built group-major and channels-last so that each GEMM reads it
 row-major without a transposing copy.
 The im2col is a tree of ``stack`` ops of at most
-:data:`MAX_FUSED_OPERANDS` strided slices each: XLA's CPU backend fuses such a
+:data:`jtconv.lowering.common.MAX_FUSED_OPERANDS` strided slices each: XLA's CPU backend fuses such a
 tree into one parallel loop, while a single 16-operand concatenate stays an
 unfused copy after 16 separate slice loops (measured 2 ms vs 10 ms for the
 DCGAN cotangent).
@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jtconv.geometry import ConvTransposeGeometry
-from jtconv.lowering.common import MAX_FUSED_OPERANDS, fusable_stack
+from jtconv.lowering.common import fusable_stack
 
 def cotangent_columns(ct: jax.Array, geom: ConvTransposeGeometry) -> jax.Array:
     """``C[g, n, *i, *t, co] = ȳ_full[n, g·Cg + co, *(i·s + t·d)]``, shape ``(G, N, *S, *K, Cg)``."""
