@@ -44,6 +44,7 @@ depends on ``y`` the order is the same anyway.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -265,16 +266,8 @@ def _batch(args, dims, *, forward, geom: ConvTransposeGeometry, precision, prefe
     n = x.shape[1]
     x = jnp.swapaxes(x, 0, 1).reshape((n, b * geom.in_channels) + x.shape[3:])
     w = w.reshape((b * geom.in_channels,) + w.shape[2:])
-    folded = ConvTransposeGeometry(
-        input_size=geom.input_size,
-        kernel_size=geom.kernel_size,
-        stride=geom.stride,
-        dilation=geom.dilation,
-        padding=geom.padding,
-        output_padding=geom.output_padding,
-        groups=b * geom.groups,
-        in_channels=b * geom.in_channels,
-        out_channels=b * geom.out_channels,
+    folded = dataclasses.replace(
+        geom, groups=b * geom.groups, in_channels=b * geom.in_channels, out_channels=b * geom.out_channels
     )
     y = _bind(x, w, after, geom=folded, **params)
     return y.reshape((n, b, geom.out_channels) + y.shape[2:]), 1
