@@ -34,6 +34,7 @@ import harness
 import jax
 import jax.numpy as jnp
 import numpy as np
+from random_layers import random_layers
 from shapes import SUITES, BenchShape, select_shapes
 
 import jtconv
@@ -688,9 +689,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--suite",
         default="main",
-        choices=list(SUITES),
-        help="which layers to time: 'main' (the issue's nine) or 'holdout' (layers the lowerings were not tuned on)",
+        choices=[*SUITES, "random"],
+        help="which layers to time: 'main' (the issue's nine), 'holdout' (layers the lowerings were not tuned on) "
+        "or 'random' (--random-count layers drawn with --layer-seed)",
     )
+    parser.add_argument("--random-count", type=int, default=12, help="layers drawn for --suite random (default 12)")
+    parser.add_argument("--layer-seed", type=int, default=2026, help="seed of the layers drawn for --suite random")
     parser.add_argument(
         "--shapes",
         type=_names,
@@ -735,7 +739,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.warmup < 0 or args.min_sample_ms < 0 or args.budget_s <= 0:
         parser.error("--warmup and --min-sample-ms must be >= 0 and --budget-s > 0")
     try:
-        args.shape_list = select_shapes(args.shapes, args.suite)
+        if args.suite == "random":
+            drawn = random_layers(args.random_count, args.layer_seed)
+            unknown = sorted(set(args.shapes or ()) - {s.name for s in drawn})
+            if unknown:
+                raise ValueError(f"--shapes: {unknown} not among the drawn layers {[s.name for s in drawn]}")
+            args.shape_list = [s for s in drawn if not args.shapes or s.name in args.shapes]
+        else:
+            args.shape_list = select_shapes(args.shapes, args.suite)
     except ValueError as error:
         parser.error(str(error))
     chosen = args.algorithms or list(algorithms)
@@ -767,7 +778,8 @@ def setup_devices():
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
     if settings.list:
-        for suite, suite_shapes in SUITES.items():
+        listed = dict(SUITES, random=random_layers(settings.random_count, settings.layer_seed))
+        for suite, suite_shapes in listed.items():
             for shape in suite_shapes:
                 print(f"{suite:8s} {shape.name:12s} {shape.description:36s} {shape.summary()}")
         return 0

@@ -24,6 +24,7 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import harness  # noqa: E402
+import random_layers  # noqa: E402
 import shapes  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("benchmarks_run", BENCHMARKS / "run.py")
@@ -63,7 +64,10 @@ def test_suite_has_the_issue_layers_with_unique_names():
     assert by_name["dilated"].dilation == (2, 2)
 
 
-@pytest.mark.parametrize("shape", shapes.SHAPES + shapes.HOLDOUT_SHAPES, ids=lambda s: s.name)
+RANDOM_LAYERS = random_layers.random_layers(40, seed=7)
+
+
+@pytest.mark.parametrize("shape", shapes.SHAPES + shapes.HOLDOUT_SHAPES + RANDOM_LAYERS, ids=lambda s: s.name)
 def test_suite_shape_is_the_layer_torch_and_jtconv_run(shape):
     torch = pytest.importorskip("torch")
     import jtconv
@@ -93,6 +97,31 @@ def test_holdout_suite_is_disjoint_from_the_main_suite_and_selectable():
     assert [s.name for s in shapes.select_shapes(["grouped", "dcgan"], "holdout")] == ["dcgan", "grouped"]
     with pytest.raises(ValueError, match="--suite.*nope"):
         shapes.select_shapes(None, "nope")
+
+
+def test_random_layers_are_reproducible_varied_and_sized_for_a_few_milliseconds():
+    again = random_layers.random_layers(40, seed=7)
+    assert again == RANDOM_LAYERS
+    assert random_layers.random_layers(40, seed=8) != RANDOM_LAYERS
+    assert len({s.name for s in RANDOM_LAYERS}) == 40
+    assert {s.ndim for s in RANDOM_LAYERS} == {1, 2, 3}
+    assert any(s.groups == s.in_channels > 1 for s in RANDOM_LAYERS)  # depthwise
+    assert any(max(s.stride) == 1 for s in RANDOM_LAYERS) and any(max(s.dilation) == 2 for s in RANDOM_LAYERS)
+    for shape in RANDOM_LAYERS:  # a few milliseconds each: 2 MFLOP (depthwise) to ~2 GFLOP
+        assert 1e6 <= harness.useful_flops(shape.x_shape, shape.w_shape) <= 2.5e9, shape
+        assert 1 <= shape.x_shape[0] <= 64
+    with pytest.raises(ValueError, match="--random-count"):
+        random_layers.random_layers(0, seed=1)
+
+
+def test_random_suite_is_selected_by_seed_and_count():
+    args = bench_run.parse_args(["--suite", "random", "--random-count", "5", "--layer-seed", "3"])
+    assert args.shape_list == list(random_layers.random_layers(5, 3))
+    name = args.shape_list[2].name
+    one = bench_run.parse_args(["--suite", "random", "--random-count", "5", "--layer-seed", "3", "--shapes", name])
+    assert [s.name for s in one.shape_list] == [name]
+    with pytest.raises(SystemExit):
+        bench_run.parse_args(["--suite", "random", "--shapes", "dcgan"])
 
 
 def test_shape_summary_names_the_non_default_arguments():
