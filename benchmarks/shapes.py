@@ -10,6 +10,7 @@ takes roughly 1–50 ms on a 2-core CPU with torch 2.13.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +64,19 @@ class BenchShape:
             )
         )
         return (self.x_shape[0], self.out_channels) + spatial
+
+    @property
+    def reduction_lengths(self) -> dict[str, int]:
+        """Terms summed per element: ``y`` (``Cin/G · Πk``, +1 with a bias),
+        ``dx`` (``Cout/G · Πk``), ``dweight`` (``N · Π input``) and ``dbias``
+        (``N · Π output``), as in ``jtconv.testing``'s tolerances."""
+        taps = math.prod(self.kernel_size)
+        return {
+            "y": self.in_channels // self.groups * taps + int(self.bias),
+            "dx": self.w_shape[1] * taps,
+            "dweight": self.x_shape[0] * math.prod(self.x_shape[2:]),
+            "dbias": math.prod(self.output_shape[:1] + self.output_shape[2:]),
+        }
 
     @property
     def torch_kwargs(self) -> dict:

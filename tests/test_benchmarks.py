@@ -216,6 +216,16 @@ def _settings(**overrides) -> argparse.Namespace:
     return argparse.Namespace(**values)
 
 
+def test_float32_tolerance_grows_with_the_reduction_only_beyond_1500_terms():
+    dcgan = shapes.SHAPES_BY_NAME["dcgan"]  # dweight sums 16·16·16 = 4,096 terms
+    assert dcgan.reduction_lengths == {"y": 128 * 16 + 1, "dx": 64 * 16, "dweight": 4096, "dbias": 16 * 32 * 32}
+    (y,) = bench_run.float32_tolerances(dcgan, "forward")
+    dx, dweight, dbias = bench_run.float32_tolerances(dcgan, "fwd+bwd")
+    assert y == pytest.approx(4 * 2.0**-24 * math.sqrt(2049)) and dx == 1e-5
+    assert dweight == pytest.approx(4 * 2.0**-24 * 64) and dbias == pytest.approx(4 * 2.0**-24 * 128)
+    assert bench_run.float32_tolerances(TINY, "forward") == (1e-5,)
+
+
 def test_a_wrong_jtconv_result_is_flagged_and_a_wrong_status_quo_is_na():
     pytest.importorskip("torch")
     import torch

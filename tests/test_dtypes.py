@@ -4,6 +4,8 @@ and JAX dtype promotion of mixed inputs."""
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -56,6 +58,9 @@ def test_mixed_dtypes_follow_jax_promotion(x_dtype, w_dtype, algorithm):
 def test_tolerances_follow_the_documented_rule():
     assert testing.relative_tolerance("float32") == 1e-5
     assert testing.relative_tolerance("float64") == 1e-12
+    assert testing.relative_tolerance("float32", 1500) == 1e-5  # the fixed bound covers R ≤ ~1,500
+    # beyond that, 4 unit roundoffs per √R (a weight gradient over 61,440 positions)
+    assert testing.relative_tolerance("float32", 61440) == pytest.approx(4 * 2.0**-24 * math.sqrt(61440))
     assert testing.relative_tolerance("bfloat16", 100) == pytest.approx(2.0**-7 * 12)
     assert testing.relative_tolerance("float16", 16) == pytest.approx(2.0**-10 * 6)
     with pytest.raises(ValueError, match="dtype"):
