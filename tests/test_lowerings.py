@@ -14,7 +14,8 @@ import torch
 import jtconv
 from jtconv.geometry import make_geometry
 from jtconv.lowering import choose_algorithm
-from jtconv.lowering.matmul import axis_plans
+from jtconv.lowering import matmul
+from jtconv.lowering.matmul import axis_plans, gemm_layout
 from jtconv.testing import relative_tolerance
 
 TORCH_FN = {1: torch.nn.functional.conv_transpose1d, 2: torch.nn.functional.conv_transpose2d,
@@ -123,3 +124,40 @@ def test_backward_ordering_marker_leaves_the_cotangent_bit_for_bit_unchanged(mar
     out = jax.jit(_wait_for)(ct, jnp.array([marker], jnp.float32))
     np.testing.assert_array_equal(np.asarray(out), np.asarray(ct))
     assert out.dtype == ct.dtype
+
+
+@pytest.mark.parametrize(
+    "rows, inner, cols, groups, full_precision, layout",
+    [
+        (4096, 64, 800, 1, True, "weight_copy"),  # the activations are the larger operand
+        (128, 256, 1152, 1, True, "weight_rhs"),  # Z = 0.6 MiB stays in cache
+        (256, 512, 4096, 1, True, "weight_rhs"),  # the weight (8 MiB) is twice Z (4 MiB)
+        (512, 256, 2048, 1, True, "weight_lhs_in_place"),  # Z = 4 MiB, weight 2 MiB
+        (512, 256, 2048, 1, False, "weight_copy"),  # no such dot for bf16/fp16 with a float32 result
+    ],
+)
+def test_gemm_layout_choice(rows, inner, cols, groups, full_precision, layout):
+    assert gemm_layout(rows, inner, cols, groups, 4, full_precision) == layout
+
+
+@pytest.mark.parametrize("layout", ["weight_copy", "weight_rhs", "weight_lhs_in_place"])
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((2, 6, 3, 3), (6, 4, 3, 3), dict(stride=2, padding=1, output_padding=1)),
+        ((3, 8, 4), (8, 3, 5), dict(stride=3, padding=2, groups=2)),
+        ((1, 4, 2, 3, 2), (4, 2, 2, 3, 2), dict(stride=(2, 1, 2), dilation=(1, 2, 1))),
+        ((0, 4, 3, 3), (4, 2, 3, 3), dict(stride=2)),
+    ],
+)
+def test_every_gemm_layout_matches_torch(monkeypatch, layout, x_shape, w_shape, kwargs):
+    """Each GEMM layout of the matmul forward, forced on layers of every rank."""
+    monkeypatch.setattr(matmul, "gemm_layout", lambda *args: layout)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    want = TORCH_FN[len(w_shape) - 2](torch.tensor(x), torch.tensor(w), **kwargs).numpy()
+    got = jax.jit(lambda x, w: jtconv.conv_transpose(x, w, algorithm="matmul", **kwargs))(x, w)
+    assert got.shape == want.shape
+    scale = max(np.abs(want).max(initial=0.0), 1.0)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=relative_tolerance(np.float32) * scale)

@@ -101,12 +101,8 @@ def tap_products(x: jax.Array, weight: jax.Array, geom: ConvTransposeGeometry, p
     xg = x.reshape((n, g, cin_g) + spatial)
     options = dict(precision=precision, preferred_element_type=acc_dtype)
     positions = math.prod(spatial)
-    if taps * cg >= n * positions:
-        # The weight is the larger operand: leave it in place as the GEMM's
-        # right-hand side, (Cin, Cg·T), and transpose the (smaller) input
-        # instead. (Contracting the weight's leading axis as a left-hand side
-        # avoided the copy too, but XLA CPU runs that dot single-threaded in
-        # Eigen: 8×8 layers with 256–512 channels took 1.3–1.6× longer.)
+    layout = gemm_layout(n * positions, cin_g, cg * taps, g, jnp.dtype(acc_dtype).itemsize, x.dtype == acc_dtype)
+    if layout == "weight_rhs":
         xt = xg.reshape(n, g, cin_g, positions).transpose(1, 0, 3, 2).reshape(g, n * positions, cin_g)
         wg = weight.reshape(g, cin_g, cg * taps)
         if g == 1:  # a batch axis of size 1 costs XLA a copy
@@ -115,9 +111,47 @@ def tap_products(x: jax.Array, weight: jax.Array, geom: ConvTransposeGeometry, p
             z = lax.dot_general(xt, wg, (((2,), (1,)), ((0,), (0,))), **options)
         z = z.reshape((g, n, positions, cg, taps))  # from (G, N·S, Cg·T)
         return [z[..., t].transpose(1, 0, 3, 2).reshape((n, g * cg) + spatial) for t in range(taps)]
+    if layout == "weight_lhs_in_place":
+        if g == 1:
+            z = lax.dot_general(weight.reshape(cin_g, cg * taps), x, (((0,), (1,)), ((), ())), **options)
+        else:
+            z = lax.dot_general(weight.reshape(g, cin_g, cg * taps), xg, (((1,), (2,)), ((0,), (1,))), **options)
+        z = z.reshape((g, cg, taps, n) + spatial)  # from (G, Cg·T, N, *S)
+        return [jnp.moveaxis(z[:, :, t].reshape((g * cg, n) + spatial), 1, 0) for t in range(taps)]
     z = lax.dot_general(w.transpose(0, 3, 2, 1), xg, (((3,), (2,)), ((0,), (1,))), **options)  # (G, T, Cg, N, *S)
     pieces = lax.split(z, (1,) * taps, axis=1)
     return [jnp.moveaxis(p.reshape((g * cg, n) + spatial), 1, 0) for p in pieces]
+
+
+CACHE_RESIDENT_BYTES = 2 * 2**20
+"""Tap products up to this size are read back from cache (one core's L2 on
+the machine the layouts were measured on), so their layout hardly matters."""
+
+
+def gemm_layout(rows: int, inner: int, cols: int, groups: int, itemsize: int, full_precision: bool) -> str:
+    """How :func:`tap_products` lays out its GEMM ``Z = Wᵀ·x`` (per group):
+    ``rows = N·S`` input positions, ``inner = Cin/G``, ``cols = Cg·T``.
+
+    * ``"weight_copy"`` (default): ``Z`` as ``(T·Cg, N·S)``, from a transposed
+      copy of the weight; the col2im then reads ``Z`` along the positions.
+    * When the weight is the larger operand (``cols ≥ rows``) its copy can
+      cost more than the GEMM's neighbours. Then either ``"weight_rhs"``: the
+      weight stays in place as the GEMM's right-hand side and the (smaller)
+      input is transposed, giving ``Z`` as ``(N·S, Cg·T)``, which the col2im
+      reads across the positions — cheap while ``Z`` stays in cache or the
+      weight is at least twice its size (8×8 layers with 256–512 channels:
+      1.2–1.9× faster); or ``"weight_lhs_in_place"``: the weight's leading
+      axis contracted where it lies, keeping the col2im's order, but XLA CPU
+      runs that dot in Eigen (single-threaded on small GEMMs) and has none
+      for fp16/bf16 inputs with a float32 result.
+    """
+    if cols < rows:
+        return "weight_copy"
+    z_bytes = groups * rows * cols * itemsize
+    w_bytes = groups * inner * cols * itemsize
+    if z_bytes <= CACHE_RESIDENT_BYTES or w_bytes >= 2 * z_bytes:
+        return "weight_rhs"
+    return "weight_lhs_in_place" if full_precision else "weight_copy"
 
 
 def interleave_phases(pieces: list[jax.Array], geom: ConvTransposeGeometry, plans: tuple[AxisPlan, ...]) -> jax.Array:
