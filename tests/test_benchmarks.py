@@ -27,6 +27,10 @@ import harness  # noqa: E402
 import random_layers  # noqa: E402
 import shapes  # noqa: E402
 
+_limits_spec = importlib.util.spec_from_file_location("benchmarks_xla_limits", BENCHMARKS / "xla_limits.py")
+xla_limits = importlib.util.module_from_spec(_limits_spec)
+_limits_spec.loader.exec_module(xla_limits)
+
 _spec = importlib.util.spec_from_file_location("benchmarks_run", BENCHMARKS / "run.py")
 bench_run = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = bench_run  # dataclasses look their module up there
@@ -224,6 +228,17 @@ def test_float32_tolerance_grows_with_the_reduction_only_beyond_1500_terms():
     assert y == pytest.approx(4 * 2.0**-24 * math.sqrt(2049)) and dx == 1e-5
     assert dweight == pytest.approx(4 * 2.0**-24 * 64) and dbias == pytest.approx(4 * 2.0**-24 * 128)
     assert bench_run.float32_tolerances(TINY, "forward") == (1e-5,)
+
+
+def test_busy_cores_tells_an_idle_wait_from_a_busy_loop():
+    assert xla_limits.busy_cores(lambda: time.sleep(0.01), seconds=0.2) < 0.5
+
+    def spin():
+        end = time.perf_counter() + 0.01
+        while time.perf_counter() < end:
+            pass
+
+    assert xla_limits.busy_cores(spin, seconds=0.2) > 0.5
 
 
 def test_a_wrong_jtconv_result_is_flagged_and_a_wrong_status_quo_is_na():
