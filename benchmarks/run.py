@@ -591,6 +591,7 @@ def machine_lines(machine: dict, matmul: dict[str, float], settings: argparse.Na
         + (f" ({machine['torch_device_name']})" if "torch_device_name" in machine else "")
         + f", {machine['torch_threads']} threads",
         f"fp32 {settings.matmul_size}³ matmul: jnp {matmul['jax']:.1f} GFLOP/s, torch {matmul['torch']:.1f} GFLOP/s",
+        f"malloc: {machine.get('malloc', 'default')}",
         f"medians of up to {settings.repeats} A/B-interleaved repetitions "
         f"(at most {settings.budget_s:g} s of samples per candidate and pass); {machine['date_utc']}",
     ]
@@ -740,6 +741,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="seconds of samples per candidate and pass: slower candidates take part in fewer repetitions, "
         "at least 1 (default 20, --quick 2)",
     )
+    parser.add_argument(
+        "--retain-freed-memory",
+        action="store_true",
+        help="make glibc keep freed memory (no per-call page faults on >32 MiB temporaries; see the README)",
+    )
     parser.add_argument("--matmul-size", type=int, default=2048, help="n of the n³ fp32 matmul reference (default 2048)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random data")
     parser.add_argument("--json", metavar="FILE", help="write every number to FILE as JSON")
@@ -799,8 +805,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for shape in suite_shapes:
                 print(f"{suite:8s} {shape.name:12s} {shape.description:36s} {shape.summary()}")
         return 0
+    if settings.retain_freed_memory:
+        harness.retain_freed_memory()
     device = setup_devices()
     machine = harness.machine_info(device)
+    machine["malloc"] = harness.malloc_setting(settings.retain_freed_memory)
     matmul = harness.matmul_gflops(
         settings.matmul_size, device, repeats=max(3, settings.repeats // 3), warmup=1, min_sample_s=0.0
     )
