@@ -579,12 +579,20 @@ def target_lines(summary: dict) -> list[str]:
     return lines
 
 
+def _busy_note(machine: dict) -> str:
+    """A warning when the load average exceeded the usable cores during the run."""
+    loads = [machine.get("load_average_start"), machine.get("load_average_end")]
+    if any(load is not None and load > machine["usable_cores"] for load in loads):
+        return " (above the core count: other processes shared the cores)"
+    return ""
+
+
 def machine_lines(machine: dict, matmul: dict[str, float], settings: argparse.Namespace) -> list[str]:
     devices = ", ".join(machine["jax_devices"])
     return [
         f"CPU: {machine['cpu']} ({machine['usable_cores']} usable of {machine['cpu_cores']} cores); {machine['platform']}",
-        f"load average (1 min): {machine['load_average_start']} at start, {machine.get('load_average_end')} at end "
-        "(above the core count, other processes shared the cores)",
+        f"load average (1 min): {machine['load_average_start']} at start, {machine.get('load_average_end')} at end"
+        + _busy_note(machine),
         f"jax {machine['jax']}, jaxlib {machine['jaxlib']}, flax {machine['flax']}, torch {machine['torch']}, "
         f"numpy {machine['numpy']}, python {machine['python']}",
         f"JAX backend: {machine['jax_backend']} ({devices}); torch device: {machine['torch_device']}"

@@ -230,6 +230,13 @@ def test_float32_tolerance_grows_with_the_reduction_only_beyond_1500_terms():
     assert bench_run.float32_tolerances(TINY, "forward") == (1e-5,)
 
 
+def test_header_warns_of_other_load_only_above_the_core_count():
+    quiet = {"usable_cores": 2, "load_average_start": 0.3, "load_average_end": 1.9}
+    assert bench_run._busy_note(quiet) == ""
+    assert "other processes" in bench_run._busy_note(dict(quiet, load_average_end=2.5))
+    assert bench_run._busy_note(dict(quiet, load_average_start=None)) == ""
+
+
 def test_busy_cores_tells_an_idle_wait_from_a_busy_loop():
     assert xla_limits.busy_cores(lambda: time.sleep(0.01), seconds=0.2) < 0.5
 
