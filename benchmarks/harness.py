@@ -344,37 +344,6 @@ def matmul_gflops(
     return {name: 2 * n**3 / t.median_s / 1e9 for name, t in timings.items()}
 
 
-# glibc's mallopt() parameters (malloc.h)
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_MAX = -4
-
-
-def retain_freed_memory() -> None:
-    """Make glibc's malloc keep freed memory for reuse in this process.
-
-    By default glibc serves every allocation above 32 MiB with a fresh
-    ``mmap`` and returns it to the system when freed. XLA's CPU runtime
-    allocates a program's temporary buffer on every call, so a program
-    whose temporaries exceed 32 MiB touches fresh pages on every call and
-    pays a page fault per 4 KiB (measured on the project's VM: about 1 µs
-    each, 10 ms for the 40 MiB of a few-channel layer). With ``mmap``
-    switched off and trimming raised to 2 GiB, freed blocks stay in the
-    heap and the next call reuses them. Process-wide; the same as starting
-    Python with ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647``.
-
-    Raises:
-      OSError: when the C library is not glibc (no ``mallopt``).
-    """
-    import ctypes
-    import ctypes.util
-
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    if not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
-        raise OSError("--retain-freed-memory needs glibc's mallopt()")
-    if not (libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)):
-        raise OSError("mallopt() rejected the settings")
-
-
 def malloc_setting(retained: bool) -> str:
     """How this process's malloc treats freed memory, for the report header."""
     env = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_") or k == "GLIBC_TUNABLES"}

@@ -39,6 +39,7 @@ from random_layers import random_layers
 from shapes import SUITES, BenchShape, select_shapes
 
 import jtconv
+from jtconv.cpu_memory import retain_freed_memory
 from jtconv.testing import relative_tolerance
 
 PASSES = ("forward", "fwd+bwd")
@@ -814,7 +815,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{suite:8s} {shape.name:12s} {shape.description:36s} {shape.summary()}")
         return 0
     if settings.retain_freed_memory:
-        harness.retain_freed_memory()
+        retain_freed_memory()
     device = setup_devices()
     machine = harness.machine_info(device)
     machine["malloc"] = harness.malloc_setting(settings.retain_freed_memory)
