@@ -62,8 +62,11 @@ def test_shapes_that_crashed_xla_match_torch(algorithm, x_shape, w_shape, kwargs
     "x_shape, w_shape, kwargs, on_cpu",
     [
         ((1, 4, 5, 5), (4, 2, 4, 4), dict(stride=2, padding=1), "matmul"),
-        ((1, 4, 5, 5), (4, 2, 3, 3), dict(stride=1, padding=1), "conv"),     # stride 1, few channels
-        ((1, 4, 5, 5), (4, 2, 3, 3), dict(stride=1, dilation=2), "conv"),
+        ((1, 4, 5, 5), (4, 2, 5, 5), dict(stride=1, padding=2), "conv"),     # stride 1, few channels, k >= 5
+        ((1, 4, 9), (4, 2, 7), dict(stride=1, dilation=2), "conv"),
+        ((1, 4, 5, 5), (4, 2, 3, 3), dict(stride=1, padding=1), "matmul"),   # k3: the tap products stay small
+        ((1, 4, 5, 5), (4, 2, 3, 5), dict(stride=1, dilation=2), "matmul"),
+        ((1, 4, 5, 5, 5), (4, 2, 5, 5, 5), dict(stride=1), "matmul"),        # XLA's 3d convolutions are slow
         ((1, 64, 32, 32), (64, 64, 3, 3), dict(stride=1, padding=1), "matmul"),  # 64 channels, 9 MiB of taps
         ((8, 128, 32, 32), (128, 128, 3, 3), dict(stride=1, padding=1), "conv"),  # 36 MiB of taps
         ((1, 4, 5, 5), (4, 1, 3, 3), dict(stride=1, groups=4), "matmul"),    # XLA's grouped convolutions are slow
@@ -71,6 +74,7 @@ def test_shapes_that_crashed_xla_match_torch(algorithm, x_shape, w_shape, kwargs
     ],
 )
 def test_planner_choice_per_backend(x_shape, w_shape, kwargs, on_cpu):
+    """The planner's CPU table (thresholds measured in benchmarks/); GPU/TPU keep the reference."""
     geom = make_geometry(x_shape, w_shape, **kwargs)
     assert choose_algorithm(geom, "cpu", batch=x_shape[0]) == on_cpu
     assert choose_algorithm(geom, "gpu") == "reference"
@@ -124,6 +128,63 @@ def test_backward_ordering_marker_leaves_the_cotangent_bit_for_bit_unchanged(mar
     out = jax.jit(_wait_for)(ct, jnp.array([marker], jnp.float32))
     np.testing.assert_array_equal(np.asarray(out), np.asarray(ct))
     assert out.dtype == ct.dtype
+
+
+@pytest.mark.parametrize("anchor", [[1.5], [np.nan], [np.inf], []])
+def test_stored_primal_output_is_bit_for_bit_the_output(anchor):
+    """The loop that stores y for the backward never changes it, whatever the
+    input's first value (nan included), and passes tangents through unchanged."""
+    from jtconv.lowering.primitive import _stored
+
+    y = jnp.array([[1.0, -2.5], [3e-38, np.nan]], jnp.float32)
+    a = jnp.array(anchor, jnp.float32)
+    out = jax.jit(_stored)(y, a)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(y))
+    t = jnp.array([[0.5, 1.0], [-2.0, 4.0]], jnp.float32)
+    _, tangent_out = jax.jvp(lambda y: _stored(y, a), (y,), (t,))
+    np.testing.assert_array_equal(np.asarray(tangent_out), np.asarray(t))
+    grad = jax.grad(lambda y: jnp.sum(_stored(y, a) * t))(jnp.ones_like(y))
+    np.testing.assert_array_equal(np.asarray(grad), np.asarray(t))
+
+
+@pytest.mark.parametrize("method", ["gemm", "conv"])
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((2, 4, 6, 6), (4, 3, 5, 5), dict(padding=2)),
+        ((3, 5, 9), (5, 2, 3), dict(dilation=2, output_padding=1)),
+        ((1, 3, 4, 3, 4), (3, 2, 3, 3, 3), dict(padding=1)),
+    ],
+)
+def test_both_weight_gradient_methods_match_torch(monkeypatch, method, x_shape, w_shape, kwargs):
+    """im2col + GEMM and XLA's convolution weight gradient, each forced on stride-1 layers."""
+    from jtconv.lowering import primitive
+
+    monkeypatch.setattr(primitive, "_weight_transpose_method", lambda geom: method)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    tw = torch.tensor(w, requires_grad=True)
+    y = TORCH_FN[len(w_shape) - 2](torch.tensor(x), tw, **kwargs)
+    (y * y).sum().backward()
+    for algorithm in ("matmul", "conv"):
+        got = jax.jit(jax.grad(lambda w: jnp.sum(jtconv.conv_transpose(x, w, algorithm=algorithm, **kwargs) ** 2)))(w)
+        want = tw.grad.numpy()
+        np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=relative_tolerance(np.float32) * np.abs(want).max())
+
+
+def test_weight_gradient_method_per_layer():
+    from jtconv.lowering.primitive import _weight_transpose_method
+
+    def method(x_shape, w_shape, **kwargs):
+        return _weight_transpose_method(make_geometry(x_shape, w_shape, **kwargs))
+
+    assert method((1, 16, 8, 8), (16, 16, 5, 5)) == "conv"  # stride 1, few channels, k5: XLA's
+    assert method((1, 16, 8, 8), (16, 16, 3, 3)) == "gemm"  # k3: the im2col stays small
+    assert method((1, 16, 4, 4, 4), (16, 16, 5, 5, 5)) == "gemm"  # 3d: XLA's convolutions are slow
+    assert method((1, 64, 8, 8), (64, 16, 5, 5)) == "gemm"  # many channels
+    assert method((1, 16, 8, 8), (16, 16, 5, 5), stride=2) == "gemm"
+    assert method((1, 16, 8, 8), (16, 1, 3, 3), groups=16) == "matmul"  # depthwise: derived transposes
 
 
 @pytest.mark.parametrize(

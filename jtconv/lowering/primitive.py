@@ -21,9 +21,11 @@ propagates. The rules:
   (im2col of the cotangent + one GEMM); ``"conv"``: the transpose XLA derives
   for its convolution (a strided convolution of the cotangent, no zeros);
 * transpose, weight: :func:`.matmul_transpose.transpose_weight` (im2col + one
-  GEMM), except for stride-1 layers of at most :data:`XLA_WEIGHT_GRAD_MAX_CIN`
-  input channels, where XLA's convolution weight gradient is faster (its own
-  blocked im2col stays in cache, ours is ``T`` times the cotangent);
+  GEMM), except for stride-1 1d/2d layers of at most
+  :data:`XLA_WEIGHT_GRAD_MAX_CIN` input channels with kernels of at least
+  :data:`XLA_WEIGHT_GRAD_MIN_KERNEL` taps per axis, where XLA's convolution
+  weight gradient is faster (its own blocked im2col stays in cache, ours is
+  ``T`` times the cotangent);
 * depthwise layers (one input channel per group) keep the transposes JAX derives
   from the matmul forward (``jax.linear_transpose``): elementwise loops XLA
   fuses well, unlike a GEMM with a contraction of length ``T``;
@@ -32,6 +34,10 @@ propagates. The rules:
 
 The transposes are ordinary JAX code, so second-order reverse mode
 differentiates them.
+
+Under differentiation the jvp stores the matmul forward's primal output
+once (:func:`_stored`), so that XLA does not recompute the col2im inside
+every backward fusion that reads ``y``.
 
 A third operand, ``after``, carries no data: the transposes wait for it and the
 jvp passes one element of the primal output there (for large layers, see
@@ -62,10 +68,17 @@ from jtconv.lowering.reference import conv_transpose_reference
 FORWARDS = {"matmul": matmul_forward, "conv": conv_transpose_reference}
 
 XLA_WEIGHT_GRAD_MAX_CIN = 32
-"""Stride-1 layers with at most this many input channels (one group) take
+"""Stride-1 1d/2d layers with at most this many input channels (one group)
+and kernels of at least :data:`XLA_WEIGHT_GRAD_MIN_KERNEL` taps per axis take
 XLA's convolution weight gradient. Measured (two cores), XLA vs im2col + GEMM:
-k5, 32 channels 3.8 vs 5.1 ms; k7, 32 channels 7.7 vs 23 ms; k3, 64 channels
-3.2 vs 2.7 ms; k3, 128 channels 42 vs 25 ms."""
+2d k5, 32 channels 4.7 vs 4.8 ms, 16 channels 7.8 vs 24 ms; 2d k7, 32 channels
+7.7 vs 23 ms; 1d k5, 32 channels 2.4 vs 2.7 ms; 2d k3, 64 channels 3.2 vs
+2.7 ms; 2d k3, 128 channels 42 vs 25 ms."""
+
+XLA_WEIGHT_GRAD_MIN_KERNEL = 5
+"""Below this kernel size the im2col stays small and the GEMM wins: 2d k3,
+16 channels 2.0 vs 4.2 ms (XLA), 32 channels 1.9 vs 2.3 ms; 3d k3, 16 channels
+2.5 vs 25 ms (XLA's 3d convolutions are slow on CPU at every size measured)."""
 
 conv_transpose_p = Primitive("jtconv_conv_transpose")
 
@@ -159,10 +172,38 @@ def _wait_for(ct: jax.Array, after: jax.Array) -> jax.Array:
     return ct + zero.astype(ct.dtype)
 
 
+@jax.custom_jvp
+def _stored(y: jax.Array, anchor: jax.Array) -> jax.Array:
+    """``y`` unchanged, but written to memory once, as the carry of a loop.
+
+    XLA's CPU fusion otherwise duplicates the matmul forward's col2im (a sum
+    of shifted tap products) into every fusion that reads the primal output
+    in the backward, e.g. the cotangent's im2col when the loss depends on
+    ``y``, which then recomputes each output value once per kernel tap.
+    Measured on two cores, ``grad`` of ``sum(y²)`` for a stride-1 k3 layer
+    (21, 16, 32, 32) → 16 channels: 45 ms with the duplication, 9 ms without.
+    The loop runs zero times (its count, ``isnan(anchor[0]) − 1``, is −1 or
+    0), which XLA cannot prove, so it keeps the loop and stores ``y`` once.
+    ``anchor`` (the input) is used so that the count does not split the
+    col2im fusion that produces ``y``.
+    """
+    count = jnp.isnan(anchor.reshape(-1)[:1]).sum(dtype=jnp.int32) - 1
+    out, _ = lax.while_loop(lambda c: c[1] > 0, lambda c: (c[0] + c[0], c[1] - 1), (y, count))
+    return out
+
+
+@_stored.defjvp
+def _stored_jvp(primals, tangents):
+    y, anchor = primals
+    return _stored(y, anchor), tangents[0]
+
+
 def _jvp(primals, tangents, **params):
     x, w, after = primals
     x_dot, w_dot, _ = tangents
     y = conv_transpose_p.bind(x, w, after, **params)
+    if params["forward"] == "matmul":
+        y = _stored(y, x)
     marker = _marker(y) if _backward_waits(x, params["geom"]) else _no_marker(y.dtype)
     terms = []
     if type(x_dot) is not ad.Zero:
@@ -228,7 +269,13 @@ def _weight_transpose_method(geom: ConvTransposeGeometry) -> str:
     """``"gemm"`` (im2col + GEMM) or the forward whose derived transpose to use."""
     if geom.in_per_group == 1:
         return "matmul"
-    if all(s == 1 for s in geom.stride) and geom.groups == 1 and geom.in_channels <= XLA_WEIGHT_GRAD_MAX_CIN:
+    if (
+        all(s == 1 for s in geom.stride)
+        and geom.groups == 1
+        and geom.ndim <= 2
+        and geom.in_channels <= XLA_WEIGHT_GRAD_MAX_CIN
+        and min(geom.kernel_size) >= XLA_WEIGHT_GRAD_MIN_KERNEL
+    ):
         return "conv"
     return "gemm"
 
