@@ -120,6 +120,16 @@ class Row:
 # --- problem data and the float64 oracle ---------------------------------------
 
 
+LOSSES: dict[str, Callable[[Any, Any], Any]] = {
+    "dot": lambda y, ct: (y * ct).sum(),
+    "square": lambda y, ct: 0.5 * (y * y).sum(),
+}
+"""The fwd+bwd pass's loss of the output ``y`` (a JAX or torch array) and a
+fixed random ``ct``: ``"dot"`` gives the backward ``ct`` itself as the
+cotangent; ``"square"`` gives it ``y``, so the backward reads the forward's
+output, as a loss or an activation after the layer does in training."""
+
+
 @dataclasses.dataclass
 class Problem:
     shape: BenchShape
@@ -128,9 +138,10 @@ class Problem:
     b: np.ndarray | None
     cotangent: np.ndarray
     expected: dict[str, tuple[np.ndarray, ...]]  # pass -> tensors in torch layout
+    loss: str = "dot"  # a key of LOSSES
 
 
-def make_problem(shape: BenchShape, seed: int) -> Problem:
+def make_problem(shape: BenchShape, seed: int, loss: str = "dot") -> Problem:
     """Random float32 data, and the expected results from torch in float64 on the CPU."""
     import torch
 
@@ -144,12 +155,12 @@ def make_problem(shape: BenchShape, seed: int) -> Problem:
     conv = torch_conv_transpose(shape.ndim)
     params = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w, b) if a is not None]
     y = conv(params[0], params[1], params[2] if shape.bias else None, **shape.torch_kwargs)
-    grads = torch.autograd.grad((y * torch.from_numpy(ct).double()).sum(), params)
+    grads = torch.autograd.grad(LOSSES[loss](y, torch.from_numpy(ct).double()), params)
     expected = {
         "forward": (y.detach().numpy(),),
         "fwd+bwd": tuple(g.numpy() for g in grads),
     }
-    return Problem(shape, x, w, b, ct, expected)
+    return Problem(shape, x, w, b, ct, expected, loss)
 
 
 def torch_conv_transpose(ndim: int) -> Callable[..., Any]:
@@ -169,16 +180,17 @@ def jax_candidate(
     cotangent: jax.Array,
     output_to_torch: Callable[[Any], np.ndarray],
     grads_to_torch: Callable[[tuple[Any, ...]], tuple[np.ndarray, ...]],
+    loss_name: str = "dot",
 ) -> Candidate:
     """A JAX candidate: ``fn(*args)`` jitted forward, and ``value_and_grad`` of
-    ``sum(fn(*args) · cotangent)`` for all ``args`` (the loss value is returned
-    too, so the forward pass cannot be pruned from the fwd+bwd program)."""
+    ``LOSSES[loss_name](fn(*args), cotangent)`` for all ``args`` (the loss value
+    is returned too, so the forward pass cannot be pruned from the fwd+bwd program)."""
 
     def forward(*a):
         return fn(*a)
 
     def loss(ct, *a):
-        return jnp.sum(fn(*a) * ct)
+        return LOSSES[loss_name](fn(*a), ct)
 
     fwd_bwd = jax.value_and_grad(loss, argnums=tuple(range(1, len(args) + 1)))
     candidate = Candidate(name, kind)
@@ -218,7 +230,7 @@ def jtconv_candidates(problem: Problem, algorithms: Sequence[str]) -> list[Candi
             return jtconv.conv_transpose(x, w, b, **shape.torch_kwargs, algorithm=_algorithm)
 
         try:
-            candidate = jax_candidate(name, "jtconv", fn, args, ct, _np, lambda g: tuple(map(_np, g)))
+            candidate = jax_candidate(name, "jtconv", fn, args, ct, _np, lambda g: tuple(map(_np, g)), problem.loss)
         except Exception as error:  # noqa: BLE001 - reported as a failed row
             candidate = Candidate(name, "jtconv", unavailable=f"error: {type(error).__name__}: {error}")
         candidate.lowering = chosen if algorithm == "auto" else algorithm
@@ -250,7 +262,7 @@ def torch_candidate(problem: Problem, device) -> Candidate:
 
     def fwd_bwd():
         y = conv(params[0], params[1], params[2] if shape.bias else None, **kwargs)
-        loss = (y * ct).sum()
+        loss = LOSSES[problem.loss](y, ct)
         grads = torch.autograd.grad(loss, params)
         sync()
         return loss, grads
@@ -293,7 +305,9 @@ def lax_candidate(problem: Problem) -> Candidate:
         return y if b is None else y + b.reshape((1, -1) + (1,) * shape.ndim)
 
     args = tuple(jnp.asarray(a) for a in (problem.x, problem.w, problem.b) if a is not None)
-    return jax_candidate(LAX, "status quo", fn, args, jnp.asarray(problem.cotangent), _np, lambda g: tuple(map(_np, g)))
+    return jax_candidate(
+        LAX, "status quo", fn, args, jnp.asarray(problem.cotangent), _np, lambda g: tuple(map(_np, g)), problem.loss
+    )
 
 
 def flax_candidate(problem: Problem) -> Candidate:
@@ -341,6 +355,7 @@ def flax_candidate(problem: Problem) -> Candidate:
         jnp.asarray(to_channels_last(problem.cotangent)),
         to_channels_first,
         grads_to_torch,
+        problem.loss,
     )
 
 
@@ -601,6 +616,7 @@ def machine_lines(machine: dict, matmul: dict[str, float], settings: argparse.Na
         + f", {machine['torch_threads']} threads",
         f"fp32 {settings.matmul_size}³ matmul: jnp {matmul['jax']:.1f} GFLOP/s, torch {matmul['torch']:.1f} GFLOP/s",
         f"malloc: {machine.get('malloc', 'default')}",
+        f"fwd+bwd loss: {'sum(y·c), c fixed and random' if settings.loss == 'dot' else 'sum(y²)/2'}",
         f"medians of up to {settings.repeats} A/B-interleaved repetitions "
         f"(at most {settings.budget_s:g} s of samples per candidate and pass); {machine['date_utc']}",
     ]
@@ -757,6 +773,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--matmul-size", type=int, default=2048, help="n of the n³ fp32 matmul reference (default 2048)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random data")
+    parser.add_argument(
+        "--loss",
+        choices=list(LOSSES),
+        default="dot",
+        help="fwd+bwd loss: 'dot' = sum(y·c) for a fixed random c (default), 'square' = sum(y²)/2, "
+        "whose backward reads the forward's output",
+    )
     parser.add_argument("--json", metavar="FILE", help="write every number to FILE as JSON")
     parser.add_argument("--markdown", metavar="FILE", help="write the tables to FILE as markdown")
     parser.add_argument("--list", action="store_true", help="list the suite's shapes and exit")
@@ -827,7 +850,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[Row] = []
     for shape in settings.shape_list:
         print(f"… {shape.name}: {shape.summary()}", file=sys.stderr, flush=True)
-        problem = make_problem(shape, settings.seed)
+        problem = make_problem(shape, settings.seed, settings.loss)
         candidates = [torch_candidate(problem, device)]
         candidates += jtconv_candidates(problem, settings.algorithm_list)
         if settings.status_quo:

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import jtconv
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import harness  # noqa: E402
@@ -292,6 +294,24 @@ def test_a_wrong_jtconv_result_is_flagged_and_a_wrong_status_quo_is_na():
     assert rows["status-quo[off]"].status == "n/a" and "differs from torch" in rows["status-quo[off]"].note
     backward = bench_run.measure_pass(problem, candidates, "fwd+bwd", _settings())
     assert all(r.status == "ok" for r in backward)
+
+
+def test_square_loss_gradients_of_every_candidate_match_the_oracle():
+    """--loss square: the backward reads y (cotangent = y); jtconv, the status
+    quo and torch must all reproduce the float64 oracle's gradients."""
+    pytest.importorskip("torch")
+    import torch
+
+    problem = bench_run.make_problem(TINY, seed=0, loss="square")
+    dot = bench_run.make_problem(TINY, seed=0)
+    assert not np.allclose(problem.expected["fwd+bwd"][1], dot.expected["fwd+bwd"][1])
+    candidates = [
+        bench_run.torch_candidate(problem, torch.device("cpu")),
+        *bench_run.jtconv_candidates(problem, ["auto", *jtconv.ALGORITHMS]),
+        *bench_run.status_quo_candidates(problem),
+    ]
+    rows = bench_run.measure_pass(problem, candidates, "fwd+bwd", _settings())
+    assert {r.candidate: r.status for r in rows} == {c.name: "ok" for c in candidates}
 
 
 def test_an_inexact_torch_baseline_is_still_timed_with_a_warning():
