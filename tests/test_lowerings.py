@@ -160,7 +160,7 @@ def test_both_weight_gradient_methods_match_torch(monkeypatch, method, x_shape, 
     """im2col + GEMM and XLA's convolution weight gradient, each forced on stride-1 layers."""
     from jtconv.lowering import primitive
 
-    monkeypatch.setattr(primitive, "_weight_transpose_method", lambda geom: method)
+    monkeypatch.setattr(primitive, "_weight_transpose_method", lambda *args: method)
     rng = np.random.default_rng(1)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(w_shape).astype(np.float32)
@@ -177,12 +177,14 @@ def test_weight_gradient_method_per_layer():
     from jtconv.lowering.primitive import _weight_transpose_method
 
     def method(x_shape, w_shape, **kwargs):
-        return _weight_transpose_method(make_geometry(x_shape, w_shape, **kwargs))
+        return _weight_transpose_method(make_geometry(x_shape, w_shape, **kwargs), x_shape[0], 4)
 
-    assert method((1, 16, 8, 8), (16, 16, 5, 5)) == "conv"  # stride 1, few channels, k5: XLA's
+    assert method((1, 16, 8, 8), (16, 16, 5, 5)) == "conv"  # stride 1, few channels, k5, Cout = Cin: XLA's
+    assert method((2, 16, 64, 64), (16, 8, 7, 7)) == "gemm"  # fewer output channels, 12 MiB of im2col
+    assert method((4, 16, 64, 64), (16, 16, 7, 7)) == "conv"  # 49 MiB of im2col
     assert method((1, 16, 8, 8), (16, 16, 3, 3)) == "gemm"  # k3: the im2col stays small
     assert method((1, 16, 4, 4, 4), (16, 16, 5, 5, 5)) == "gemm"  # 3d: XLA's convolutions are slow
-    assert method((1, 64, 8, 8), (64, 16, 5, 5)) == "gemm"  # many channels
+    assert method((1, 64, 8, 8), (64, 64, 5, 5)) == "gemm"  # many channels
     assert method((1, 16, 8, 8), (16, 16, 5, 5), stride=2) == "gemm"
     assert method((1, 16, 8, 8), (16, 1, 3, 3), groups=16) == "matmul"  # depthwise: derived transposes
 

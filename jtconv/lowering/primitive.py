@@ -23,9 +23,10 @@ propagates. The rules:
 * transpose, weight: :func:`.matmul_transpose.transpose_weight` (im2col + one
   GEMM), except for stride-1 1d/2d layers of at most
   :data:`XLA_WEIGHT_GRAD_MAX_CIN` input channels with kernels of at least
-  :data:`XLA_WEIGHT_GRAD_MIN_KERNEL` taps per axis, where XLA's convolution
-  weight gradient is faster (its own blocked im2col stays in cache, ours is
-  ``T`` times the cotangent);
+  :data:`XLA_WEIGHT_GRAD_MIN_KERNEL` taps per axis and either as many output
+  channels or an im2col of at least :data:`XLA_WEIGHT_GRAD_MIN_COLUMN_BYTES`,
+  where XLA's convolution weight gradient is faster (its own blocked im2col
+  stays in cache, ours is ``T`` times the cotangent);
 * depthwise layers (one input channel per group) keep the transposes JAX derives
   from the matmul forward (``jax.linear_transpose``): elementwise loops XLA
   fuses well, unlike a GEMM with a contraction of length ``T``;
@@ -68,17 +69,26 @@ from jtconv.lowering.reference import conv_transpose_reference
 FORWARDS = {"matmul": matmul_forward, "conv": conv_transpose_reference}
 
 XLA_WEIGHT_GRAD_MAX_CIN = 32
-"""Stride-1 1d/2d layers with at most this many input channels (one group)
-and kernels of at least :data:`XLA_WEIGHT_GRAD_MIN_KERNEL` taps per axis take
-XLA's convolution weight gradient. Measured (two cores), XLA vs im2col + GEMM:
-2d k5, 32 channels 4.7 vs 4.8 ms, 16 channels 7.8 vs 24 ms; 2d k7, 32 channels
-7.7 vs 23 ms; 1d k5, 32 channels 2.4 vs 2.7 ms; 2d k3, 64 channels 3.2 vs
-2.7 ms; 2d k3, 128 channels 42 vs 25 ms."""
+"""XLA's convolution weight gradient is considered only for stride-1 1d/2d
+layers (one group) with at most this many input channels and kernels of at
+least :data:`XLA_WEIGHT_GRAD_MIN_KERNEL` taps per axis. Measured on two cores,
+im2col + GEMM vs XLA, default malloc: 2d k5 32→32 channels 5.1 vs 4.9 ms, k7
+23 vs 6.7 ms; 1d k5 32→32 2.4 vs 2.3 ms; but 2d k3 64→64 2.7 vs 3.2 ms,
+128→128 25 vs 42 ms."""
 
 XLA_WEIGHT_GRAD_MIN_KERNEL = 5
 """Below this kernel size the im2col stays small and the GEMM wins: 2d k3,
 16 channels 2.0 vs 4.2 ms (XLA), 32 channels 1.9 vs 2.3 ms; 3d k3, 16 channels
 2.5 vs 25 ms (XLA's 3d convolutions are slow on CPU at every size measured)."""
+
+XLA_WEIGHT_GRAD_MIN_COLUMN_BYTES = 32 * 2**20
+"""With fewer output than input channels, XLA's weight gradient is slow (2d k7
+16→8 channels: GEMM 2.2 vs XLA 14 ms; k5 32→16: 1.4 vs 4.0 ms; k7 16→16 at
+24.5 MiB of im2col: 3.6 vs 12 ms) unless the im2col ``N·S·T·Cout`` reaches
+this size, where glibc serves it with fresh pages on every call and the GEMM
+path pays a page fault per 4 KiB (k7 16→16 at 49 MiB: 29 vs 14 ms; 5.8 vs
+8.6 ms once freed memory is kept, see :mod:`jtconv.cpu_memory`)."""
+
 
 conv_transpose_p = Primitive("jtconv_conv_transpose")
 
@@ -233,7 +243,7 @@ def _transpose(ct, x, w, after, *, forward, geom, precision, preferred_element_t
             dx = _linear_transpose(linear, aval, ct)
         return dx, None, None
     aval = w.aval
-    method = _weight_transpose_method(geom)
+    method = _weight_transpose_method(geom, x.shape[0], jnp.dtype(jax.typeof(x).dtype).itemsize)
     if method == "gemm":
         acc_dtype = accumulation_dtype(jax.typeof(x).dtype, preferred_element_type)
         dw = transpose_weight(x, ct, geom, precision=precision, acc_dtype=acc_dtype, out_dtype=aval.dtype)
@@ -265,17 +275,21 @@ def _input_transpose_method(forward: str, geom: ConvTransposeGeometry) -> str:
     return "gemm" if forward == "matmul" else "conv"
 
 
-def _weight_transpose_method(geom: ConvTransposeGeometry) -> str:
+def _weight_transpose_method(geom: ConvTransposeGeometry, batch: int, itemsize: int) -> str:
     """``"gemm"`` (im2col + GEMM) or the forward whose derived transpose to use."""
     if geom.in_per_group == 1:
         return "matmul"
-    if (
+    xla_candidate = (
         all(s == 1 for s in geom.stride)
         and geom.groups == 1
         and geom.ndim <= 2
         and geom.in_channels <= XLA_WEIGHT_GRAD_MAX_CIN
         and min(geom.kernel_size) >= XLA_WEIGHT_GRAD_MIN_KERNEL
-    ):
+    )
+    if not xla_candidate:
+        return "gemm"
+    columns = batch * math.prod(geom.input_size) * math.prod(geom.kernel_size) * geom.out_channels * itemsize
+    if geom.out_channels >= geom.in_channels or columns >= XLA_WEIGHT_GRAD_MIN_COLUMN_BYTES:
         return "conv"
     return "gemm"
 
