@@ -50,11 +50,14 @@ if sys.argv[1] == "retain":
 x = jnp.ones((3, 16, 128, 128)); w = jnp.ones((16, 8, 5, 5))
 f = jax.jit(lambda x, w: jtconv.conv_transpose2d(x, w, stride=2, padding=2, output_padding=1))
 temp = f.lower(x, w).compile().memory_analysis().temp_size_in_bytes
-f(x, w).block_until_ready()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):
+for _ in range(10):  # warm every malloc arena the runtime's threads may allocate from
     f(x, w).block_until_ready()
-print(temp, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
+faults = []
+for _ in range(11):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    f(x, w).block_until_ready()
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(temp, sorted(faults)[5])  # the median call
 """
 
 
@@ -76,5 +79,5 @@ def test_a_jitted_layer_with_large_temporaries_reuses_its_pages():
     _, retained = _run(_JITTED_LAYER, "retain")
     temp_pages = temp / 4096
     assert temp > 32 * 2**20  # above glibc's largest dynamic mmap threshold
-    assert default > 0.9 * temp_pages  # every call faults its temporaries in again
-    assert retained < 0.2 * temp_pages
+    assert default > 0.9 * temp_pages  # a typical call faults all its temporaries in again
+    assert retained < 0.1 * temp_pages  # a typical call reuses pages the heap kept
