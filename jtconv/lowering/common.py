@@ -38,6 +38,12 @@ class Lowering(Protocol):
     ) -> jax.Array: ...
 
 
+def tap_product_bytes(geom: ConvTransposeGeometry, batch: int, itemsize: int) -> int:
+    """Size of ``N·S·T·Cout`` values: the matmul forward's tap products ``Z``,
+    and equally the cotangent's im2col of its transposes."""
+    return batch * math.prod(geom.input_size) * math.prod(geom.kernel_size) * geom.out_channels * itemsize
+
+
 MAX_FUSED_OPERANDS = 8
 """Most operands of a concatenate that XLA's CPU backend still fuses with the
 ops producing them (jaxlib 0.10.2)."""

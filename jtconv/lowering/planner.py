@@ -6,10 +6,8 @@
 
 from __future__ import annotations
 
-import math
-
 from jtconv.geometry import ConvTransposeGeometry
-from jtconv.lowering.common import Lowering
+from jtconv.lowering.common import Lowering, tap_product_bytes
 from jtconv.lowering.primitive import conv_transpose_conv, conv_transpose_matmul
 from jtconv.lowering.reference import conv_transpose_reference
 
@@ -59,7 +57,7 @@ def choose_algorithm(geom: ConvTransposeGeometry, backend: str, *, batch: int = 
     if backend != "cpu":
         return "reference"
     if all(s == 1 for s in geom.stride) and geom.groups == 1 and geom.ndim <= 2:
-        columns = batch * math.prod(geom.input_size) * math.prod(geom.kernel_size) * geom.out_channels * 4
+        columns = tap_product_bytes(geom, batch, 4)
         few_channels = geom.in_channels <= CONV_MAX_CIN and min(geom.kernel_size) >= CONV_MIN_KERNEL
         if few_channels or columns >= CONV_MIN_COLUMN_BYTES:
             return "conv"

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -62,6 +61,7 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
 from jtconv.geometry import ConvTransposeGeometry
+from jtconv.lowering.common import tap_product_bytes
 from jtconv.lowering.matmul import accumulation_dtype, matmul_forward
 from jtconv.lowering.matmul_transpose import transpose_input, transpose_weight
 from jtconv.lowering.reference import conv_transpose_reference
@@ -164,8 +164,7 @@ loss, in turn vs concurrent: DCGAN 16 MiB 16.3 vs 28.2 ms, VAE 18 MiB 14.3 vs
 
 
 def _backward_waits(x, geom: ConvTransposeGeometry) -> bool:
-    values = x.shape[0] * math.prod(geom.input_size) * math.prod(geom.kernel_size) * geom.out_channels
-    return values * jnp.dtype(x.dtype).itemsize >= ORDER_MIN_BYTES
+    return tap_product_bytes(geom, x.shape[0], jnp.dtype(x.dtype).itemsize) >= ORDER_MIN_BYTES
 
 
 def _wait_for(ct: jax.Array, after: jax.Array) -> jax.Array:
@@ -288,7 +287,7 @@ def _weight_transpose_method(geom: ConvTransposeGeometry, batch: int, itemsize: 
     )
     if not xla_candidate:
         return "gemm"
-    columns = batch * math.prod(geom.input_size) * math.prod(geom.kernel_size) * geom.out_channels * itemsize
+    columns = tap_product_bytes(geom, batch, itemsize)
     if geom.out_channels >= geom.in_channels or columns >= XLA_WEIGHT_GRAD_MIN_COLUMN_BYTES:
         return "conv"
     return "gemm"
