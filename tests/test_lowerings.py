@@ -62,8 +62,13 @@ def test_shapes_that_crashed_xla_match_torch(algorithm, x_shape, w_shape, kwargs
     "x_shape, w_shape, kwargs, on_cpu",
     [
         ((1, 4, 5, 5), (4, 2, 4, 4), dict(stride=2, padding=1), "matmul"),
-        ((1, 4, 5, 5), (4, 2, 5, 5), dict(stride=1, padding=2), "conv"),     # stride 1, few channels, k >= 5
-        ((1, 4, 9), (4, 2, 7), dict(stride=1, dilation=2), "conv"),
+        ((1, 4, 5, 5), (4, 2, 5, 5), dict(stride=1, padding=2), "split"),    # 2d stride 1, k >= 5, 2·Cout >= Cin
+        ((2, 16, 64, 64), (16, 16, 7, 7), dict(stride=1, padding=3), "split"),
+        ((1, 128, 8, 8), (128, 64, 5, 5), dict(stride=1, padding=2), "split"),
+        ((1, 256, 8, 8), (256, 128, 5, 5), dict(stride=1, padding=2), "matmul"),  # over 128 input channels
+        ((4, 32, 64, 64), (32, 8, 5, 5), dict(stride=1, padding=2), "conv"),  # Cout < Cin/2: few channels, k >= 5
+        ((1, 4, 9), (4, 2, 7), dict(stride=1, dilation=2), "matmul"),        # 1d with Cout < Cin
+        ((1, 2, 9), (2, 4, 7), dict(stride=1, dilation=2), "conv"),          # 1d, few channels, k >= 5
         ((1, 4, 5, 5), (4, 2, 3, 3), dict(stride=1, padding=1), "matmul"),   # k3: the tap products stay small
         ((1, 4, 5, 5), (4, 2, 3, 5), dict(stride=1, dilation=2), "matmul"),
         ((1, 4, 5, 5, 5), (4, 2, 5, 5, 5), dict(stride=1), "matmul"),        # XLA's 3d convolutions are slow
@@ -167,7 +172,7 @@ def test_both_weight_gradient_methods_match_torch(monkeypatch, method, x_shape, 
     tw = torch.tensor(w, requires_grad=True)
     y = TORCH_FN[len(w_shape) - 2](torch.tensor(x), tw, **kwargs)
     (y * y).sum().backward()
-    for algorithm in ("matmul", "conv"):
+    for algorithm in ("matmul", "conv", "split"):
         got = jax.jit(jax.grad(lambda w: jnp.sum(jtconv.conv_transpose(x, w, algorithm=algorithm, **kwargs) ** 2)))(w)
         want = tw.grad.numpy()
         np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=relative_tolerance(np.float32) * np.abs(want).max())
@@ -177,7 +182,7 @@ def test_weight_gradient_method_per_layer():
     from jtconv.lowering.primitive import _weight_transpose_method
 
     def method(x_shape, w_shape, **kwargs):
-        return _weight_transpose_method(make_geometry(x_shape, w_shape, **kwargs), x_shape[0], 4)
+        return _weight_transpose_method("conv", make_geometry(x_shape, w_shape, **kwargs), x_shape[0], 4)
 
     assert method((1, 16, 8, 8), (16, 16, 5, 5)) == "conv"  # stride 1, few channels, k5, Cout = Cin: XLA's
     assert method((2, 16, 64, 64), (16, 8, 7, 7)) == "gemm"  # fewer output channels, 12 MiB of im2col
@@ -187,6 +192,8 @@ def test_weight_gradient_method_per_layer():
     assert method((1, 64, 8, 8), (64, 64, 5, 5)) == "gemm"  # many channels
     assert method((1, 16, 8, 8), (16, 16, 5, 5), stride=2) == "gemm"
     assert method((1, 16, 8, 8), (16, 1, 3, 3), groups=16) == "matmul"  # depthwise: derived transposes
+    geom = make_geometry((1, 16, 8, 8), (16, 16, 5, 5))
+    assert _weight_transpose_method("split", geom, 1, 4) == "split"  # the split forward's own transposes
 
 
 @pytest.mark.parametrize(

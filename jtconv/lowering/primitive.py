@@ -63,10 +63,11 @@ from jax.interpreters import ad, batching, mlir
 from jtconv.geometry import ConvTransposeGeometry
 from jtconv.lowering.common import tap_product_bytes
 from jtconv.lowering.matmul import accumulation_dtype, matmul_forward
+from jtconv.lowering import split
 from jtconv.lowering.matmul_transpose import transpose_input, transpose_weight
 from jtconv.lowering.reference import conv_transpose_reference
 
-FORWARDS = {"matmul": matmul_forward, "conv": conv_transpose_reference}
+FORWARDS = {"matmul": matmul_forward, "conv": conv_transpose_reference, "split": split.split_forward}
 
 XLA_WEIGHT_GRAD_MAX_CIN = 32
 """XLA's convolution weight gradient is considered only for stride-1 1d/2d
@@ -211,7 +212,7 @@ def _jvp(primals, tangents, **params):
     x, w, after = primals
     x_dot, w_dot, _ = tangents
     y = conv_transpose_p.bind(x, w, after, **params)
-    if params["forward"] == "matmul":
+    if params["forward"] in ("matmul", "split"):
         y = _stored(y, x)
     marker = _marker(y) if _backward_waits(x, params["geom"]) else _no_marker(y.dtype)
     terms = []
@@ -234,18 +235,20 @@ def _transpose(ct, x, w, after, *, forward, geom, precision, preferred_element_t
     if ad.is_undefined_primal(x):
         aval = x.aval
         method = _input_transpose_method(forward, geom)
-        if method == "gemm":
+        if method in ("gemm", "split"):
             acc_dtype = accumulation_dtype(aval.dtype, preferred_element_type)
-            dx = transpose_input(ct, w, geom, precision=precision, acc_dtype=acc_dtype, out_dtype=aval.dtype)
+            gemm = transpose_input if method == "gemm" else split.transpose_input
+            dx = gemm(ct, w, geom, precision=precision, acc_dtype=acc_dtype, out_dtype=aval.dtype)
         else:
             linear = functools.partial(_forward_in_x, w=w, lowering=FORWARDS[method], geom=geom, **options)
             dx = _linear_transpose(linear, aval, ct)
         return dx, None, None
     aval = w.aval
-    method = _weight_transpose_method(geom, x.shape[0], jnp.dtype(jax.typeof(x).dtype).itemsize)
-    if method == "gemm":
+    method = _weight_transpose_method(forward, geom, x.shape[0], jnp.dtype(jax.typeof(x).dtype).itemsize)
+    if method in ("gemm", "split"):
         acc_dtype = accumulation_dtype(jax.typeof(x).dtype, preferred_element_type)
-        dw = transpose_weight(x, ct, geom, precision=precision, acc_dtype=acc_dtype, out_dtype=aval.dtype)
+        gemm = transpose_weight if method == "gemm" else split.transpose_weight
+        dw = gemm(x, ct, geom, precision=precision, acc_dtype=acc_dtype, out_dtype=aval.dtype)
     else:
         linear = functools.partial(_forward_in_w, x=x, lowering=FORWARDS[method], geom=geom, **options)
         dw = _linear_transpose(linear, aval, ct)
@@ -271,13 +274,17 @@ def _input_transpose_method(forward: str, geom: ConvTransposeGeometry) -> str:
     """``"gemm"`` (im2col + GEMM) or the forward whose derived transpose to use."""
     if geom.in_per_group == 1:
         return "matmul"
+    if forward == "split":
+        return "split"
     return "gemm" if forward == "matmul" else "conv"
 
 
-def _weight_transpose_method(geom: ConvTransposeGeometry, batch: int, itemsize: int) -> str:
-    """``"gemm"`` (im2col + GEMM) or the forward whose derived transpose to use."""
+def _weight_transpose_method(forward: str, geom: ConvTransposeGeometry, batch: int, itemsize: int) -> str:
+    """``"gemm"`` (im2col + GEMM), ``"split"`` or the forward whose derived transpose to use."""
     if geom.in_per_group == 1:
         return "matmul"
+    if forward == "split":
+        return "split"
     xla_candidate = (
         all(s == 1 for s in geom.stride)
         and geom.groups == 1
@@ -329,6 +336,8 @@ def _batch(args, dims, *, forward, geom: ConvTransposeGeometry, precision, prefe
     folded = dataclasses.replace(
         geom, groups=b * geom.groups, in_channels=b * geom.in_channels, out_channels=b * geom.out_channels
     )
+    if forward == "split":  # one group only; the folded layer has B·G
+        params["forward"] = "matmul"
     y = _bind(x, w, after, geom=folded, **params)
     return y.reshape((n, b, geom.out_channels) + y.shape[2:]), 1
 
@@ -353,7 +362,7 @@ def _lowering(forward: str):
             x,
             weight,
             _no_marker(x.dtype),
-            forward=forward,
+            forward=forward if forward != "split" or split.supports(geom) else "matmul",
             geom=geom,
             precision=precision,
             preferred_element_type=preferred_element_type,
@@ -366,6 +375,13 @@ conv_transpose_matmul = _lowering("matmul")
 conv_transpose_matmul.__name__ = conv_transpose_matmul.__qualname__ = "conv_transpose_matmul"
 conv_transpose_matmul.__doc__ = """``(N, Cin, *S) × (Cin, Cout/G, *K) → (N, Cout, *O)``: GEMM + col2im
 forward, im2col + GEMM transposes (see the module docstring)."""
+
+conv_transpose_split = _lowering("split")
+conv_transpose_split.__name__ = conv_transpose_split.__qualname__ = "conv_transpose_split"
+conv_transpose_split.__doc__ = """``(N, Cin, *S) × (Cin, Cout/G, *K) → (N, Cout, *O)``: for 1d/2d stride-1
+layers with one group, one GEMM between one-axis im2cols, forward and
+transposes (see :mod:`jtconv.lowering.split`); every other layer has no axis
+to split and runs the matmul lowering."""
 
 conv_transpose_conv = _lowering("conv")
 conv_transpose_conv.__name__ = conv_transpose_conv.__qualname__ = "conv_transpose_conv"

@@ -1,0 +1,146 @@
+"""The split lowering on the layers it applies to: 1d/2d, stride 1, one group.
+
+The general sweeps (``test_sweep.py``, ``test_gradients.py``) run every
+lowering on every configuration, but few of their draws have stride 1 and one
+group (154 of 1,795 valid forward configurations, 6 of 60 gradient ones), and
+``algorithm="split"`` runs the matmul lowering on all others. This file draws
+only such layers and checks values and gradients against torch, then the
+transforms on one of them.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jtconv
+from jtconv import testing
+from jtconv.geometry import make_geometry
+from jtconv.lowering import split
+from jtconv.testing import ConvTransposeConfig, relative_tolerance
+
+SPLIT_SEED = 777
+SPLIT_COUNT = 120
+CHUNK = 20
+
+
+def _split_configs(count: int, seed: int) -> list[ConvTransposeConfig]:
+    """Valid stride-1, one-group 1d/2d layers with every other argument varied."""
+    rng = np.random.default_rng(seed)
+    configs = []
+    for _ in range(count):
+        ndim = int(rng.integers(1, 3))
+        kernel = tuple(int(k) for k in rng.integers(1, 6, ndim))
+        dilation = tuple(int(d) for d in rng.integers(1, 4, ndim))
+        spatial = tuple(int(s) for s in rng.integers(1, 8, ndim))
+        output_padding = tuple(int(rng.integers(0, d)) for d in dilation)  # < max(stride 1, d)
+        padding = tuple(
+            int(rng.integers(0, ((i - 1) + d * (k - 1) + op) // 2 + 1))
+            for i, d, k, op in zip(spatial, dilation, kernel, output_padding)
+        )
+        cin, cout = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+        batch = int(rng.choice([0, 1, 2, 3, -1]))  # -1: unbatched
+        input_shape = ((cin,) if batch < 0 else (batch, cin)) + spatial
+        configs.append(
+            ConvTransposeConfig(
+                input_shape,
+                (cin, cout) + kernel,
+                stride=1,
+                padding=padding,
+                output_padding=output_padding,
+                dilation=dilation,
+                bias_shape=(cout,) if rng.random() < 0.5 else None,
+            )
+        )
+    return configs
+
+
+CONFIGS = _split_configs(SPLIT_COUNT, SPLIT_SEED)
+
+
+def test_the_drawn_layers_are_split_ones():
+    for config in CONFIGS:
+        assert testing.torch_rejection(config) is None, config.label()
+        x_shape = config.input_shape if config.batched else (1,) + config.input_shape
+        geom = make_geometry(x_shape, config.weight_shape, **config.jtconv_kwargs())
+        assert split.supports(geom), config.label()
+
+
+@pytest.mark.parametrize("chunk", range(SPLIT_COUNT // CHUNK))
+def test_split_values_and_gradients_match_torch(chunk):
+    failures = []
+    for config in CONFIGS[chunk * CHUNK : (chunk + 1) * CHUNK]:
+        result = testing.check_config(config, algorithm="split", grads=True)
+        if not result.passed:
+            failures.append(result.report())
+    assert not failures, f"{len(failures)} of {CHUNK} split checks differ from torch:\n" + "\n".join(failures)
+
+
+def _layer(algorithm: str):
+    kwargs = dict(padding=(2, 1), output_padding=(1, 0), dilation=(2, 1))
+    return lambda x, w: jtconv.conv_transpose(x, w, algorithm=algorithm, **kwargs)
+
+
+def _data(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.standard_normal((2, 3, 6, 5)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 4, 3, 4)) / 6, jnp.float32)
+    return x, w
+
+
+def _assert_close(got, want):
+    want = np.asarray(want)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=relative_tolerance(np.float32) * max(np.abs(want).max(), 1e-30))
+
+
+def test_the_split_forward_runs_for_split_layers_only():
+    x, w = _data()
+    jaxpr = str(jax.make_jaxpr(_layer("split"))(x, w))
+    assert "forward=split" in jaxpr
+    strided = str(jax.make_jaxpr(lambda x, w: jtconv.conv_transpose(x, w, stride=2, algorithm="split"))(x, w))
+    assert "forward=matmul" in strided and "forward=split" not in strided
+
+
+def test_split_second_order_and_jvp_match_the_reference():
+    x, w = _data(1)
+
+    def hessian_vector(algorithm):
+        loss = lambda x, w: jnp.sum(jnp.sin(_layer(algorithm)(x, w)))
+        grad_x = jax.grad(loss, argnums=0)
+        return jax.jvp(lambda w: grad_x(x, w), (w,), (jnp.ones_like(w),))
+
+    for got, want in zip(jax.tree.leaves(jax.jit(lambda: hessian_vector("split"))()),
+                         jax.tree.leaves(jax.jit(lambda: hessian_vector("reference"))())):
+        _assert_close(got, want)
+    got = jax.jvp(_layer("split"), (x, w), (x, w))
+    want = jax.jvp(_layer("reference"), (x, w), (x, w))
+    for a, b in zip(got, want):
+        _assert_close(a, b)
+
+
+def test_split_vmap_over_weights_matches_a_loop():
+    x, _ = _data(2)
+    ws = jnp.asarray(np.random.default_rng(3).standard_normal((3, 3, 4, 3, 4)) / 6, jnp.float32)
+    f = _layer("split")
+    batched = jax.jit(jax.vmap(lambda w: f(x, w)))(ws)
+    grads = jax.jit(jax.vmap(jax.grad(lambda w: jnp.sum(f(x, w) ** 2))))(ws)
+    for i in range(ws.shape[0]):
+        _assert_close(batched[i], _layer("reference")(x, ws[i]))
+        _assert_close(grads[i], jax.grad(lambda w: jnp.sum(_layer("reference")(x, w) ** 2))(ws[i]))
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, supported",
+    [
+        ((1, 4, 5, 5), (4, 2, 5, 5), dict(padding=2), True),
+        ((1, 4, 9), (4, 2, 7), dict(dilation=2), True),
+        ((1, 4, 5, 5), (4, 2, 3, 3), dict(stride=(1, 2)), False),
+        ((1, 4, 5, 5), (4, 1, 3, 3), dict(groups=2), False),
+        ((1, 4, 5, 5, 5), (4, 2, 3, 3, 3), dict(), False),
+    ],
+)
+def test_split_supports_stride_one_single_group_1d_2d(x_shape, w_shape, kwargs, supported):
+    assert split.supports(make_geometry(x_shape, w_shape, **kwargs)) is supported
+
