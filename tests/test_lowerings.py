@@ -231,3 +231,29 @@ def test_every_gemm_layout_matches_torch(monkeypatch, layout, x_shape, w_shape, 
     assert got.shape == want.shape
     scale = max(np.abs(want).max(initial=0.0), 1.0)
     np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=relative_tolerance(np.float32) * scale)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, weight_larger",
+    [
+        ((1, 16, 2, 2), (16, 8, 3, 3), dict(stride=2, padding=1), True),  # the im2col is reordered
+        ((2, 4, 8, 8), (4, 6, 3, 3), dict(stride=2, padding=1), False),  # the weight is reordered
+        ((1, 8, 3), (8, 6, 5), dict(groups=2, padding=2), True),
+    ],
+)
+def test_matmul_gradients_with_either_operand_reordered(x_shape, w_shape, kwargs, weight_larger):
+    """The matmul transposes copy whichever of weight and cotangent im2col is smaller into the other's order."""
+    from jtconv.lowering.matmul_transpose import _rows, _weight_is_larger, cotangent_columns
+
+    geom = make_geometry(x_shape, w_shape, **kwargs)
+    ct_shape = (x_shape[0], geom.out_channels) + geom.output_size
+    cols = _rows(cotangent_columns(jnp.zeros(ct_shape), geom), geom)
+    assert _weight_is_larger(jnp.zeros(w_shape), cols) is weight_larger
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    (TORCH_FN[len(w_shape) - 2](tx, tw, **kwargs) ** 2).sum().backward()
+    loss = lambda x, w: jnp.sum(jtconv.conv_transpose(x, w, algorithm="matmul", **kwargs) ** 2)
+    for got, want in zip(jax.jit(jax.grad(loss, argnums=(0, 1)))(x, w), (tx.grad.numpy(), tw.grad.numpy())):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=relative_tolerance(np.float32) * np.abs(want).max())

@@ -64,6 +64,20 @@ def _rows(cols: jax.Array, geom: ConvTransposeGeometry) -> jax.Array:
     return cols.reshape(geom.groups, rows, math.prod(geom.kernel_size) * geom.out_per_group)
 
 
+def _weight_order_columns(cols: jax.Array, geom: ConvTransposeGeometry) -> jax.Array:
+    """``(G, NS, T·Cg)`` → ``(G, NS, Cg·T)``: the weight's own ``(Cg, T)`` order."""
+    g, rows = cols.shape[:2]
+    taps = math.prod(geom.kernel_size)
+    return jnp.swapaxes(cols.reshape(g, rows, taps, geom.out_per_group), 2, 3).reshape(cols.shape)
+
+
+def _weight_is_larger(weight: jax.Array, cols: jax.Array) -> bool:
+    """Whether to reorder the im2col rather than the weight (a transposing copy
+    of either is needed; 2d k5 512→256 channels at 8×8: the 13 MiB weight's
+    copy took 8 of the input gradient's 11.6 ms)."""
+    return weight.size > cols.size
+
+
 def transpose_input(
     ct: jax.Array, weight: jax.Array, geom: ConvTransposeGeometry, *, precision=None, acc_dtype, out_dtype
 ) -> jax.Array:
@@ -72,10 +86,13 @@ def transpose_input(
     g, cin_g, cg = geom.groups, geom.in_per_group, geom.out_per_group
     taps = math.prod(geom.kernel_size)
     cols = _rows(cotangent_columns(ct, geom), geom)  # (G, NS, T·Cg)
-    w = jnp.transpose(weight.reshape(g, cin_g, cg, taps), (0, 3, 2, 1)).reshape(g, taps * cg, cin_g)
-    dx = lax.dot_general(
-        cols, w, (((2,), (1,)), ((0,), (0,))), precision=precision, preferred_element_type=acc_dtype
-    )  # (G, NS, Cin/G)
+    options = dict(precision=precision, preferred_element_type=acc_dtype)
+    if _weight_is_larger(weight, cols):
+        w = weight.reshape(g, cin_g, cg * taps)
+        dx = lax.dot_general(_weight_order_columns(cols, geom), w, (((2,), (2,)), ((0,), (0,))), **options)
+    else:
+        w = jnp.transpose(weight.reshape(g, cin_g, cg, taps), (0, 3, 2, 1)).reshape(g, taps * cg, cin_g)
+        dx = lax.dot_general(cols, w, (((2,), (1,)), ((0,), (0,))), **options)  # (G, NS, Cin/G)
     dx = dx.reshape((g, n) + geom.input_size + (cin_g,))
     dx = jnp.transpose(dx, (1, 0, 2 + geom.ndim, *range(2, 2 + geom.ndim)))  # (N, G, Cin/G, *S)
     return dx.reshape((n, geom.in_channels) + geom.input_size).astype(out_dtype)
@@ -91,8 +108,10 @@ def transpose_weight(
     cols = _rows(cotangent_columns(ct, geom), geom)  # (G, NS, T·Cg)
     xm = jnp.transpose(x.reshape(n, g, cin_g, math.prod(geom.input_size)), (1, 2, 0, 3))
     xm = xm.reshape(g, cin_g, cols.shape[1])  # (G, Cin/G, NS)
-    dw = lax.dot_general(
-        xm, cols, (((2,), (1,)), ((0,), (0,))), precision=precision, preferred_element_type=acc_dtype
-    )  # (G, Cin/G, T·Cg)
-    dw = jnp.swapaxes(dw.reshape(g, cin_g, taps, cg), 2, 3)  # (G, Cin/G, Cg, T)
+    options = dict(precision=precision, preferred_element_type=acc_dtype)
+    if math.prod((geom.in_channels, cg) + geom.kernel_size) > cols.size:  # see _weight_is_larger
+        dw = lax.dot_general(xm, _weight_order_columns(cols, geom), (((2,), (1,)), ((0,), (0,))), **options)
+    else:
+        dw = lax.dot_general(xm, cols, (((2,), (1,)), ((0,), (0,))), **options)  # (G, Cin/G, T·Cg)
+        dw = jnp.swapaxes(dw.reshape(g, cin_g, taps, cg), 2, 3)  # (G, Cin/G, Cg, T)
     return dw.reshape((geom.in_channels, cg) + geom.kernel_size).astype(out_dtype)
