@@ -87,6 +87,11 @@ def accumulation_dtype(dtype, preferred_element_type) -> jnp.dtype:
     return dtype
 
 
+def output_dtype(x_dtype, preferred_element_type) -> jnp.dtype:
+    """The result dtype ``lax.conv_general_dilated`` gives: ``preferred_element_type`` or ``x``'s."""
+    return jnp.dtype(preferred_element_type if preferred_element_type is not None else x_dtype)
+
+
 def tap_products(x: jax.Array, weight: jax.Array, geom: ConvTransposeGeometry, precision, acc_dtype) -> list[jax.Array]:
     """``Z[t]`` of shape ``(N, Cout, *S)`` for every flattened tap ``t``."""
     n = x.shape[0]
@@ -203,5 +208,4 @@ def matmul_forward(
     pieces = tap_products(x, weight, geom, precision, acc_dtype)
     y = interleave_phases(pieces, geom, plans)
     y = y[(slice(None), slice(None)) + tuple(slice(0, out) for out in geom.output_size)]
-    out_dtype = preferred_element_type if preferred_element_type is not None else x.dtype
-    return y.astype(out_dtype)
+    return y.astype(output_dtype(x.dtype, preferred_element_type))

@@ -71,11 +71,11 @@ def _weight_order_columns(cols: jax.Array, geom: ConvTransposeGeometry) -> jax.A
     return jnp.swapaxes(cols.reshape(g, rows, taps, geom.out_per_group), 2, 3).reshape(cols.shape)
 
 
-def _weight_is_larger(weight: jax.Array, cols: jax.Array) -> bool:
+def _weight_is_larger(geom: ConvTransposeGeometry, cols: jax.Array) -> bool:
     """Whether to reorder the im2col rather than the weight (a transposing copy
     of either is needed; 2d k5 512→256 channels at 8×8: the 13 MiB weight's
     copy took 8 of the input gradient's 11.6 ms)."""
-    return weight.size > cols.size
+    return geom.in_channels * geom.out_per_group * math.prod(geom.kernel_size) > cols.size
 
 
 def transpose_input(
@@ -87,7 +87,7 @@ def transpose_input(
     taps = math.prod(geom.kernel_size)
     cols = _rows(cotangent_columns(ct, geom), geom)  # (G, NS, T·Cg)
     options = dict(precision=precision, preferred_element_type=acc_dtype)
-    if _weight_is_larger(weight, cols):
+    if _weight_is_larger(geom, cols):
         w = weight.reshape(g, cin_g, cg * taps)
         dx = lax.dot_general(_weight_order_columns(cols, geom), w, (((2,), (2,)), ((0,), (0,))), **options)
     else:
@@ -109,7 +109,7 @@ def transpose_weight(
     xm = jnp.transpose(x.reshape(n, g, cin_g, math.prod(geom.input_size)), (1, 2, 0, 3))
     xm = xm.reshape(g, cin_g, cols.shape[1])  # (G, Cin/G, NS)
     options = dict(precision=precision, preferred_element_type=acc_dtype)
-    if math.prod((geom.in_channels, cg) + geom.kernel_size) > cols.size:  # see _weight_is_larger
+    if _weight_is_larger(geom, cols):
         dw = lax.dot_general(xm, _weight_order_columns(cols, geom), (((2,), (1,)), ((0,), (0,))), **options)
     else:
         dw = lax.dot_general(xm, cols, (((2,), (1,)), ((0,), (0,))), **options)  # (G, Cin/G, T·Cg)

@@ -10,6 +10,7 @@ from jtconv.geometry import ConvTransposeGeometry
 from jtconv.lowering.common import Lowering, tap_product_bytes
 from jtconv.lowering.primitive import conv_transpose_conv, conv_transpose_matmul, conv_transpose_split
 from jtconv.lowering.reference import conv_transpose_reference
+from jtconv.lowering.split import supports as split_supports
 
 LOWERINGS: dict[str, Lowering] = {
     "reference": conv_transpose_reference,
@@ -75,7 +76,7 @@ def choose_algorithm(geom: ConvTransposeGeometry, backend: str, *, batch: int = 
     """
     if backend != "cpu":
         return "reference"
-    if all(s == 1 for s in geom.stride) and geom.groups == 1 and geom.ndim <= 2:
+    if split_supports(geom):  # 1d/2d, stride 1, one group
         if (
             geom.ndim == 2
             and min(geom.kernel_size) >= SPLIT_MIN_KERNEL

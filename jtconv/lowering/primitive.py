@@ -68,12 +68,18 @@ from jax.interpreters import ad, batching, mlir
 
 from jtconv.geometry import ConvTransposeGeometry
 from jtconv.lowering.common import tap_product_bytes
-from jtconv.lowering.matmul import accumulation_dtype, matmul_forward
+from jtconv.lowering.matmul import accumulation_dtype, matmul_forward, output_dtype
 from jtconv.lowering import split
 from jtconv.lowering.matmul_transpose import transpose_input, transpose_weight
 from jtconv.lowering.reference import conv_transpose_reference
 
 FORWARDS = {"matmul": matmul_forward, "conv": conv_transpose_reference, "split": split.split_forward}
+
+GEMM_TRANSPOSES = {
+    "gemm": (transpose_input, transpose_weight),
+    "split": (split.transpose_input, split.transpose_weight),
+}
+"""Transpose methods written as GEMMs: name → (input transpose, weight transpose)."""
 
 XLA_WEIGHT_GRAD_MAX_CIN = 32
 """XLA's convolution weight gradient is considered only for stride-1 1d/2d
@@ -100,10 +106,6 @@ path pays a page fault per 4 KiB (k7 16→16 at 49 MiB: 29 vs 14 ms; 5.8 vs
 conv_transpose_p = Primitive("jtconv_conv_transpose")
 
 
-def _out_dtype(x_dtype, preferred_element_type):
-    return jnp.dtype(preferred_element_type) if preferred_element_type is not None else jnp.dtype(x_dtype)
-
-
 def _forward(x, w, after, *, forward, geom, precision, preferred_element_type):
     del after
     return FORWARDS[forward](x, w, geom, precision=precision, preferred_element_type=preferred_element_type)
@@ -113,7 +115,7 @@ def _abstract_eval(x, w, after, *, forward, geom, precision, preferred_element_t
     del w, after, precision, forward
     shape = (x.shape[0], geom.out_channels) + geom.output_size
     # ``update`` keeps x's manual-axis (shard_map) type, which _bind made w's and after's too.
-    return x.update(shape=shape, dtype=_out_dtype(x.dtype, preferred_element_type), weak_type=False)
+    return x.update(shape=shape, dtype=output_dtype(x.dtype, preferred_element_type), weak_type=False)
 
 
 conv_transpose_p.def_abstract_eval(_abstract_eval)
@@ -138,7 +140,14 @@ def _aval_varying_axes(aval) -> frozenset:
 def _bind(x, w, after, **params):
     """Bind the primitive after making all operands vary over the same
     ``shard_map`` axes (what JAX does for its own primitives; the transposes of
-    the casts are the ``psum``s a replicated operand's gradient needs)."""
+    the casts are the ``psum``s a replicated operand's gradient needs).
+
+    A ``"split"`` forward on a layer split cannot express (see
+    :func:`.split.supports`; e.g. a vmap that folded weights into groups)
+    binds ``"matmul"``.
+    """
+    if params["forward"] == "split" and not split.supports(params["geom"]):
+        params = dict(params, forward="matmul")
     operands = (x, w, after)
     varying = frozenset().union(*(_varying_axes(a) for a in operands))
     if varying:
@@ -243,9 +252,9 @@ def _transpose(ct, x, w, after, *, forward, geom, precision, preferred_element_t
     if ad.is_undefined_primal(x):
         aval = x.aval
         method = _input_transpose_method(forward, geom)
-        if method in ("gemm", "split"):
+        if method in GEMM_TRANSPOSES:
             acc_dtype = accumulation_dtype(aval.dtype, preferred_element_type)
-            gemm = transpose_input if method == "gemm" else split.transpose_input
+            gemm = GEMM_TRANSPOSES[method][0]
             dx = gemm(ct, w, geom, precision=precision, acc_dtype=acc_dtype, out_dtype=aval.dtype)
         else:
             linear = functools.partial(_forward_in_x, w=w, lowering=FORWARDS[method], geom=geom, **options)
@@ -253,9 +262,9 @@ def _transpose(ct, x, w, after, *, forward, geom, precision, preferred_element_t
         return dx, None, None
     aval = w.aval
     method = _weight_transpose_method(forward, geom, x.shape[0], jnp.dtype(jax.typeof(x).dtype).itemsize)
-    if method in ("gemm", "split"):
+    if method in GEMM_TRANSPOSES:
         acc_dtype = accumulation_dtype(jax.typeof(x).dtype, preferred_element_type)
-        gemm = transpose_weight if method == "gemm" else split.transpose_weight
+        gemm = GEMM_TRANSPOSES[method][1]
         dw = gemm(x, ct, geom, precision=precision, acc_dtype=acc_dtype, out_dtype=aval.dtype)
     else:
         linear = functools.partial(_forward_in_w, x=x, lowering=FORWARDS[method], geom=geom, **options)
@@ -294,9 +303,7 @@ def _weight_transpose_method(forward: str, geom: ConvTransposeGeometry, batch: i
     if forward == "split":
         return "split"
     xla_candidate = (
-        all(s == 1 for s in geom.stride)
-        and geom.groups == 1
-        and geom.ndim <= 2
+        split.supports(geom)  # 1d/2d, stride 1, one group
         and geom.in_channels <= XLA_WEIGHT_GRAD_MAX_CIN
         and min(geom.kernel_size) >= XLA_WEIGHT_GRAD_MIN_KERNEL
     )
@@ -344,8 +351,6 @@ def _batch(args, dims, *, forward, geom: ConvTransposeGeometry, precision, prefe
     folded = dataclasses.replace(
         geom, groups=b * geom.groups, in_channels=b * geom.in_channels, out_channels=b * geom.out_channels
     )
-    if forward == "split":  # one group only; the folded layer has B·G
-        params["forward"] = "matmul"
     y = _bind(x, w, after, geom=folded, **params)
     return y.reshape((n, b, geom.out_channels) + y.shape[2:]), 1
 
@@ -370,7 +375,7 @@ def _lowering(forward: str):
             x,
             weight,
             _no_marker(x.dtype),
-            forward=forward if forward != "split" or split.supports(geom) else "matmul",
+            forward=forward,
             geom=geom,
             precision=precision,
             preferred_element_type=preferred_element_type,

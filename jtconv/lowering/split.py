@@ -42,7 +42,7 @@ import numpy as np
 from jax import lax
 
 from jtconv.geometry import ConvTransposeGeometry
-from jtconv.lowering.matmul import accumulation_dtype
+from jtconv.lowering.matmul import accumulation_dtype, output_dtype
 
 
 def supports(geom: ConvTransposeGeometry) -> bool:
@@ -119,17 +119,26 @@ def _weight_from_matrix(m: jax.Array, geom: ConvTransposeGeometry) -> jax.Array:
     return jnp.flip(w, axis=-1)
 
 
+def _shifted_sum(parts: jax.Array, axis: int, starts: list[int], length: int) -> jax.Array:
+    """``out[…, j, …] = Σ_t parts[t][…, j − starts[t], …]`` along ``axis`` (of
+    ``parts[t]``) for ``j < length``; positions outside ``parts[t]`` add nothing.
+
+    A sum of padded (negative amounts crop) copies, which XLA fuses into one loop.
+    """
+    zero = jnp.zeros((), parts.dtype)
+    total = None
+    for part, start in zip(parts, starts):
+        config = [(0, 0, 0)] * part.ndim
+        config[axis] = (start, length - part.shape[axis] - start, 0)
+        shifted = lax.pad(part, zero, config)
+        total = shifted if total is None else total + shifted
+    return total
+
+
 def _scatter_rows(z: jax.Array, geom: ConvTransposeGeometry) -> jax.Array:
     """``y[co, n, oh, ow] = Σ_a Z[a, co, n, oh + lo_H − a·d_H, ow]`` from ``Z`` as ``(k_H, Cout, N, H, O_W)``."""
     k, d, (lo, _) = geom.kernel_size[0], geom.dilation[0], geom.crop[0]
-    rows, out_rows = geom.input_size[0], geom.output_size[0]
-    zero = jnp.zeros((), z.dtype)
-    total = None
-    for a in range(k):
-        low = a * d - lo
-        shifted = lax.pad(z[a], zero, [(0, 0, 0), (0, 0, 0), (low, out_rows - rows - low, 0), (0, 0, 0)])
-        total = shifted if total is None else total + shifted
-    return total
+    return _shifted_sum(z, 2, [a * d - lo for a in range(k)], geom.output_size[0])
 
 
 def _scatter_columns(dp: jax.Array, geom: ConvTransposeGeometry) -> jax.Array:
@@ -137,15 +146,7 @@ def _scatter_columns(dp: jax.Array, geom: ConvTransposeGeometry) -> jax.Array:
     :func:`input_columns`) from ``P̄`` as ``(k_W, Cin, N, [H,] O_W)``."""
     k, d = geom.kernel_size[-1], geom.dilation[-1]
     low, _ = _w_padding(geom)
-    width, out_w = geom.input_size[-1], geom.output_size[-1]
-    zero = jnp.zeros((), dp.dtype)
-    total = None
-    for b in range(k):
-        start = b * d - low
-        config = [(0, 0, 0)] * (dp.ndim - 2) + [(start, width - out_w - start, 0)]
-        shifted = lax.pad(dp[b], zero, config)
-        total = shifted if total is None else total + shifted
-    return total
+    return _shifted_sum(dp, dp.ndim - 2, [b * d - low for b in range(k)], geom.input_size[-1])
 
 
 def split_forward(
@@ -166,8 +167,7 @@ def split_forward(
     else:
         z = z.reshape((geom.kernel_size[0], geom.out_channels, n, geom.input_size[0], geom.output_size[1]))
         y = _scatter_rows(z, geom)
-    out_dtype = preferred_element_type if preferred_element_type is not None else x.dtype
-    return _channels_major(y).astype(out_dtype)
+    return _channels_major(y).astype(output_dtype(x.dtype, preferred_element_type))
 
 
 def transpose_input(
