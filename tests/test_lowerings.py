@@ -76,6 +76,15 @@ def test_shapes_that_crashed_xla_match_torch(algorithm, x_shape, w_shape, kwargs
         ((8, 128, 32, 32), (128, 128, 3, 3), dict(stride=1, padding=1), "conv"),  # 36 MiB of taps
         ((1, 4, 5, 5), (4, 1, 3, 3), dict(stride=1, groups=4), "matmul"),    # XLA's grouped convolutions are slow
         ((1, 4, 5), (4, 2, 16), dict(stride=8, padding=4), "matmul"),
+        ((37, 16, 4096), (16, 8, 8), dict(stride=4, padding=2), "phase"),  # k = 2s, 37 MiB of taps
+        ((2, 16, 4096), (16, 8, 8), dict(stride=4, padding=2), "matmul"),  # 2 MiB of taps
+        ((4, 32, 32, 32), (32, 32, 8, 8), dict(stride=4, padding=2), "phase"),  # 33.5 MiB
+        ((2, 32, 16, 16, 16), (32, 16, 4, 4, 4), dict(stride=2, padding=1), "phase"),  # 32 MiB
+        ((16, 128, 16, 16), (128, 64, 4, 4), dict(stride=2, padding=1), "matmul"),  # DCGAN: 16 MiB
+        ((8, 64, 64, 64), (64, 64, 3, 3), dict(stride=2, padding=1, output_padding=1), "matmul"),  # k3 s2 does not tile
+        ((16, 64, 64, 64), (64, 32, 2, 2), dict(stride=2), "matmul"),  # k = s: nothing to save
+        ((8, 64, 64, 64), (64, 1, 4, 4), dict(stride=2, padding=1, groups=64), "matmul"),  # depthwise
+        ((8, 64, 64, 64), (64, 64, 4, 4), dict(stride=2, padding=1, dilation=2, output_padding=1), "matmul"),
     ],
 )
 def test_planner_choice_per_backend(x_shape, w_shape, kwargs, on_cpu):

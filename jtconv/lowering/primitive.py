@@ -69,15 +69,24 @@ from jax.interpreters import ad, batching, mlir
 from jtconv.geometry import ConvTransposeGeometry
 from jtconv.lowering.common import tap_product_bytes
 from jtconv.lowering.matmul import accumulation_dtype, matmul_forward, output_dtype
-from jtconv.lowering import split
+from jtconv.lowering import phase, split
 from jtconv.lowering.matmul_transpose import transpose_input, transpose_weight
 from jtconv.lowering.reference import conv_transpose_reference
 
-FORWARDS = {"matmul": matmul_forward, "conv": conv_transpose_reference, "split": split.split_forward}
+FORWARDS = {
+    "matmul": matmul_forward,
+    "conv": conv_transpose_reference,
+    "split": split.split_forward,
+    "phase": phase.phase_forward,
+}
+
+EXPRESSES = {"split": split.supports, "phase": phase.supports}
+"""Forwards that express only some layers: name → test; other layers bind ``"matmul"``."""
 
 GEMM_TRANSPOSES = {
     "gemm": (transpose_input, transpose_weight),
     "split": (split.transpose_input, split.transpose_weight),
+    "phase": (phase.transpose_input, phase.transpose_weight),
 }
 """Transpose methods written as GEMMs: name → (input transpose, weight transpose)."""
 
@@ -142,11 +151,12 @@ def _bind(x, w, after, **params):
     ``shard_map`` axes (what JAX does for its own primitives; the transposes of
     the casts are the ``psum``s a replicated operand's gradient needs).
 
-    A ``"split"`` forward on a layer split cannot express (see
-    :func:`.split.supports`; e.g. a vmap that folded weights into groups)
-    binds ``"matmul"``.
+    A ``"split"`` or ``"phase"`` forward on a layer it cannot express (see
+    :data:`EXPRESSES`; e.g. a vmap that folded weights into groups, for
+    ``"split"``) binds ``"matmul"``.
     """
-    if params["forward"] == "split" and not split.supports(params["geom"]):
+    expresses = EXPRESSES.get(params["forward"])
+    if expresses is not None and not expresses(params["geom"]):
         params = dict(params, forward="matmul")
     operands = (x, w, after)
     varying = frozenset().union(*(_varying_axes(a) for a in operands))
@@ -229,7 +239,7 @@ def _jvp(primals, tangents, **params):
     x, w, after = primals
     x_dot, w_dot, _ = tangents
     y = conv_transpose_p.bind(x, w, after, **params)
-    if params["forward"] in ("matmul", "split"):
+    if params["forward"] in ("matmul", "split", "phase"):
         y = _stored(y, x)
     marker = _marker(y) if _backward_waits(x, params["geom"]) else _no_marker(y.dtype)
     terms = []
@@ -291,17 +301,17 @@ def _input_transpose_method(forward: str, geom: ConvTransposeGeometry) -> str:
     """``"gemm"`` (im2col + GEMM) or the forward whose derived transpose to use."""
     if geom.in_per_group == 1:
         return "matmul"
-    if forward == "split":
-        return "split"
+    if forward in EXPRESSES:
+        return forward
     return "gemm" if forward == "matmul" else "conv"
 
 
 def _weight_transpose_method(forward: str, geom: ConvTransposeGeometry, batch: int, itemsize: int) -> str:
-    """``"gemm"`` (im2col + GEMM), ``"split"`` or the forward whose derived transpose to use."""
+    """``"gemm"`` (im2col + GEMM), ``"split"``, ``"phase"`` or the forward whose derived transpose to use."""
     if geom.in_per_group == 1:
         return "matmul"
-    if forward == "split":
-        return "split"
+    if forward in EXPRESSES:
+        return forward
     xla_candidate = (
         split.supports(geom)  # 1d/2d, stride 1, one group
         and geom.in_channels <= XLA_WEIGHT_GRAD_MAX_CIN
@@ -395,6 +405,13 @@ conv_transpose_split.__doc__ = """``(N, Cin, *S) × (Cin, Cout/G, *K) → (N, Co
 layers with one group, one GEMM between one-axis im2cols, forward and
 transposes (see :mod:`jtconv.lowering.split`); every other layer has no axis
 to split and runs the matmul lowering."""
+
+conv_transpose_phase = _lowering("phase")
+conv_transpose_phase.__name__ = conv_transpose_phase.__qualname__ = "conv_transpose_phase"
+conv_transpose_phase.__doc__ = """``(N, Cin, *S) × (Cin, Cout/G, *K) → (N, Cout, *O)``: one GEMM between
+the input's im2col over block shifts and the output's phases, forward and
+transposes (see :mod:`jtconv.lowering.phase`); depthwise layers run the matmul
+lowering."""
 
 conv_transpose_conv = _lowering("conv")
 conv_transpose_conv.__name__ = conv_transpose_conv.__qualname__ = "conv_transpose_conv"

@@ -31,17 +31,17 @@ are expressed this way (:func:`supports`): with a stride, the taps that reach
 an output position along the gathered axis depend on its phase. The
 ``"split"`` algorithm runs the matmul lowering for every other layer.
 
-The one-axis im2cols are gathers (:func:`_windows`), not stacks of slices.
+The one-axis im2cols are gathers (:func:`jtconv.lowering.common.windows`), not stacks of slices.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from jtconv.geometry import ConvTransposeGeometry
+from jtconv.lowering.common import shifted_sum, windows
 from jtconv.lowering.matmul import accumulation_dtype, output_dtype
 
 
@@ -70,20 +70,8 @@ def input_columns(x: jax.Array, geom: ConvTransposeGeometry) -> jax.Array:
     low, high = _w_padding(geom)
     config = [(0, 0, 0)] * (x.ndim - 1) + [(low, high, 0)]
     xp = lax.pad(_channels_major(x), jnp.zeros((), x.dtype), config)  # (Cin, N, [H,] W_pad)
-    p = _windows(xp, k, d, out_w, axis=x.ndim - 1)  # (k_W, Cin, N, [H,] O_W)
+    p = windows(xp, k, d, out_w, axis=x.ndim - 1)  # (k_W, Cin, N, [H,] O_W)
     return p.reshape(k * geom.in_channels, -1)
-
-
-def _windows(a: jax.Array, k: int, d: int, length: int, axis: int) -> jax.Array:
-    """``out[t, …, j, …] = a[…, j + t·d, …]`` for ``t < k``, ``j < length`` along ``axis``.
-
-    One gather rather than a stack of ``k`` slices: the same loop at run time,
-    but XLA's CPU compiler takes 0.3–1.3 s over a stack of shifted slices
-    along the minor axis and 0.06 s over the gather (2d k7, 16 channels).
-    """
-    index = np.arange(k)[:, None] * d + np.arange(length)[None, :]  # (k, length)
-    windows = jnp.take(a, index, axis=axis, mode="clip")  # (…, k, length, …)
-    return jnp.moveaxis(windows, axis, 0)
 
 
 def cotangent_columns(ct: jax.Array, geom: ConvTransposeGeometry) -> jax.Array:
@@ -96,7 +84,7 @@ def cotangent_columns(ct: jax.Array, geom: ConvTransposeGeometry) -> jax.Array:
     rows = geom.input_size[0]
     high = rows + d * (k - 1) - lo - geom.output_size[0]
     ctp = lax.pad(ctc, jnp.zeros((), ct.dtype), [(0, 0, 0), (0, 0, 0), (lo, high, 0), (0, 0, 0)])
-    return _windows(ctp, k, d, rows, axis=2).reshape(k * geom.out_channels, -1)
+    return windows(ctp, k, d, rows, axis=2).reshape(k * geom.out_channels, -1)
 
 
 def weight_matrix(weight: jax.Array, geom: ConvTransposeGeometry) -> jax.Array:
@@ -119,26 +107,10 @@ def _weight_from_matrix(m: jax.Array, geom: ConvTransposeGeometry) -> jax.Array:
     return jnp.flip(w, axis=-1)
 
 
-def _shifted_sum(parts: jax.Array, axis: int, starts: list[int], length: int) -> jax.Array:
-    """``out[…, j, …] = Σ_t parts[t][…, j − starts[t], …]`` along ``axis`` (of
-    ``parts[t]``) for ``j < length``; positions outside ``parts[t]`` add nothing.
-
-    A sum of padded (negative amounts crop) copies, which XLA fuses into one loop.
-    """
-    zero = jnp.zeros((), parts.dtype)
-    total = None
-    for part, start in zip(parts, starts):
-        config = [(0, 0, 0)] * part.ndim
-        config[axis] = (start, length - part.shape[axis] - start, 0)
-        shifted = lax.pad(part, zero, config)
-        total = shifted if total is None else total + shifted
-    return total
-
-
 def _scatter_rows(z: jax.Array, geom: ConvTransposeGeometry) -> jax.Array:
     """``y[co, n, oh, ow] = Σ_a Z[a, co, n, oh + lo_H − a·d_H, ow]`` from ``Z`` as ``(k_H, Cout, N, H, O_W)``."""
     k, d, (lo, _) = geom.kernel_size[0], geom.dilation[0], geom.crop[0]
-    return _shifted_sum(z, 2, [a * d - lo for a in range(k)], geom.output_size[0])
+    return shifted_sum(z, 2, [a * d - lo for a in range(k)], geom.output_size[0])
 
 
 def _scatter_columns(dp: jax.Array, geom: ConvTransposeGeometry) -> jax.Array:
@@ -146,7 +118,7 @@ def _scatter_columns(dp: jax.Array, geom: ConvTransposeGeometry) -> jax.Array:
     :func:`input_columns`) from ``P̄`` as ``(k_W, Cin, N, [H,] O_W)``."""
     k, d = geom.kernel_size[-1], geom.dilation[-1]
     low, _ = _w_padding(geom)
-    return _shifted_sum(dp, dp.ndim - 2, [b * d - low for b in range(k)], geom.input_size[-1])
+    return shifted_sum(dp, dp.ndim - 2, [b * d - low for b in range(k)], geom.input_size[-1])
 
 
 def split_forward(

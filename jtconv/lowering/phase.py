@@ -1,0 +1,331 @@
+"""The "phase" lowering: strided layers as one GEMM between the input's
+im2col over block shifts and the output's phases (sub-pixel convolution).
+
+Along one spatial axis with stride ``s`` and dilation ``d``, tap ``t`` of input
+position ``i`` lands at full (uncropped) output position ``i·s + t·d``. Write
+``t·d = q_t·s + r_t`` (``0 ≤ r_t < s``): the tap feeds *phase* ``r_t`` at
+*block* ``i + q_t``. So output block ``b``, phase ``r`` is a stride-1
+correlation of the input with the taps of that phase::
+
+    full[b·s + r] = Σ_{t : r_t = r}  w[t]ᵀ · x[b − q_t]
+
+with shifts ``q_t ∈ [0, D)``, ``D = ⌊d·(k − 1) / s⌋ + 1`` (about ``k / s``). Per
+spatial axis, and for all axes at once (products of shifts and phases), one
+GEMM computes every phase of every block::
+
+    P[(u, ci), (n, b)]   = x[n, ci, b − (D − 1 − u)]                      (im2col of x over the D shifts)
+    M[(r, co), (u, ci)]  = w[ci, co, t]  where r_t = r, q_t = D − 1 − u; 0 if no such tap
+    Z = M · P,           full[n, co, b·s + r] = Z[(r, co), (n, b)]        (phases interleaved)
+
+and the output is ``full`` cropped by PyTorch's padding (blocks before the
+crop are never computed). Per block the intermediates hold ``D·Cin`` values
+(``P``) and ``s·Cout`` (``Z``, the output itself), where the matmul
+lowering's tap products hold ``k·Cout`` per input position: 1d k8 s4 16→8
+channels keeps 32 + 32 values instead of 64. ``M`` has zeros where a phase has
+no tap at some shift (``s·D > k``: k3 s2 computes 4 products for 3 taps;
+``k`` a multiple of ``s`` with ``d = 1`` wastes none).
+
+The transposes use the same ``P`` and ``Z̄`` (the cotangent, uncropped and
+split into phases, a transposing copy of it)::
+
+    M̄ = Z̄ · Pᵀ                                     (weight gradient: one GEMM, then the taps read out of M̄)
+    P̄ = Mᵀ · Z̄,   x̄[n, ci, i] = Σ_u P̄[(u, ci), (n, i + D − 1 − u)]   (one GEMM, col2im over the shifts)
+
+Groups are a batch axis of the GEMMs. Depthwise layers (one input channel per
+group) are not expressed (:func:`supports`): their contraction would have
+``D`` terms, and the ``"phase"`` algorithm runs the matmul lowering for them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jtconv.geometry import ConvTransposeGeometry
+from jtconv.lowering.common import MMAP_THRESHOLD_BYTES, conv_dimension_numbers, fusable_stack, shifted_sum
+from jtconv.lowering.matmul import accumulation_dtype, output_dtype
+
+
+def supports(geom: ConvTransposeGeometry) -> bool:
+    """Whether the phase lowering expresses ``geom``: more than one input channel per group."""
+    return geom.in_per_group > 1
+
+
+@dataclasses.dataclass(frozen=True)
+class PhaseAxis:
+    """How one spatial axis splits into blocks, phases and shifts.
+
+    Attributes:
+      stride: ``s``, the number of phases.
+      shifts: ``D``, the number of block shifts ``q_t``.
+      first_block: the first block computed, ``⌊lo / s⌋``.
+      blocks: ``B``, blocks computed from ``first_block`` on, enough to cover
+        the cropped output.
+      offset: where the output starts in the computed blocks, ``lo − first_block·s``.
+      tap_phase, tap_shift: ``r_t`` and ``q_t`` per tap.
+      input_low: padding of the input at the low end so that
+        ``P[u][b] = x_pad[b + u]`` (negative: a crop).
+      input_high: padding at the high end (negative: a crop).
+    """
+
+    stride: int
+    shifts: int
+    first_block: int
+    blocks: int
+    offset: int
+    tap_phase: tuple[int, ...]
+    tap_shift: tuple[int, ...]
+    input_low: int
+    input_high: int
+
+    def tap_table(self, kernel: int) -> np.ndarray:
+        """``(s, D)`` array of the tap at phase ``r`` and column ``u`` (``q = D − 1 − u``), ``kernel`` if none."""
+        table = np.full((self.stride, self.shifts), kernel, dtype=np.int32)
+        for t, (r, q) in enumerate(zip(self.tap_phase, self.tap_shift)):
+            table[r, self.shifts - 1 - q] = t
+        return table
+
+
+def phase_axes(geom: ConvTransposeGeometry) -> tuple[PhaseAxis, ...]:
+    """One :class:`PhaseAxis` per spatial axis of ``geom``."""
+    axes = []
+    for k, s, d, (lo, _), out, size in zip(
+        geom.kernel_size, geom.stride, geom.dilation, geom.crop, geom.output_size, geom.input_size
+    ):
+        shifts = d * (k - 1) // s + 1
+        first = lo // s
+        offset = lo - first * s
+        blocks = -(-(offset + out) // s)
+        low = shifts - 1 - first  # P[u][b] = x[first + b − (D − 1 − u)] = x_pad[b + u]
+        high = blocks + shifts - 1 - low - size
+        tap_phase = tuple(t * d % s for t in range(k))
+        tap_shift = tuple(t * d // s for t in range(k))
+        axes.append(PhaseAxis(s, shifts, first, blocks, offset, tap_phase, tap_shift, low, high))
+    return tuple(axes)
+
+
+def _phase_counts(axes) -> tuple[int, int, int]:
+    """``(Π s, Π D, Π B)``."""
+    return (
+        math.prod(a.stride for a in axes),
+        math.prod(a.shifts for a in axes),
+        math.prod(a.blocks for a in axes),
+    )
+
+
+def input_columns(x: jax.Array, geom: ConvTransposeGeometry, axes) -> jax.Array:
+    """``P`` as ``(G, ΠD·Cin/G, N·ΠB)``, rows ordered ``(u_1, …, u_n, ci)``.
+
+    A stack of the ``ΠD`` shifted slices of the padded input (few: ``D`` is
+    about ``k / s``), which XLA fuses into one loop; as a gather it ran 15×
+    slower (DCGAN layer: 6.1 ms).
+    """
+    n, g, cin_g = x.shape[0], geom.groups, geom.in_per_group
+    config = [(0, 0, 0)] * 3 + [(a.input_low, a.input_high, 0) for a in axes]
+    xg = jnp.moveaxis(x.reshape((n, g, cin_g) + geom.input_size), 0, 2)  # (G, Cin/G, N, *S)
+    xp = lax.pad(xg, jnp.zeros((), x.dtype), config)
+    slices = [
+        lax.slice(xp, (0, 0, 0) + starts, (g, cin_g, n) + tuple(u + a.blocks for u, a in zip(starts, axes)))
+        for starts in itertools.product(*(range(a.shifts) for a in axes))
+    ]
+    _, shifts, blocks = _phase_counts(axes)
+    return fusable_stack(slices, axis=1).reshape(g, shifts * cin_g, n * blocks)
+
+
+def weight_matrix(weight: jax.Array, geom: ConvTransposeGeometry, axes) -> jax.Array:
+    """``M`` as ``(G, Πs·Cg, ΠD·Cin/G)``, rows ``(r_1, …, r_n, co)``, columns ``(u_1, …, u_n, ci)``."""
+    g, cin_g, cg, ndim = geom.groups, geom.in_per_group, geom.out_per_group, geom.ndim
+    padded = lax.pad(weight, jnp.zeros((), weight.dtype), [(0, 0, 0)] * 2 + [(0, 1, 0)] * ndim)  # tap k: zero
+    index = []
+    for axis, (a, k) in enumerate(zip(axes, geom.kernel_size)):
+        shape = [1] * (2 * ndim)
+        shape[2 * axis : 2 * axis + 2] = (a.stride, a.shifts)
+        index.append(a.tap_table(k).reshape(shape))
+    m = padded[(slice(None), slice(None)) + tuple(index)]  # (Cin, Cg, s_1, D_1, …, s_n, D_n)
+    m = m.reshape((g, cin_g, cg) + m.shape[2:])
+    order = (0,) + tuple(3 + 2 * i for i in range(ndim)) + (2,) + tuple(4 + 2 * i for i in range(ndim)) + (1,)
+    phases, shifts, _ = _phase_counts(axes)
+    return jnp.transpose(m, order).reshape(g, phases * cg, shifts * cin_g)
+
+
+def _weight_from_matrix(m: jax.Array, geom: ConvTransposeGeometry, axes) -> jax.Array:
+    """``w̄[ci, co, t] = M̄[(r_t, co), (D − 1 − q_t, ci)]``: the taps of ``M̄`` (its zeros dropped)."""
+    g, cin_g, cg, ndim = geom.groups, geom.in_per_group, geom.out_per_group, geom.ndim
+    m = m.reshape((g,) + tuple(a.stride for a in axes) + (cg,) + tuple(a.shifts for a in axes) + (cin_g,))
+    phase_index, shift_index = [], []
+    for axis, a in enumerate(axes):
+        shape = [1] * ndim
+        shape[axis] = len(a.tap_phase)
+        phase_index.append(np.asarray(a.tap_phase).reshape(shape))
+        shift_index.append((a.shifts - 1 - np.asarray(a.tap_shift)).reshape(shape))
+    # The advanced indices are not adjacent, so their (k_1, …, k_n) axes come first.
+    taps = m[(slice(None),) + tuple(phase_index) + (slice(None),) + tuple(shift_index) + (slice(None),)]
+    taps = jnp.transpose(taps, (ndim, ndim + 2, ndim + 1) + tuple(range(ndim)))  # (G, Cin/G, Cg, *K)
+    return taps.reshape((geom.in_channels, cg) + geom.kernel_size)
+
+
+def _gemm(a: jax.Array, b: jax.Array, contract: tuple[int, int], **options) -> jax.Array:
+    """Batched (over groups, axis 0) GEMM; with one group a plain one (a batch of one costs XLA a copy)."""
+    if a.shape[0] == 1:
+        return lax.dot_general(a[0], b[0], (((contract[0] - 1,), (contract[1] - 1,)), ((), ())), **options)[None]
+    return lax.dot_general(a, b, (((contract[0],), (contract[1],)), ((0,), (0,))), **options)
+
+
+def phase_forward(
+    x: jax.Array,
+    weight: jax.Array,
+    geom: ConvTransposeGeometry,
+    *,
+    precision=None,
+    preferred_element_type=None,
+) -> jax.Array:
+    """``(N, Cin, *S) × (Cin, Cout/G, *K) → (N, Cout, *O)``: ``Z`` from the
+    im2col over block shifts and one GEMM (or, where ``P`` and ``Z`` together
+    would pass :data:`~jtconv.lowering.common.MMAP_THRESHOLD_BYTES`, from a
+    stride-1 XLA convolution of the input with ``M`` as its kernel, which
+    never materialises ``P``), then the phases interleaved."""
+    axes = phase_axes(geom)
+    acc_dtype = accumulation_dtype(x.dtype, preferred_element_type)
+    options = dict(precision=precision, preferred_element_type=acc_dtype)
+    m = weight_matrix(weight, geom, axes)
+    if not uses_convolution(geom, x.shape[0], jnp.dtype(x.dtype).itemsize):
+        z = _gemm(m, input_columns(x, geom, axes), (2, 1), **options)
+        y = _interleave(z, x.shape[0], geom, axes, batch_first=False)
+    else:
+        y = _interleave(_convolve(x, m, geom, axes, **options), x.shape[0], geom, axes, batch_first=True)
+    return y.astype(output_dtype(x.dtype, preferred_element_type))
+
+
+def gemm_temporary_bytes(geom: ConvTransposeGeometry, batch: int, itemsize: int) -> int:
+    """Size of ``P`` and ``Z`` together for ``batch`` examples (the GEMM forward's temporaries)."""
+    axes = phase_axes(geom)
+    phases, shifts, blocks = _phase_counts(axes)
+    per_block = shifts * geom.in_per_group + phases * geom.out_per_group
+    return batch * blocks * geom.groups * per_block * itemsize
+
+
+def _convolve(x: jax.Array, m: jax.Array, geom: ConvTransposeGeometry, axes, **options) -> jax.Array:
+    """``Z`` as ``(N, G·Πs·Cg, *B)``: the input correlated with ``M`` as a ``ΠD``-tap kernel, stride 1.
+
+    XLA's convolution blocks its own im2col. Measured on two cores, 1d k8 s4
+    x(37, 16, 4096) → 8 channels (``P`` and ``Z`` 37 MiB together): 9.5 ms
+    this way, 20.5 ms with ``P`` and the GEMM (torch 11 ms).
+    """
+    g, ndim = geom.groups, geom.ndim
+    phases, _, _ = _phase_counts(axes)
+    kernel = m.reshape((g * phases * geom.out_per_group,) + tuple(a.shifts for a in axes) + (geom.in_per_group,))
+    kernel = jnp.moveaxis(kernel, -1, 1)  # (G·Πs·Cg, Cin/G, *D): (O, I, *K)
+    return lax.conv_general_dilated(
+        x,
+        kernel,
+        (1,) * ndim,
+        [(a.input_low, a.input_high) for a in axes],  # negative amounts crop
+        dimension_numbers=conv_dimension_numbers(ndim),
+        feature_group_count=g,
+        **options,
+    )
+
+
+def _interleave(z: jax.Array, n: int, geom: ConvTransposeGeometry, axes, *, batch_first: bool) -> jax.Array:
+    """``Z`` as ``(G, Πs·Cg, N·ΠB)`` (or ``(N, G·Πs·Cg, *B)`` with ``batch_first``)
+    → the cropped output ``(N, Cout, *O)``."""
+    ndim = geom.ndim
+    strides = tuple(a.stride for a in axes)
+    blocks = tuple(a.blocks for a in axes)
+    if batch_first:
+        z = z.reshape((n, geom.groups) + strides + (geom.out_per_group,) + blocks)
+        # (N, G, s_1..s_n, Cg, B_1..B_n) → (N, G, Cg, B_1, s_1, …, B_n, s_n)
+        order = (0, 1, ndim + 2) + sum(((ndim + 3 + i, 2 + i) for i in range(ndim)), ())
+    else:
+        z = z.reshape((geom.groups,) + strides + (geom.out_per_group, n) + blocks)
+        # (G, s_1..s_n, Cg, N, B_1..B_n) → (N, G, Cg, B_1, s_1, …, B_n, s_n)
+        order = (ndim + 2, 0, ndim + 1) + sum(((ndim + 3 + i, 1 + i) for i in range(ndim)), ())
+    full = jnp.transpose(z, order).reshape((n, geom.out_channels) + tuple(b * s for b, s in zip(blocks, strides)))
+    return full[(slice(None), slice(None)) + tuple(slice(a.offset, a.offset + o) for a, o in zip(axes, geom.output_size))]
+
+
+def cotangent_phases(ct: jax.Array, geom: ConvTransposeGeometry, axes) -> jax.Array:
+    """``Z̄`` as ``(G, Πs·Cg, N·ΠB)``: the transpose of :func:`_interleave`."""
+    n, ndim = ct.shape[0], geom.ndim
+    config = [(0, 0, 0)] * 2 + [(a.offset, a.blocks * a.stride - a.offset - o, 0) for a, o in zip(axes, geom.output_size)]
+    full = lax.pad(ct, jnp.zeros((), ct.dtype), config)
+    shape = (n, geom.groups, geom.out_per_group) + sum(((a.blocks, a.stride) for a in axes), ())
+    full = full.reshape(shape)  # (N, G, Cg, B_1, s_1, …)
+    order = (1,) + tuple(4 + 2 * i for i in range(ndim)) + (2, 0) + tuple(3 + 2 * i for i in range(ndim))
+    phases, _, blocks = _phase_counts(axes)
+    return jnp.transpose(full, order).reshape(geom.groups, phases * geom.out_per_group, n * blocks)
+
+
+def uses_convolution(geom: ConvTransposeGeometry, batch: int, itemsize: int) -> bool:
+    """Whether :func:`phase_forward` computes ``Z`` with an XLA convolution (``P`` and ``Z`` too large)."""
+    return gemm_temporary_bytes(geom, batch, itemsize) >= MMAP_THRESHOLD_BYTES
+
+
+def transpose_input(
+    ct: jax.Array, weight: jax.Array, geom: ConvTransposeGeometry, *, precision=None, acc_dtype, out_dtype
+) -> jax.Array:
+    """``x̄`` of shape ``(N, Cin, *S)``: ``P̄ = Mᵀ·Z̄``, then col2im over the shifts.
+
+    In 1d, when the forward convolves (:func:`uses_convolution`), the
+    transpose of that convolution instead, which never materialises ``P̄``
+    (1d k8 s4 x(37, 16, 4096) → 8 channels: 8.8 ms, 28 ms with the GEMM). In
+    2d/3d the GEMM is faster (2d k4 s2 x(64, 128, 16, 16) → 64: 74 vs 86 ms).
+    """
+    axes = phase_axes(geom)
+    n, g, cin_g, ndim = ct.shape[0], geom.groups, geom.in_per_group, geom.ndim
+    options = dict(precision=precision, preferred_element_type=acc_dtype)
+    m = weight_matrix(weight, geom, axes)
+    if ndim == 1 and uses_convolution(geom, n, jnp.dtype(ct.dtype).itemsize):
+        return _convolve_transpose(ct, m, geom, axes, **options).astype(out_dtype)
+    dp = _gemm(m, cotangent_phases(ct, geom, axes), (1, 1), **options)
+    dp = dp.reshape((g,) + tuple(a.shifts for a in axes) + (cin_g, n) + tuple(a.blocks for a in axes))
+    for axis in reversed(range(ndim)):  # sum the shifts of the last remaining axis: x_pad[m] = Σ_u P̄[u][m − u]
+        a = axes[axis]
+        parts = jnp.moveaxis(dp, 1 + axis, 0)  # (D_axis, G, D_1..D_axis-1, Cin/G, N, …)
+        position = 1 + axis + 2 + axis  # of B_axis in parts[u]
+        dp = shifted_sum(parts, position, [u - a.input_low for u in range(a.shifts)], geom.input_size[axis])
+    dx = jnp.moveaxis(dp, 2, 0)  # (N, G, Cin/G, *S)
+    return dx.reshape((n, geom.in_channels) + geom.input_size).astype(out_dtype)
+
+
+def _convolve_transpose(ct: jax.Array, m: jax.Array, geom: ConvTransposeGeometry, axes, **options) -> jax.Array:
+    """The transpose of :func:`_convolve` then :func:`_interleave`: ``x̄`` ``(N, Cin, *S)``.
+
+    ``x̄[n, ci, i] = Σ_{c, u} K[c, ci, u] · Z̄[n, c, i + lo − u]`` (``lo``: the
+    input's low padding), i.e. ``Z̄`` correlated with the kernel ``K`` flipped
+    and its channel axes swapped, stride 1.
+    """
+    n, g, ndim = ct.shape[0], geom.groups, geom.ndim
+    phases, _, _ = _phase_counts(axes)
+    config = [(0, 0, 0)] * 2 + [(a.offset, a.blocks * a.stride - a.offset - o, 0) for a, o in zip(axes, geom.output_size)]
+    full = lax.pad(ct, jnp.zeros((), ct.dtype), config)
+    full = full.reshape((n, g, geom.out_per_group) + sum(((a.blocks, a.stride) for a in axes), ()))
+    order = (0, 1) + tuple(4 + 2 * i for i in range(ndim)) + (2,) + tuple(3 + 2 * i for i in range(ndim))
+    z_bar = jnp.transpose(full, order).reshape((n, g * phases * geom.out_per_group) + tuple(a.blocks for a in axes))
+    shifts = tuple(a.shifts for a in axes)
+    kernel = m.reshape((g, phases * geom.out_per_group) + shifts + (geom.in_per_group,))
+    kernel = jnp.moveaxis(kernel, -1, 1)  # (G, Cin/G, Πs·Cg, *D)
+    kernel = jnp.flip(kernel, tuple(range(3, 3 + ndim))).reshape((geom.in_channels, phases * geom.out_per_group) + shifts)
+    padding = []
+    for a, size in zip(axes, geom.input_size):
+        low = a.shifts - 1 - a.input_low
+        padding.append((low, size + a.shifts - 1 - a.blocks - low))
+    return lax.conv_general_dilated(
+        z_bar, kernel, (1,) * ndim, padding, dimension_numbers=conv_dimension_numbers(ndim), feature_group_count=g, **options
+    )
+
+
+def transpose_weight(
+    x: jax.Array, ct: jax.Array, geom: ConvTransposeGeometry, *, precision=None, acc_dtype, out_dtype
+) -> jax.Array:
+    """``w̄`` of shape ``(Cin, Cout/G, *K)``: ``M̄ = Z̄·Pᵀ``, its taps read out."""
+    axes = phase_axes(geom)
+    options = dict(precision=precision, preferred_element_type=acc_dtype)
+    dm = _gemm(cotangent_phases(ct, geom, axes), input_columns(x, geom, axes), (2, 2), **options)
+    return _weight_from_matrix(dm, geom, axes).astype(out_dtype)
