@@ -239,7 +239,7 @@ def _jvp(primals, tangents, **params):
     x, w, after = primals
     x_dot, w_dot, _ = tangents
     y = conv_transpose_p.bind(x, w, after, **params)
-    if params["forward"] in ("matmul", "split", "phase"):
+    if params["forward"] in ("matmul", "split"):
         y = _stored(y, x)
     marker = _marker(y) if _backward_waits(x, params["geom"]) else _no_marker(y.dtype)
     terms = []
