@@ -266,3 +266,49 @@ def test_matmul_gradients_with_either_operand_reordered(x_shape, w_shape, kwargs
     loss = lambda x, w: jnp.sum(jtconv.conv_transpose(x, w, algorithm="matmul", **kwargs) ** 2)
     for got, want in zip(jax.jit(jax.grad(loss, argnums=(0, 1)))(x, w), (tx.grad.numpy(), tw.grad.numpy())):
         np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=relative_tolerance(np.float32) * np.abs(want).max())
+
+
+@pytest.mark.parametrize(
+    "forward, x_shape, w_shape, kwargs, xla",
+    [
+        ("matmul", (8, 16, 64, 64), (16, 16, 3, 3), dict(padding=1), True),  # 19 MiB of im2col
+        ("conv", (8, 16, 64, 64), (16, 16, 3, 3), dict(padding=1), True),
+        ("matmul", (16, 32, 4096), (32, 32, 3), dict(padding=2, dilation=2), True),  # 1d
+        ("matmul", (2, 16, 64, 64), (16, 16, 3, 3), dict(padding=1), False),  # 4.7 MiB
+        ("matmul", (6, 16, 64, 64), (16, 4, 3, 3), dict(padding=1), False),  # 2·Cout < Cin
+        ("matmul", (8, 64, 64, 64), (64, 64, 3, 3), dict(padding=1), False),  # many channels
+        ("matmul", (8, 16, 64, 64), (16, 16, 5, 5), dict(padding=2), False),  # k5: the k >= 5 rules
+        ("matmul", (8, 16, 64, 64), (16, 16, 3, 3), dict(stride=2), False),  # strided
+        ("split", (8, 16, 64, 64), (16, 16, 3, 3), dict(padding=1), False),  # split's own transposes
+    ],
+)
+def test_xla_transposes_per_layer(forward, x_shape, w_shape, kwargs, xla):
+    from jtconv.lowering import primitive
+
+    geom = make_geometry(x_shape, w_shape, **kwargs)
+    assert primitive._xla_transposes(forward, geom, x_shape[0], 4) is xla
+    methods = (primitive._input_transpose_method(forward, geom, x_shape[0], 4),
+               primitive._weight_transpose_method(forward, geom, x_shape[0], 4))
+    assert (methods == ("conv", "conv")) is xla
+
+
+def test_xla_transposes_match_torch_and_are_convolutions():
+    """A layer past the im2col threshold: both gradients from XLA's convolutions, no ordering operand."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((8, 16, 64, 64)).astype(np.float32)
+    w = (rng.standard_normal((16, 16, 3, 3)) / 12).astype(np.float32)
+    tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    expected = torch.nn.functional.conv_transpose2d(tx, tw, padding=1)
+    cotangent = rng.standard_normal(tuple(expected.shape)).astype(np.float32)
+    expected_grads = torch.autograd.grad(expected, (tx, tw), torch.tensor(cotangent))
+
+    def loss(x, w):
+        return jnp.sum(jtconv.conv_transpose(x, w, padding=1, algorithm="matmul") * cotangent)
+
+    grad = jax.jit(jax.grad(loss, (0, 1)))
+    text = grad.lower(x, w).as_text()
+    assert text.count("stablehlo.convolution") == 2 and "stablehlo.dot_general" not in text
+    lengths = (16 * 3 * 3, 8 * 64 * 64)  # terms summed per element of x̄ and of w̄
+    for got, want, length in zip(grad(x, w), expected_grads, lengths):
+        want = want.numpy()
+        np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=relative_tolerance(np.float32, length) * np.abs(want).max())

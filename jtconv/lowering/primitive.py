@@ -14,6 +14,9 @@ picks the forward computation:
   layers with one group: one GEMM between one-axis im2cols; the ``"split"``
   algorithm binds ``"matmul"`` for every other layer, and so does a vmap that
   folds a batch of weights into groups);
+* ``"phase"``: :func:`jtconv.lowering.phase.phase_forward` (one GEMM, or a
+  stride-1 XLA convolution, per block of output phases; depthwise layers bind
+  ``"matmul"``);
 * ``"conv"``: :func:`jtconv.lowering.reference.conv_transpose_reference`
   (XLA's convolution; fast on CPU only at stride 1, where no zeros are inserted).
 
@@ -23,6 +26,8 @@ propagates. The rules:
 * jvp: ``ẏ = f(ẋ, w) + f(x, ẇ)`` (the same primitive again, so jvp of jvp works);
 * transposes of ``"split"``: :func:`.split.transpose_input` and
   :func:`.split.transpose_weight` (the cotangent's im2col along H, two GEMMs);
+* transposes of ``"phase"``: :func:`.phase.transpose_input` and
+  :func:`.phase.transpose_weight` (the cotangent split into phases, two GEMMs);
 * transpose, input: ``"matmul"``: :func:`.matmul_transpose.transpose_input`
   (im2col of the cotangent + one GEMM); ``"conv"``: the transpose XLA derives
   for its convolution (a strided convolution of the cotangent, no zeros);
@@ -33,6 +38,10 @@ propagates. The rules:
   channels or an im2col of at least :data:`XLA_WEIGHT_GRAD_MIN_COLUMN_BYTES`,
   where XLA's convolution weight gradient is faster (its own blocked im2col
   stays in cache, ours is ``T`` times the cotangent);
+* both transposes XLA's, run concurrently with each other and the forward,
+  for stride-1 1d/2d layers with few channels and kernels below
+  :data:`XLA_WEIGHT_GRAD_MIN_KERNEL` taps once their im2col would reach
+  :data:`XLA_TRANSPOSES_MIN_COLUMN_BYTES`;
 * depthwise layers (one input channel per group) keep the transposes JAX derives
   from the matmul forward (``jax.linear_transpose``): elementwise loops XLA
   fuses well, unlike a GEMM with a contraction of length ``T``;
@@ -43,7 +52,8 @@ The transposes are ordinary JAX code, so second-order reverse mode
 differentiates them.
 
 Under differentiation the jvp stores the matmul and split forwards' primal output
-once (:func:`_stored`), so that XLA does not recompute the col2im inside
+once (:func:`_stored`; the phase forward's last step is a transpose, cheap to
+recompute), so that XLA does not recompute the col2im inside
 every backward fusion that reads ``y``.
 
 A third operand, ``after``, carries no data: the transposes wait for it and the
@@ -110,6 +120,21 @@ XLA_WEIGHT_GRAD_MIN_COLUMN_BYTES = 32 * 2**20
 this size, where glibc serves it with fresh pages on every call and the GEMM
 path pays a page fault per 4 KiB (k7 16→16 at 49 MiB: 29 vs 14 ms; 5.8 vs
 8.6 ms once freed memory is kept, see :mod:`jtconv.cpu_memory`)."""
+
+
+XLA_TRANSPOSES_MIN_COLUMN_BYTES = 8 * 2**20
+"""Stride-1 1d/2d layers (one group) with at most :data:`XLA_WEIGHT_GRAD_MAX_CIN`
+input channels, ``2·Cout ≥ Cin`` and kernels below
+:data:`XLA_WEIGHT_GRAD_MIN_KERNEL` taps take *both* transposes from XLA's
+convolution (and let them run concurrently, see :data:`ORDER_MIN_BYTES`)
+once the cotangent's im2col ``N·S·T·Cout`` would reach this size: XLA's
+stride-1 convolutions run on one core each, and the three of a
+forward + backward overlap, while the im2col grows with ``T·Cout``.
+Measured on two cores, ``matmul`` forward, forward + backward with GEMM
+transposes vs XLA's (torch): 2d k3 16→16 x(8, 16, 64, 64) (19 MiB) 10.6 vs
+6.0 ms (5.5); 2d k3 d2 x(12, 16, 64, 64) 17.6 vs 8.8 ms (7.0); 1d k3
+x(16, 16, 4096) 9.6 vs 4.5 ms (6.4); 1d k3 d2 32→32 x(16, 32, 4096) 26.9
+vs 15.9 ms (16.7)."""
 
 
 conv_transpose_p = Primitive("jtconv_conv_transpose")
@@ -189,8 +214,23 @@ loss, in turn vs concurrent: DCGAN 16 MiB 16.3 vs 28.2 ms, VAE 18 MiB 14.3 vs
 8.2 vs 6.5 ms."""
 
 
-def _backward_waits(x, geom: ConvTransposeGeometry) -> bool:
-    return tap_product_bytes(geom, x.shape[0], jnp.dtype(x.dtype).itemsize) >= ORDER_MIN_BYTES
+def _backward_waits(x, forward: str, geom: ConvTransposeGeometry) -> bool:
+    batch, itemsize = x.shape[0], jnp.dtype(x.dtype).itemsize
+    if _xla_transposes(forward, geom, batch, itemsize):
+        return False
+    return tap_product_bytes(geom, batch, itemsize) >= ORDER_MIN_BYTES
+
+
+def _xla_transposes(forward: str, geom: ConvTransposeGeometry, batch: int, itemsize: int) -> bool:
+    """Whether both transposes are XLA's convolutions (see :data:`XLA_TRANSPOSES_MIN_COLUMN_BYTES`)."""
+    return (
+        forward in ("matmul", "conv")
+        and split.supports(geom)  # 1d/2d, stride 1, one group
+        and geom.in_channels <= XLA_WEIGHT_GRAD_MAX_CIN
+        and 2 * geom.out_channels >= geom.in_channels
+        and max(geom.kernel_size) < XLA_WEIGHT_GRAD_MIN_KERNEL
+        and tap_product_bytes(geom, batch, itemsize) >= XLA_TRANSPOSES_MIN_COLUMN_BYTES
+    )
 
 
 def _wait_for(ct: jax.Array, after: jax.Array) -> jax.Array:
@@ -241,7 +281,7 @@ def _jvp(primals, tangents, **params):
     y = conv_transpose_p.bind(x, w, after, **params)
     if params["forward"] in ("matmul", "split"):
         y = _stored(y, x)
-    marker = _marker(y) if _backward_waits(x, params["geom"]) else _no_marker(y.dtype)
+    marker = _marker(y) if _backward_waits(x, params["forward"], params["geom"]) else _no_marker(y.dtype)
     terms = []
     if type(x_dot) is not ad.Zero:
         terms.append(_bind(x_dot, w, marker, **params))
@@ -261,7 +301,7 @@ def _transpose(ct, x, w, after, *, forward, geom, precision, preferred_element_t
     options = dict(precision=precision, preferred_element_type=preferred_element_type)
     if ad.is_undefined_primal(x):
         aval = x.aval
-        method = _input_transpose_method(forward, geom)
+        method = _input_transpose_method(forward, geom, ct.shape[0], jnp.dtype(aval.dtype).itemsize)
         if method in GEMM_TRANSPOSES:
             acc_dtype = accumulation_dtype(aval.dtype, preferred_element_type)
             gemm = GEMM_TRANSPOSES[method][0]
@@ -297,13 +337,15 @@ def _linear_transpose(linear, aval, ct: jax.Array) -> jax.Array:
     return pullback(ct)[0]
 
 
-def _input_transpose_method(forward: str, geom: ConvTransposeGeometry) -> str:
-    """``"gemm"`` (im2col + GEMM) or the forward whose derived transpose to use."""
+def _input_transpose_method(forward: str, geom: ConvTransposeGeometry, batch: int, itemsize: int) -> str:
+    """``"gemm"`` (im2col + GEMM), ``"split"``, ``"phase"`` or the forward whose derived transpose to use."""
     if geom.in_per_group == 1:
         return "matmul"
     if forward in EXPRESSES:
         return forward
-    return "gemm" if forward == "matmul" else "conv"
+    if forward == "matmul" and not _xla_transposes(forward, geom, batch, itemsize):
+        return "gemm"
+    return "conv"
 
 
 def _weight_transpose_method(forward: str, geom: ConvTransposeGeometry, batch: int, itemsize: int) -> str:
@@ -312,6 +354,8 @@ def _weight_transpose_method(forward: str, geom: ConvTransposeGeometry, batch: i
         return "matmul"
     if forward in EXPRESSES:
         return forward
+    if _xla_transposes(forward, geom, batch, itemsize):
+        return "conv"
     xla_candidate = (
         split.supports(geom)  # 1d/2d, stride 1, one group
         and geom.in_channels <= XLA_WEIGHT_GRAD_MAX_CIN
