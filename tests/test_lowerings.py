@@ -76,6 +76,9 @@ def test_shapes_that_crashed_xla_match_torch(algorithm, x_shape, w_shape, kwargs
         ((8, 128, 32, 32), (128, 128, 3, 3), dict(stride=1, padding=1), "conv"),  # 36 MiB of taps
         ((1, 4, 5, 5), (4, 1, 3, 3), dict(stride=1, groups=4), "matmul"),    # XLA's grouped convolutions are slow
         ((1, 4, 5), (4, 2, 16), dict(stride=8, padding=4), "matmul"),
+        ((12, 16, 64, 64), (16, 16, 3, 3), dict(padding=2, dilation=2), "conv"),  # few channels, k3, 28 MiB
+        ((16, 32, 4096), (32, 32, 3), dict(padding=1), "conv"),  # 1d, 25 MiB
+        ((2, 16, 64, 64), (16, 16, 3, 3), dict(padding=1), "matmul"),  # 4.7 MiB
         ((37, 16, 4096), (16, 8, 8), dict(stride=4, padding=2), "phase"),  # k = 2s, 37 MiB of taps
         ((2, 16, 4096), (16, 8, 8), dict(stride=4, padding=2), "matmul"),  # 2 MiB of taps
         ((4, 32, 32, 32), (32, 32, 8, 8), dict(stride=4, padding=2), "phase"),  # 33.5 MiB

@@ -223,9 +223,17 @@ def _backward_waits(x, forward: str, geom: ConvTransposeGeometry) -> bool:
 
 def _xla_transposes(forward: str, geom: ConvTransposeGeometry, batch: int, itemsize: int) -> bool:
     """Whether both transposes are XLA's convolutions (see :data:`XLA_TRANSPOSES_MIN_COLUMN_BYTES`)."""
+    return forward in ("matmul", "conv") and xla_convolutions_win(geom, batch, itemsize)
+
+
+def xla_convolutions_win(geom: ConvTransposeGeometry, batch: int, itemsize: int) -> bool:
+    """Stride-1 1d/2d layers with few channels and small kernels whose im2col
+    would reach :data:`XLA_TRANSPOSES_MIN_COLUMN_BYTES`: XLA's convolutions,
+    run concurrently, beat the GEMM transposes (and, forward + backward,
+    the matmul forward, whose tap products then join the backward's
+    temporaries past glibc's mmap threshold)."""
     return (
-        forward in ("matmul", "conv")
-        and split.supports(geom)  # 1d/2d, stride 1, one group
+        split.supports(geom)  # 1d/2d, stride 1, one group
         and geom.in_channels <= XLA_WEIGHT_GRAD_MAX_CIN
         and 2 * geom.out_channels >= geom.in_channels
         and max(geom.kernel_size) < XLA_WEIGHT_GRAD_MIN_KERNEL
