@@ -31,6 +31,13 @@ split into phases, a transposing copy of it)::
     M̄ = Z̄ · Pᵀ                                     (weight gradient: one GEMM, then the taps read out of M̄)
     P̄ = Mᵀ · Z̄,   x̄[n, ci, i] = Σ_u P̄[(u, ci), (n, i + D − 1 − u)]   (one GEMM, col2im over the shifts)
 
+Where ``P`` and ``Z`` together would pass glibc's mmap threshold
+(:data:`~jtconv.lowering.common.MMAP_THRESHOLD_BYTES`: fresh pages, a page
+fault per 4 KiB, on every call), a stride-1 XLA convolution of the input with
+``M`` as a ``D``-tap kernel computes ``Z`` without materialising ``P``; in 1d
+the input transpose is then that convolution's transpose, and both
+transposes read one batch-major ``Z̄``.
+
 Groups are a batch axis of the GEMMs. Depthwise layers (one input channel per
 group) are not expressed (:func:`supports`): their contraction would have
 ``D`` terms, and the ``"phase"`` algorithm runs the matmul lowering for them.
