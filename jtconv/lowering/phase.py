@@ -14,8 +14,8 @@ spatial axis, and for all axes at once (products of shifts and phases), one
 GEMM computes every phase of every block::
 
     P[(u, ci), (n, b)]   = x[n, ci, b − (D − 1 − u)]                      (im2col of x over the D shifts)
-    M[(r, co), (u, ci)]  = w[ci, co, t]  where r_t = r, q_t = D − 1 − u; 0 if no such tap
-    Z = M · P,           full[n, co, b·s + r] = Z[(r, co), (n, b)]        (phases interleaved)
+    M[(co, r), (u, ci)]  = w[ci, co, t]  where r_t = r, q_t = D − 1 − u; 0 if no such tap
+    Z = M · P,           full[n, co, b·s + r] = Z[(co, r), (n, b)]        (phases interleaved)
 
 and the output is ``full`` cropped by PyTorch's padding (blocks before the
 crop are never computed). Per block the intermediates hold ``D·Cin`` values
@@ -146,7 +146,12 @@ def input_columns(x: jax.Array, geom: ConvTransposeGeometry, axes) -> jax.Array:
 
 
 def weight_matrix(weight: jax.Array, geom: ConvTransposeGeometry, axes) -> jax.Array:
-    """``M`` as ``(G, Πs·Cg, ΠD·Cin/G)``, rows ``(r_1, …, r_n, co)``, columns ``(u_1, …, u_n, ci)``."""
+    """``M`` as ``(G, Cg·Πs, ΠD·Cin/G)``, rows ``(co, r_1, …, r_n)``, columns ``(u_1, …, u_n, ci)``.
+
+    The output channel leads its rows (and ``Z``'s), so that a weight sharded
+    over output channels keeps that sharding through the reshapes (phases
+    first cost an all-gather of the weight under channel parallelism).
+    """
     g, cin_g, cg, ndim = geom.groups, geom.in_per_group, geom.out_per_group, geom.ndim
     padded = lax.pad(weight, jnp.zeros((), weight.dtype), [(0, 0, 0)] * 2 + [(0, 1, 0)] * ndim)  # tap k: zero
     index = []
@@ -156,24 +161,23 @@ def weight_matrix(weight: jax.Array, geom: ConvTransposeGeometry, axes) -> jax.A
         index.append(a.tap_table(k).reshape(shape))
     m = padded[(slice(None), slice(None)) + tuple(index)]  # (Cin, Cg, s_1, D_1, …, s_n, D_n)
     m = m.reshape((g, cin_g, cg) + m.shape[2:])
-    order = (0,) + tuple(3 + 2 * i for i in range(ndim)) + (2,) + tuple(4 + 2 * i for i in range(ndim)) + (1,)
+    order = (0, 2) + tuple(3 + 2 * i for i in range(ndim)) + tuple(4 + 2 * i for i in range(ndim)) + (1,)
     phases, shifts, _ = _phase_counts(axes)
-    return jnp.transpose(m, order).reshape(g, phases * cg, shifts * cin_g)
+    return jnp.transpose(m, order).reshape(g, cg * phases, shifts * cin_g)
 
 
 def _weight_from_matrix(m: jax.Array, geom: ConvTransposeGeometry, axes) -> jax.Array:
-    """``w̄[ci, co, t] = M̄[(r_t, co), (D − 1 − q_t, ci)]``: the taps of ``M̄`` (its zeros dropped)."""
+    """``w̄[ci, co, t] = M̄[(co, r_t), (D − 1 − q_t, ci)]``: the taps of ``M̄`` (its zeros dropped)."""
     g, cin_g, cg, ndim = geom.groups, geom.in_per_group, geom.out_per_group, geom.ndim
-    m = m.reshape((g,) + tuple(a.stride for a in axes) + (cg,) + tuple(a.shifts for a in axes) + (cin_g,))
+    m = m.reshape((g, cg) + tuple(a.stride for a in axes) + tuple(a.shifts for a in axes) + (cin_g,))
     phase_index, shift_index = [], []
     for axis, a in enumerate(axes):
         shape = [1] * ndim
         shape[axis] = len(a.tap_phase)
         phase_index.append(np.asarray(a.tap_phase).reshape(shape))
         shift_index.append((a.shifts - 1 - np.asarray(a.tap_shift)).reshape(shape))
-    # The advanced indices are not adjacent, so their (k_1, …, k_n) axes come first.
-    taps = m[(slice(None),) + tuple(phase_index) + (slice(None),) + tuple(shift_index) + (slice(None),)]
-    taps = jnp.transpose(taps, (ndim, ndim + 2, ndim + 1) + tuple(range(ndim)))  # (G, Cin/G, Cg, *K)
+    taps = m[(slice(None), slice(None)) + tuple(phase_index) + tuple(shift_index) + (slice(None),)]  # (G, Cg, *K, Cin/G)
+    taps = jnp.transpose(taps, (0, ndim + 2, 1) + tuple(range(2, 2 + ndim)))  # (G, Cin/G, Cg, *K)
     return taps.reshape((geom.in_channels, cg) + geom.kernel_size)
 
 
@@ -218,7 +222,7 @@ def gemm_temporary_bytes(geom: ConvTransposeGeometry, batch: int, itemsize: int)
 
 
 def _convolve(x: jax.Array, m: jax.Array, geom: ConvTransposeGeometry, axes, **options) -> jax.Array:
-    """``Z`` as ``(N, G·Πs·Cg, *B)``: the input correlated with ``M`` as a ``ΠD``-tap kernel, stride 1.
+    """``Z`` as ``(N, G·Cg·Πs, *B)``: the input correlated with ``M`` as a ``ΠD``-tap kernel, stride 1.
 
     XLA's convolution blocks its own im2col. Measured on two cores, 1d k8 s4
     x(37, 16, 4096) → 8 channels (``P`` and ``Z`` 37 MiB together): 9.5 ms
@@ -227,7 +231,7 @@ def _convolve(x: jax.Array, m: jax.Array, geom: ConvTransposeGeometry, axes, **o
     g, ndim = geom.groups, geom.ndim
     phases, _, _ = _phase_counts(axes)
     kernel = m.reshape((g * phases * geom.out_per_group,) + tuple(a.shifts for a in axes) + (geom.in_per_group,))
-    kernel = jnp.moveaxis(kernel, -1, 1)  # (G·Πs·Cg, Cin/G, *D): (O, I, *K)
+    kernel = jnp.moveaxis(kernel, -1, 1)  # (G·Cg·Πs, Cin/G, *D): (O, I, *K)
     return lax.conv_general_dilated(
         x,
         kernel,
@@ -240,44 +244,44 @@ def _convolve(x: jax.Array, m: jax.Array, geom: ConvTransposeGeometry, axes, **o
 
 
 def _interleave(z: jax.Array, n: int, geom: ConvTransposeGeometry, axes, *, batch_first: bool) -> jax.Array:
-    """``Z`` as ``(G, Πs·Cg, N·ΠB)`` (or ``(N, G·Πs·Cg, *B)`` with ``batch_first``)
+    """``Z`` as ``(G, Cg·Πs, N·ΠB)`` (or ``(N, G·Cg·Πs, *B)`` with ``batch_first``)
     → the cropped output ``(N, Cout, *O)``."""
     ndim = geom.ndim
     strides = tuple(a.stride for a in axes)
     blocks = tuple(a.blocks for a in axes)
     if batch_first:
-        z = z.reshape((n, geom.groups) + strides + (geom.out_per_group,) + blocks)
-        # (N, G, s_1..s_n, Cg, B_1..B_n) → (N, G, Cg, B_1, s_1, …, B_n, s_n)
-        order = (0, 1, ndim + 2) + sum(((ndim + 3 + i, 2 + i) for i in range(ndim)), ())
+        z = z.reshape((n, geom.groups, geom.out_per_group) + strides + blocks)
+        # (N, G, Cg, s_1..s_n, B_1..B_n) → (N, G, Cg, B_1, s_1, …, B_n, s_n)
+        order = (0, 1, 2) + sum(((ndim + 3 + i, 3 + i) for i in range(ndim)), ())
     else:
-        z = z.reshape((geom.groups,) + strides + (geom.out_per_group, n) + blocks)
-        # (G, s_1..s_n, Cg, N, B_1..B_n) → (N, G, Cg, B_1, s_1, …, B_n, s_n)
-        order = (ndim + 2, 0, ndim + 1) + sum(((ndim + 3 + i, 1 + i) for i in range(ndim)), ())
+        z = z.reshape((geom.groups, geom.out_per_group) + strides + (n,) + blocks)
+        # (G, Cg, s_1..s_n, N, B_1..B_n) → (N, G, Cg, B_1, s_1, …, B_n, s_n)
+        order = (ndim + 2, 0, 1) + sum(((ndim + 3 + i, 2 + i) for i in range(ndim)), ())
     full = jnp.transpose(z, order).reshape((n, geom.out_channels) + tuple(b * s for b, s in zip(blocks, strides)))
     return full[(slice(None), slice(None)) + tuple(slice(a.offset, a.offset + o) for a, o in zip(axes, geom.output_size))]
 
 
 def cotangent_phases(ct: jax.Array, geom: ConvTransposeGeometry, axes) -> jax.Array:
-    """``Z̄`` as ``(G, Πs·Cg, N·ΠB)``: the transpose of :func:`_interleave`."""
+    """``Z̄`` as ``(G, Cg·Πs, N·ΠB)``: the transpose of :func:`_interleave`."""
     n, ndim = ct.shape[0], geom.ndim
     config = [(0, 0, 0)] * 2 + [(a.offset, a.blocks * a.stride - a.offset - o, 0) for a, o in zip(axes, geom.output_size)]
     full = lax.pad(ct, jnp.zeros((), ct.dtype), config)
     shape = (n, geom.groups, geom.out_per_group) + sum(((a.blocks, a.stride) for a in axes), ())
     full = full.reshape(shape)  # (N, G, Cg, B_1, s_1, …)
-    order = (1,) + tuple(4 + 2 * i for i in range(ndim)) + (2, 0) + tuple(3 + 2 * i for i in range(ndim))
+    order = (1, 2) + tuple(4 + 2 * i for i in range(ndim)) + (0,) + tuple(3 + 2 * i for i in range(ndim))
     phases, _, blocks = _phase_counts(axes)
-    return jnp.transpose(full, order).reshape(geom.groups, phases * geom.out_per_group, n * blocks)
+    return jnp.transpose(full, order).reshape(geom.groups, geom.out_per_group * phases, n * blocks)
 
 
 def cotangent_phases_batch_first(ct: jax.Array, geom: ConvTransposeGeometry, axes) -> jax.Array:
-    """``Z̄`` as ``(N, G·Πs·Cg, *B)``: the transpose of :func:`_interleave` with ``batch_first``."""
+    """``Z̄`` as ``(N, G·Cg·Πs, *B)``: the transpose of :func:`_interleave` with ``batch_first``."""
     n, ndim = ct.shape[0], geom.ndim
     config = [(0, 0, 0)] * 2 + [(a.offset, a.blocks * a.stride - a.offset - o, 0) for a, o in zip(axes, geom.output_size)]
     full = lax.pad(ct, jnp.zeros((), ct.dtype), config)
     full = full.reshape((n, geom.groups, geom.out_per_group) + sum(((a.blocks, a.stride) for a in axes), ()))
-    order = (0, 1) + tuple(4 + 2 * i for i in range(ndim)) + (2,) + tuple(3 + 2 * i for i in range(ndim))
+    order = (0, 1, 2) + tuple(4 + 2 * i for i in range(ndim)) + tuple(3 + 2 * i for i in range(ndim))
     phases, _, _ = _phase_counts(axes)
-    shape = (n, geom.groups * phases * geom.out_per_group) + tuple(a.blocks for a in axes)
+    shape = (n, geom.groups * geom.out_per_group * phases) + tuple(a.blocks for a in axes)
     return jnp.transpose(full, order).reshape(shape)
 
 
@@ -338,7 +342,7 @@ def _convolve_transpose(ct: jax.Array, m: jax.Array, geom: ConvTransposeGeometry
     z_bar = cotangent_phases_batch_first(ct, geom, axes)
     shifts = tuple(a.shifts for a in axes)
     kernel = m.reshape((g, phases * geom.out_per_group) + shifts + (geom.in_per_group,))
-    kernel = jnp.moveaxis(kernel, -1, 1)  # (G, Cin/G, Πs·Cg, *D)
+    kernel = jnp.moveaxis(kernel, -1, 1)  # (G, Cin/G, Cg·Πs, *D)
     kernel = jnp.flip(kernel, tuple(range(3, 3 + ndim))).reshape((geom.in_channels, phases * geom.out_per_group) + shifts)
     padding = []
     for a, size in zip(axes, geom.input_size):
