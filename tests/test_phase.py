@@ -21,7 +21,8 @@ import jtconv
 from jtconv import testing
 from jtconv.geometry import make_geometry
 from jtconv.lowering import phase
-from jtconv.testing import ConvTransposeConfig, relative_tolerance
+from jtconv.testing import ConvTransposeConfig
+from lowering_checks import assert_second_order_and_jvp_match_reference, assert_vmap_over_weights_matches_a_loop
 
 PHASE_SEED = 4242
 PHASE_COUNT = 100
@@ -159,39 +160,17 @@ def _data(seed: int = 0):
     return x, w
 
 
-def _assert_close(got, want):
-    want = np.asarray(want)
-    np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=relative_tolerance(np.float32) * np.abs(want).max())
-
-
 @pytest.mark.parametrize("threshold", [phase.MMAP_THRESHOLD_BYTES, 0])
 def test_phase_second_order_and_jvp_match_the_reference(threshold, monkeypatch):
     monkeypatch.setattr(phase, "MMAP_THRESHOLD_BYTES", threshold)
     x, w = _data(1)
-
-    def hessian_vector(algorithm):
-        loss = lambda x, w: jnp.sum(jnp.sin(_layer(algorithm)(x, w)))
-        grad_x = jax.grad(loss, argnums=0)
-        return jax.jvp(lambda w: grad_x(x, w), (w,), (jnp.ones_like(w),))
-
-    for got, want in zip(jax.tree.leaves(jax.jit(lambda: hessian_vector("phase"))()),
-                         jax.tree.leaves(jax.jit(lambda: hessian_vector("reference"))())):
-        _assert_close(got, want)
-    got = jax.jvp(_layer("phase"), (x, w), (x, w))
-    want = jax.jvp(_layer("reference"), (x, w), (x, w))
-    for a, b in zip(got, want):
-        _assert_close(a, b)
+    assert_second_order_and_jvp_match_reference(_layer, "phase", x, w)
 
 
 def test_phase_vmap_over_weights_matches_a_loop():
     x, _ = _data(2)
     ws = jnp.asarray(np.random.default_rng(3).standard_normal((3, 3, 4, 4, 3)) / 6, jnp.float32)
-    f = _layer("phase")
-    batched = jax.jit(jax.vmap(lambda w: f(x, w)))(ws)
-    grads = jax.jit(jax.vmap(jax.grad(lambda w: jnp.sum(f(x, w) ** 2))))(ws)
-    for i in range(ws.shape[0]):
-        _assert_close(batched[i], _layer("reference")(x, ws[i]))
-        _assert_close(grads[i], jax.grad(lambda w: jnp.sum(_layer("reference")(x, w) ** 2))(ws[i]))
+    assert_vmap_over_weights_matches_a_loop(_layer, "phase", x, ws)
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,8 @@ import jtconv
 from jtconv import testing
 from jtconv.geometry import make_geometry
 from jtconv.lowering import split
-from jtconv.testing import ConvTransposeConfig, relative_tolerance
+from jtconv.testing import ConvTransposeConfig
+from lowering_checks import assert_second_order_and_jvp_match_reference, assert_vmap_over_weights_matches_a_loop
 
 SPLIT_SEED = 777
 SPLIT_COUNT = 120
@@ -90,11 +91,6 @@ def _data(seed: int = 0):
     return x, w
 
 
-def _assert_close(got, want):
-    want = np.asarray(want)
-    np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=relative_tolerance(np.float32) * np.abs(want).max())
-
-
 def test_the_split_forward_runs_for_split_layers_only():
     x, w = _data()
     jaxpr = str(jax.make_jaxpr(_layer("split"))(x, w))
@@ -105,30 +101,13 @@ def test_the_split_forward_runs_for_split_layers_only():
 
 def test_split_second_order_and_jvp_match_the_reference():
     x, w = _data(1)
-
-    def hessian_vector(algorithm):
-        loss = lambda x, w: jnp.sum(jnp.sin(_layer(algorithm)(x, w)))
-        grad_x = jax.grad(loss, argnums=0)
-        return jax.jvp(lambda w: grad_x(x, w), (w,), (jnp.ones_like(w),))
-
-    for got, want in zip(jax.tree.leaves(jax.jit(lambda: hessian_vector("split"))()),
-                         jax.tree.leaves(jax.jit(lambda: hessian_vector("reference"))())):
-        _assert_close(got, want)
-    got = jax.jvp(_layer("split"), (x, w), (x, w))
-    want = jax.jvp(_layer("reference"), (x, w), (x, w))
-    for a, b in zip(got, want):
-        _assert_close(a, b)
+    assert_second_order_and_jvp_match_reference(_layer, "split", x, w)
 
 
 def test_split_vmap_over_weights_matches_a_loop():
     x, _ = _data(2)
     ws = jnp.asarray(np.random.default_rng(3).standard_normal((3, 3, 4, 3, 4)) / 6, jnp.float32)
-    f = _layer("split")
-    batched = jax.jit(jax.vmap(lambda w: f(x, w)))(ws)
-    grads = jax.jit(jax.vmap(jax.grad(lambda w: jnp.sum(f(x, w) ** 2))))(ws)
-    for i in range(ws.shape[0]):
-        _assert_close(batched[i], _layer("reference")(x, ws[i]))
-        _assert_close(grads[i], jax.grad(lambda w: jnp.sum(_layer("reference")(x, w) ** 2))(ws[i]))
+    assert_vmap_over_weights_matches_a_loop(_layer, "split", x, ws)
 
 
 @pytest.mark.parametrize(
