@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,12 +33,14 @@ from flax import nnx as flax_nnx
 from jtconv import linen as jtconv_linen
 from jtconv import nnx as jtconv_nnx
 from jtconv.geometry import normalize_padding, normalize_tuple
+from jtconv.reparametrization import weight_from_spectral_norm, weight_from_weight_norm
 
 __all__ = [
     "conv_transpose_layer_names",
     "from_torch",
     "kernel_from_flax_layout",
     "kernel_to_flax_layout",
+    "layer_weight",
     "load_state_dict",
     "params_to_state_dict",
     "state_dict_to_params",
@@ -108,6 +111,85 @@ def _constant_init(value: jax.Array):
     return init
 
 
+def layer_weight(module) -> jax.Array:
+    """The weight a torch layer's forward uses, computed from what the layer stores.
+
+    * plain layer: ``module.weight``;
+    * ``torch.nn.utils.weight_norm`` (forward pre-hook): ``v · g / ‖v‖`` from
+      ``weight_g``, ``weight_v`` and the hook's ``dim``. ``module.weight`` is
+      never read: the hook recomputes it only in forward, so after
+      ``load_state_dict`` it still holds the previous weight;
+    * ``torch.nn.utils.parametrizations.weight_norm``: the same from
+      ``parametrizations.weight.original0`` / ``original1``;
+    * ``torch.nn.utils.spectral_norm`` / ``parametrizations.spectral_norm``:
+      ``w_orig / (uᵀ · W · v)`` with the stored ``u``, ``v`` and ``dim``,
+      which is torch's eval-mode forward (see :mod:`jtconv.reparametrization`).
+      A module in training mode warns: its forward first runs power
+      iterations that change ``u`` and ``v``.
+
+    Raises:
+      ValueError: for any other forward pre-hook or parametrization (it could
+        change the weight in ways jtconv cannot know), or a reparametrized bias.
+    """
+    from torch.nn.utils import parametrize
+    from torch.nn.utils.spectral_norm import SpectralNorm
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    hooks = list(module._forward_pre_hooks.values())
+    parametrized = sorted(module.parametrizations.keys()) if parametrize.is_parametrized(module) else []
+    if parametrized and hooks or len(hooks) > 1 or parametrized not in ([], ["weight"]):
+        raise ValueError(
+            f"module must have at most one weight reparametrization (weight norm or spectral norm), got "
+            f"forward pre-hooks {[type(h).__name__ for h in hooks]} and parametrizations of {parametrized}"
+        )
+    if parametrized:
+        return _parametrized_weight(module.parametrizations.weight)
+    if not hooks:
+        return jnp.asarray(to_numpy(module.weight))
+    hook = hooks[0]
+    if isinstance(hook, WeightNorm) and hook.name == "weight":
+        return weight_from_weight_norm(to_numpy(module.weight_g), to_numpy(module.weight_v), hook.dim)
+    if isinstance(hook, SpectralNorm) and hook.name == "weight":
+        _warn_if_training(module, "torch.nn.utils.spectral_norm")
+        return weight_from_spectral_norm(
+            to_numpy(module.weight_orig), to_numpy(module.weight_u), to_numpy(module.weight_v), hook.dim
+        )
+    raise ValueError(
+        f"module has a forward pre-hook {type(hook).__name__} (name={getattr(hook, 'name', None)!r}) that jtconv does "
+        "not know: it may change the weight before forward. Supported: weight_norm and spectral_norm of 'weight'; "
+        "remove the hook (e.g. torch.nn.utils.remove_weight_norm) before converting"
+    )
+
+
+def _parametrized_weight(parametrizations) -> jax.Array:
+    """The weight of a ``ParametrizationList`` holding one weight or spectral norm."""
+    from torch.nn.utils import parametrizations as torch_parametrizations
+
+    kinds = [type(p).__name__ for p in parametrizations]
+    if len(parametrizations) == 1 and isinstance(parametrizations[0], torch_parametrizations._WeightNorm):
+        g, v = to_numpy(parametrizations.original0), to_numpy(parametrizations.original1)
+        return weight_from_weight_norm(g, v, parametrizations[0].dim)
+    if len(parametrizations) == 1 and isinstance(parametrizations[0], torch_parametrizations._SpectralNorm):
+        spectral = parametrizations[0]
+        _warn_if_training(spectral, "torch.nn.utils.parametrizations.spectral_norm")
+        return weight_from_spectral_norm(
+            to_numpy(parametrizations.original), to_numpy(spectral._u), to_numpy(spectral._v), spectral.dim
+        )
+    raise ValueError(
+        f"module's weight must be parametrized by one weight_norm or spectral_norm, got {kinds}: jtconv cannot "
+        "know what other parametrizations compute"
+    )
+
+
+def _warn_if_training(module, api: str) -> None:
+    if module.training:
+        warnings.warn(
+            f"{api} in training mode: jtconv uses the stored u and v, as torch's eval-mode forward does; torch's "
+            "training-mode forward first runs power iterations that change them (call .eval() to compare)",
+            stacklevel=4,
+        )
+
+
 def from_torch(module, api: str = "linen", *, channels_first: bool = True, algorithm: str = "auto"):
     """Convert a ``torch.nn.ConvTranspose{1,2,3}d`` into a jtconv Flax module with the same weights.
 
@@ -124,12 +206,14 @@ def from_torch(module, api: str = "linen", *, channels_first: bool = True, algor
       algorithm: the converted module's lowering.
 
     The parameter dtype is the torch weight's dtype; stride, padding,
-    output_padding, dilation and groups are copied.
+    output_padding, dilation and groups are copied. A weight-normed or
+    spectral-normed layer (either torch API) converts to the weight its
+    forward computes, from the stored factors (see :func:`layer_weight`).
     """
     _check_torch_module(module)
     if api not in ("linen", "nnx"):
         raise ValueError(f"api must be 'linen' or 'nnx', got {api!r}")
-    kernel = jnp.asarray(to_numpy(module.weight))
+    kernel = layer_weight(module)
     bias = None if module.bias is None else jnp.asarray(to_numpy(module.bias))
     options = dict(
         kernel_size=tuple(module.kernel_size),
