@@ -114,8 +114,12 @@ def main() -> None:
     forward_collectives = sorted(set(re.findall(
         r"\b(all-reduce|all-gather|reduce-scatter|collective-permute|all-to-all)(?:-start)?\(", forward)))
     if is_main:
-        print(f"{jax.device_count()} devices ({jax.devices()[0].platform}), {jax.process_count()} process(es); "
+        devices = f"{jax.device_count()} device{'s' if jax.device_count() > 1 else ''} ({jax.devices()[0].platform})"
+        print(f"{devices}, {jax.process_count()} process(es); "
               f"global batch {global_batch}, sharded {batch_sharding.spec}")
+        if jax.device_count() == 1:
+            print("one device: every PartitionSpec is equivalent to replication; "
+                  "run with more devices to see the batch split")
         print(f"collectives in the compiled forward pass: {forward_collectives or 'none'}")
 
     losses = []
@@ -127,14 +131,17 @@ def main() -> None:
         z, target = next_batch()
 
     images = jax.jit(model.apply)(params, z)
+    # XLA may report an equivalent spec (P() on one device): name it as the batch's when they agree.
+    like_batch = images.sharding.is_equivalent_to(batch_sharding, images.ndim)
+    output_spec = batch_sharding.spec if like_batch else images.sharding.spec
     params_replicated = all(p.sharding.is_fully_replicated for p in jax.tree.leaves(params))
     if is_main:
-        print(f"decoded images {images.shape}, sharded {images.sharding.spec}; "
-              f"parameters replicated: {params_replicated}")
+        print(f"decoded images {images.shape}, sharded {output_spec}"
+              f"{' like the batch' if like_batch else ''}; parameters replicated: {params_replicated}")
     if args.json and is_main:
         print(json.dumps({
             "devices": jax.device_count(), "steps": args.steps,
-            "batch_sharding": list(z.sharding.spec), "output_sharding": list(images.sharding.spec),
+            "batch_sharding": list(z.sharding.spec), "output_sharding": list(output_spec),
             "params_replicated": params_replicated, "forward_collectives": forward_collectives,
             "initial_loss": losses[0], "final_loss": losses[-1],
         }))

@@ -20,6 +20,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from jtconv.geometry import ConvTransposeGeometry, IntOrTuple, PaddingLike, make_geometry
 from jtconv.lowering import get_lowering
+from jtconv.operand_types import check_operand_dtypes
 
 __all__ = ["conv_transpose", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"]
 
@@ -78,6 +79,7 @@ def conv_transpose(
     x = jnp.asarray(x)
     weight = jnp.asarray(weight)
     bias = None if bias is None else jnp.asarray(bias)
+    check_operand_dtypes(x, weight, bias)
     geom = make_geometry(
         x.shape,
         weight.shape,

@@ -270,6 +270,19 @@ def _output_padding_in_range(
     return tuple(int(t) - m for t, m in zip(target, minimum))
 
 
+def _flax_layout_hint(weight_shape: tuple[int, ...], channels: int) -> str:
+    """A sentence for channel-mismatch errors when ``weight_shape`` looks like
+    Flax's ``(*kernel_size, in_features, out_features)`` layout (HWIO in 2d):
+    its second-to-last axis, not its first, equals the input's channels."""
+    if len(weight_shape) < 3 or weight_shape[-2] != channels:
+        return ""
+    return (
+        f"; weight shape {weight_shape} looks like Flax's (*kernel_size, in_features, out_features) layout "
+        "(HWIO), but jtconv expects PyTorch's (in_channels, out_channels // groups, *kernel_size): convert a "
+        "flax.linen.ConvTranspose kernel with jtconv.interop.kernel_from_flax_layout(kernel)"
+    )
+
+
 def make_geometry(
     input_shape: Sequence[int],
     weight_shape: Sequence[int],
@@ -332,6 +345,7 @@ def make_geometry(
     if channels != in_channels:
         raise ValueError(
             f"input channels ({channels}) must equal weight.shape[0] (in_channels = {in_channels})"
+            + _flax_layout_hint(weight_shape, channels)
         )
     if batch > 0 and any(i < 1 for i in spatial):
         raise ValueError(f"input spatial sizes must be >= 1, got {tuple(spatial)}")
