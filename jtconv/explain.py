@@ -91,6 +91,13 @@ class KernelCopy:
     output_start: tuple[int, ...]
     values: np.ndarray
 
+    def canvas_taps(self, dilation: Sequence[int]) -> tuple[slice, ...]:
+        """Where the taps land in full-result (canvas) coordinates: ``full_start + t·d`` per dimension."""
+        return tuple(
+            slice(start, start + (k - 1) * d + 1, d)
+            for start, k, d in zip(self.full_start, self.values.shape, dilation)
+        )
+
     def output_span(self, dilation: Sequence[int]) -> tuple[tuple[int, int], ...]:
         """First and last output position reached, per dimension (may lie outside the output)."""
         return tuple(
@@ -163,6 +170,12 @@ class Explanation:
     def ndim(self) -> int:
         return self.geometry.ndim
 
+    @property
+    def padding_window(self) -> tuple[tuple[int, int], ...]:
+        """Per dimension, ``(start, stop)`` in ``canvas`` of the full result after padding's crop
+        alone (``p`` off each end, before output_padding gives positions back); may be empty."""
+        return tuple((lo, max(lo, full - hi)) for full, (lo, hi) in zip(self.geometry.full_size, self.geometry.padding))
+
     def terms_at(self, output_index: IntOrTuple) -> OutputTerms:
         """The products summing to ``y[output_index]``, ordered by input index.
 
@@ -171,9 +184,7 @@ class Explanation:
             lies outside the output.
         """
         index = _normalize_index(output_index, self.geometry.output_size)
-        per_dim = [
-            [(i, t) for i, t in _reaching_pairs(self.geometry, dim, o)] for dim, o in enumerate(index)
-        ]
+        per_dim = [[(i, t) for i, t in _reaching_pairs(self.geometry, dim, o)] for dim, o in enumerate(index)]
         terms = []
         for pairs in itertools.product(*per_dim):
             input_index = tuple(i for i, _ in pairs)
@@ -229,8 +240,12 @@ def explain(
         sizes < 1, an empty output) and for values of the wrong count.
     """
     per_dimension = dict(
-        input_size=input_size, kernel_size=kernel_size, stride=stride, padding=padding,
-        output_padding=output_padding, dilation=dilation,
+        input_size=input_size,
+        kernel_size=kernel_size,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
     )
     for name, value in per_dimension.items():
         if not isinstance(value, (int, np.integer)) and len(value) > max(SUPPORTED_NDIM):
@@ -316,10 +331,7 @@ def _reaching_pairs(geom: ConvTransposeGeometry, dim: int, o: int) -> list[tuple
     """``(i, t)`` with ``i·s − lo + t·d = o`` in dimension ``dim``, by increasing ``i``."""
     s, d, lo = geom.stride[dim], geom.dilation[dim], geom.crop[dim][0]
     return [
-        (i, t)
-        for i in range(geom.input_size[dim])
-        for t in range(geom.kernel_size[dim])
-        if i * s - lo + t * d == o
+        (i, t) for i in range(geom.input_size[dim]) for t in range(geom.kernel_size[dim]) if i * s - lo + t * d == o
     ]
 
 
@@ -350,9 +362,7 @@ def _slide(direct_input: np.ndarray, flipped: np.ndarray, geom: ConvTransposeGeo
     """Stride-1 cross-correlation ``out[o] = Σ_t direct_input[o + t·d] · flipped[t]``."""
     out = np.zeros(geom.output_size)
     for tap in itertools.product(*(range(k) for k in geom.kernel_size)):
-        window = tuple(
-            slice(t * d, t * d + n) for t, d, n in zip(tap, geom.dilation, geom.output_size)
-        )
+        window = tuple(slice(t * d, t * d + n) for t, d, n in zip(tap, geom.dilation, geom.output_size))
         out += flipped[tap] * direct_input[window]
     return out
 
@@ -378,11 +388,7 @@ def _scatter(copies: Sequence[KernelCopy], geom: ConvTransposeGeometry):
     window = tuple((lo, lo + out) for (lo, _), out in zip(geom.crop, geom.output_size))
     canvas = np.zeros(tuple(max(full, stop) for full, (_, stop) in zip(geom.full_size, window)))
     for copy in copies:
-        taps = tuple(
-            slice(start, start + (k - 1) * d + 1, d)
-            for start, k, d in zip(copy.full_start, geom.kernel_size, geom.dilation)
-        )
-        canvas[taps] += copy.values
+        canvas[copy.canvas_taps(geom.dilation)] += copy.values
     return canvas, window
 
 
@@ -403,9 +409,7 @@ def _checkerboard(geom: ConvTransposeGeometry) -> Checkerboard:
     for dim in range(geom.ndim):
         counts = placement_tensor(geom, dim).sum(axis=(0, 1))
         overlap = overlap * counts.reshape((-1,) + (1,) * (geom.ndim - 1 - dim))
-    phase_counts = tuple(
-        overlap_phase_counts(k, s, d) for k, s, d in zip(geom.kernel_size, geom.stride, geom.dilation)
-    )
+    phase_counts = tuple(overlap_phase_counts(k, s, d) for k, s, d in zip(geom.kernel_size, geom.stride, geom.dilation))
     uneven = any(len(set(counts)) > 1 for counts in phase_counts)
     return Checkerboard(
         overlap=overlap,

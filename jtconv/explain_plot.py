@@ -1,21 +1,28 @@
 """Pictures of an :class:`~jtconv.explain.Explanation` (``jtconv explain --png``).
 
-Draws, as the tutorials do: the input and kernel; the scatter view (each
-input value's kernel copy in its own colour, placed at ``i·s`` of the full
-result, overlaps adding up, the output window after padding's crop dashed);
-the overlap map (taps reaching each output position); and the output.
+Draws, as the tutorials do: the input, which doubles as the colour legend
+(each input value's cell has the colour of its kernel stamp); the kernel; the
+scatter view (each input value stamps ``x[i]·w`` with tap ``t`` at
+``i·s − p + t·d``; every cell carries one dot per stamp reaching it, in that
+stamp's colour, and the sum; one stamp, or the stamps behind ``--at``, drawn
+whole with their products; the output window after padding's crop dashed);
+the overlap map; and the output, with the ``--at`` cells boxed.
 
-matplotlib is imported here only (``pip install 'jtconv[plot]'``), and only
-its object API (no pyplot, no global backend change).
+matplotlib is imported here only (``pip install "jtconv[plot]"``), and only
+its object API (no pyplot, no global backend change). The cell-drawing
+helpers are shared with :mod:`jtconv.explain_gif`.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
-from jtconv.explain import Explanation
+from jtconv.explain import Explanation, KernelCopy, OutputTerms
 
 __all__ = ["build_figure", "save_figure"]
 
@@ -23,31 +30,51 @@ MAX_ANNOTATED = 16
 """Grids with more positions than this per dimension are drawn without numbers."""
 
 MAX_TAP_PATCHES = 1500
-"""Above this many (copy, tap) squares the 2-d scatter view draws one outline per copy."""
+"""Above this many (copy, tap) cells the 2-d scatter view draws one outline per copy."""
 
 MAX_OUTLINED_COPIES = 100
 """In that case, outline only the first copies (the rest would hide the picture)."""
 
+MAX_DOTS_PER_CELL = 9
+"""Cells reached by more stamps than this get no dots (they would be too small to see)."""
 
-def save_figure(explanation: Explanation, path: str | os.PathLike, dpi: int = 110) -> None:
-    """Draw ``explanation`` and write it to ``path`` (format from the extension, e.g. ``.png``)."""
-    figure = build_figure(explanation)
+MAX_LABELLED_STAMPS = 4
+"""At most this many highlighted stamps write their products into the cells (one per corner)."""
+
+AT_COLOUR = "black"
+"""Frame of the output cells named by ``--at``."""
+
+
+def save_figure(
+    explanation: Explanation, path: str | os.PathLike, dpi: int = 110, at_terms: Sequence[OutputTerms] = ()
+) -> None:
+    """Draw ``explanation`` and write it to ``path`` (format from the extension, e.g. ``.png``).
+
+    ``at_terms`` (from :meth:`~jtconv.explain.Explanation.terms_at`) are
+    highlighted: their output cells, the stamps and kernel taps that add up to them.
+    """
+    figure = build_figure(explanation, at_terms)
     figure.savefig(path, dpi=dpi, bbox_inches="tight")
 
 
-def build_figure(explanation: Explanation):
+def build_figure(explanation: Explanation, at_terms: Sequence[OutputTerms] = ()):
     """A :class:`matplotlib.figure.Figure` of the explanation (1-d or 2-d)."""
     if explanation.ndim == 1:
-        return _figure_1d(explanation)
-    return _figure_2d(explanation)
+        return _figure_1d(explanation, at_terms)
+    return _figure_2d(explanation, at_terms)
 
 
-def _fmt(value: float) -> str:
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def format_value(value: float) -> str:
+    """A number as short cell text: integers without a decimal point."""
     value = float(value)
     return str(int(value)) if value.is_integer() and abs(value) < 1e6 else f"{value:.3g}"
 
 
-def _title(explanation: Explanation) -> str:
+def figure_title(explanation: Explanation) -> str:
+    """``ConvTranspose2d: input 4×4, kernel 4×4, stride 2, … → output 8×8``."""
     g = explanation.geometry
 
     def param(values):
@@ -62,7 +89,8 @@ def _title(explanation: Explanation) -> str:
     )
 
 
-def _colours(count: int):
+def stamp_colours(count: int) -> list:
+    """One distinct colour per input value (row-major), as RGBA tuples."""
     from matplotlib import colormaps
 
     if count <= 10:
@@ -72,93 +100,365 @@ def _colours(count: int):
     return [cmap((2 * n) % 20 + (2 * n // 20) % 2) for n in range(count)]
 
 
-def _heatmap(ax, values: np.ndarray, title: str, cmap: str, annotate_ints: bool = False) -> None:
-    grid = np.atleast_2d(values)
-    long_row = values.ndim == 1 and values.shape[0] > MAX_ANNOTATED
-    image = ax.imshow(grid, cmap=cmap, aspect="auto" if long_row else "equal", interpolation="nearest")
-    ax.set_title(title, fontsize=11)
+def cell(index: Sequence[int]) -> tuple[int, int]:
+    """``(row, col)`` of an index into a 1-d (one row) or 2-d grid."""
+    return (0, int(index[0])) if len(index) == 1 else (int(index[0]), int(index[1]))
+
+
+def darker(rgba) -> tuple[float, float, float]:
+    """``rgba``'s colour at 65 % brightness: lines and text in a stamp's colour stay visible on white."""
+    from matplotlib.colors import to_rgb
+
+    red, green, blue = to_rgb(rgba)
+    return 0.65 * red, 0.65 * green, 0.65 * blue
+
+
+def is_dark(rgba) -> bool:
+    red, green, blue = rgba[:3]
+    return 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
+
+
+def write_values(ax, grid: np.ndarray, colours, fontsize: float = 8, where: np.ndarray | None = None) -> None:
+    """Each value of ``grid`` (2-d) in its cell, white on dark ``colours`` (RGBA per cell, or None)."""
     rows, cols = grid.shape
-    if max(rows, cols) <= MAX_ANNOTATED:
-        for r in range(rows):
-            for c in range(cols):
-                red, green, blue, _ = image.cmap(image.norm(grid[r, c]))
-                dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
-                ax.text(c, r, _fmt(grid[r, c]), ha="center", va="center", fontsize=8,
-                        color="white" if dark else "black")
-    _integer_ticks(ax, rows, cols, one_row=values.ndim == 1)
+    for r in range(rows):
+        for c in range(cols):
+            if where is not None and not where[r, c]:
+                continue
+            dark = colours is not None and is_dark(colours[r][c])
+            ax.text(
+                c,
+                r,
+                format_value(grid[r, c]),
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+                color="white" if dark else "black",
+            )
 
 
-def _integer_ticks(ax, rows: int, cols: int, one_row: bool = False, col_offset: int = 0) -> None:
-    step_c = max(1, cols // 12)
+def outline_cell(ax, row: int, col: int, colour, linewidth: float = 2.5, inset: float = 0.04, **kwargs) -> None:
+    from matplotlib.patches import Rectangle
+
+    ax.add_patch(
+        Rectangle(
+            (col - 0.5 + inset, row - 0.5 + inset),
+            1 - 2 * inset,
+            1 - 2 * inset,
+            fill=False,
+            edgecolor=colour,
+            linewidth=linewidth,
+            **kwargs,
+        )
+    )
+
+
+def window_rectangle(ax, window: Sequence[tuple[int, int]], **kwargs) -> None:
+    """Outline of a canvas window ``((r0, r1), (c0, c1))`` or ``((c0, c1),)``."""
+    from matplotlib.patches import Rectangle
+
+    (r0, r1), (c0, c1) = ((0, 1), window[0]) if len(window) == 1 else window
+    ax.add_patch(Rectangle((c0 - 0.5, r0 - 0.5), c1 - c0, r1 - r0, fill=False, **kwargs))
+
+
+def integer_ticks(
+    ax, rows: int, cols: int, one_row: bool = False, row_offset: int = 0, col_offset: int = 0, fontsize: float = 8
+) -> None:
+    """Tick labels ``index − offset`` (output coordinates on the canvas), at most about 12 per axis."""
+    step_c = max(1, math.ceil(cols / 12))
     ax.set_xticks(range(0, cols, step_c))
-    ax.set_xticklabels([str(c + col_offset) for c in range(0, cols, step_c)], fontsize=8)
+    ax.set_xticklabels([str(c - col_offset) for c in range(0, cols, step_c)], fontsize=fontsize)
     if one_row:
         ax.set_yticks([])
     else:
-        step_r = max(1, rows // 12)
+        step_r = max(1, math.ceil(rows / 12))
         ax.set_yticks(range(0, rows, step_r))
-        ax.set_yticklabels([str(r) for r in range(0, rows, step_r)], fontsize=8)
+        ax.set_yticklabels([str(r - row_offset) for r in range(0, rows, step_r)], fontsize=fontsize)
 
 
-def _figure_2d(explanation: Explanation):
+def heatmap(
+    ax,
+    values: np.ndarray,
+    title: str,
+    cmap: str,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    annotate: bool | None = None,
+    scale: float = 1.0,
+):
+    """``values`` (1-d as one row, or 2-d) as an image with its numbers written in (small grids);
+    ``scale`` multiplies the font sizes."""
+    grid = np.atleast_2d(values)
+    long_row = values.ndim == 1 and values.shape[0] > MAX_ANNOTATED
+    image = ax.imshow(
+        grid, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto" if long_row else "equal", interpolation="nearest"
+    )
+    ax.set_title(title, fontsize=11 * scale)
+    rows, cols = grid.shape
+    if annotate if annotate is not None else max(rows, cols) <= MAX_ANNOTATED:
+        colours = [[image.cmap(image.norm(v)) for v in row] for row in grid]
+        write_values(ax, grid, colours, fontsize=8 * scale)
+    integer_ticks(ax, rows, cols, one_row=values.ndim == 1, fontsize=8 * scale)
+    return image
+
+
+def input_legend(
+    ax,
+    explanation: Explanation,
+    colours,
+    title: str,
+    emphasised=(),
+    shown: np.ndarray | None = None,
+    fontsize: float = 8,
+) -> None:
+    """The input, each cell filled with its stamp's colour; ``emphasised`` indices get a black frame.
+
+    ``shown`` (boolean, input-shaped) leaves the other cells white.
+    """
+    from matplotlib.patches import Rectangle
+
+    x = np.atleast_2d(explanation.input)
+    rows, cols = x.shape
+    flat_colours = iter(colours)
+    for index in np.ndindex(*explanation.input.shape):
+        r, c = cell(index)
+        colour = next(flat_colours)
+        visible = shown is None or shown[index]
+        ax.add_patch(
+            Rectangle(
+                (c - 0.5, r - 0.5),
+                1,
+                1,
+                facecolor=colour if visible else "white",
+                alpha=0.45 if visible else 1,
+                edgecolor="#999999",
+                linewidth=0.6,
+            )
+        )
+    if max(rows, cols) <= MAX_ANNOTATED:
+        write_values(ax, x, None, fontsize=fontsize)
+    for index in emphasised:
+        outline_cell(ax, *cell(index), "black", linewidth=2.5, inset=0.06)
+    ax.set_xlim(-0.5, cols - 0.5)
+    ax.set_ylim(rows - 0.5, -0.5)
+    ax.set_aspect("auto" if rows == 1 and cols > MAX_ANNOTATED else "equal")
+    ax.set_title(title, fontsize=11)
+    integer_ticks(ax, rows, cols, one_row=explanation.ndim == 1)
+
+
+def tap_positions(explanation: Explanation, copy: KernelCopy) -> list[range]:
+    """Per dimension, the canvas positions of ``copy``'s taps (``full_start + t·d``)."""
+    return [range(s.start, s.stop, s.step) for s in copy.canvas_taps(explanation.geometry.dilation)]
+
+
+def _copy_number(explanation: Explanation, input_index: Sequence[int]) -> int:
+    return int(np.ravel_multi_index(tuple(input_index), explanation.geometry.input_size))
+
+
+def _at_caption(at_terms: Sequence[OutputTerms]) -> str:
+    lines = []
+    for terms in at_terms[:3]:
+        index = ",".join(map(str, terms.output_index))
+        products = " + ".join(
+            f"x[{','.join(map(str, t.input_index))}]·w[{','.join(map(str, t.kernel_index))}]" for t in terms.terms
+        )
+        values = " + ".join(f"{format_value(t.input_value)}·{format_value(t.kernel_value)}" for t in terms.terms)
+        if terms.terms:
+            lines.append(f"y[{index}] = {products} = {values} = {format_value(terms.total)}")
+        else:
+            lines.append(f"y[{index}] = 0 (no tap reaches it)")
+    return "\n".join(lines)
+
+
+def _highlighted_copies(explanation: Explanation, at_terms: Sequence[OutputTerms]) -> list[int]:
+    """The stamps behind the ``--at`` cells, or else the one of the middle input value."""
+    if at_terms:
+        numbers = {_copy_number(explanation, t.input_index) for terms in at_terms for t in terms.terms}
+        return sorted(numbers)
+    middle = tuple(n // 2 for n in explanation.geometry.input_size)
+    return [_copy_number(explanation, middle)]
+
+
+# ----------------------------------------------------------------------------- 2-d
+
+
+def _figure_2d(explanation: Explanation, at_terms: Sequence[OutputTerms]):
     from matplotlib.figure import Figure
 
+    colours = stamp_colours(len(explanation.copies))
+    highlighted = _highlighted_copies(explanation, at_terms)
+    inputs = [explanation.copies[n].input_index for n in highlighted]
     figure = Figure(figsize=(16, 8.5), layout="constrained")
     grid = figure.add_gridspec(2, 4, width_ratios=[1, 2.2, 1, 1])
-    _heatmap(figure.add_subplot(grid[0, 0]), explanation.input, "input x", "Greys")
-    _heatmap(figure.add_subplot(grid[1, 0]), explanation.kernel, "kernel w", "Oranges")
-    _scatter_2d(figure.add_subplot(grid[:, 1]), explanation)
-    _heatmap(
+    input_legend(
+        figure.add_subplot(grid[0, 0]), explanation, colours, "input x (colour = its stamp)", emphasised=inputs
+    )
+    kernel_ax = figure.add_subplot(grid[1, 0])
+    heatmap(kernel_ax, explanation.kernel, "kernel w", "Oranges")
+    for terms in at_terms:
+        for term in terms.terms:
+            colour = colours[_copy_number(explanation, term.input_index)]
+            outline_cell(kernel_ax, *cell(term.kernel_index), colour, linewidth=3)
+    _scatter_2d(figure.add_subplot(grid[:, 1]), explanation, colours, highlighted, at_terms)
+    heatmap(
         figure.add_subplot(grid[0, 2:]),
         explanation.checkerboard.overlap,
         "overlap: kernel taps per output position" + ("  (uneven!)" if explanation.checkerboard.uneven else ""),
         "Purples",
     )
-    _heatmap(figure.add_subplot(grid[1, 2:]), explanation.output, "output y", "viridis")
-    figure.suptitle(_title(explanation), fontsize=12)
+    output_ax = figure.add_subplot(grid[1, 2:])
+    heatmap(output_ax, explanation.output, "output y", "viridis")
+    for terms in at_terms:
+        outline_cell(output_ax, *cell(terms.output_index), "white", linewidth=4, inset=0.02)
+        outline_cell(output_ax, *cell(terms.output_index), AT_COLOUR, linewidth=2, inset=0.02)
+    figure.suptitle(figure_title(explanation), fontsize=12)
     return figure
 
 
-def _scatter_2d(ax, explanation: Explanation) -> None:
-    """Coloured kernel copies on the full canvas, the sum's values, and the output window."""
-    from matplotlib.patches import Rectangle
-
+def _scatter_2d(
+    ax, explanation: Explanation, colours, highlighted: Sequence[int], at_terms: Sequence[OutputTerms]
+) -> None:
+    """The summed canvas; per cell, one dot per stamp reaching it; highlighted stamps drawn whole."""
     g = explanation.geometry
     canvas = explanation.canvas
     rows, cols = canvas.shape
     (r0, r1), (c0, c1) = explanation.output_window
-    copies = explanation.copies
-    colours = _colours(len(copies))
+    lo_r, lo_c = g.crop[0][0], g.crop[1][0]
     ax.set_xlim(-0.5, cols - 0.5)
     ax.set_ylim(rows - 0.5, -0.5)
     ax.set_aspect("equal")
-    if len(copies) * int(np.prod(g.kernel_size)) > MAX_TAP_PATCHES:
+    small = max(rows, cols) <= MAX_ANNOTATED
+    many = len(explanation.copies) * math.prod(g.kernel_size) > MAX_TAP_PATCHES
+    if many or not small:
         _copy_outlines_2d(ax, explanation, colours)
     else:
-        _tap_squares_2d(ax, explanation, colours)
-    if max(rows, cols) <= MAX_ANNOTATED:
+        _cell_backgrounds(ax, explanation)
+        if explanation.checkerboard.overlap.max(initial=0) <= MAX_DOTS_PER_CELL:
+            _stamp_dots(ax, explanation, colours)
+    for rank, number in enumerate(highlighted[:MAX_OUTLINED_COPIES]):
+        _highlight_stamp(ax, explanation, number, colours[number], rank if small else None)
+    if small:
         for r in range(rows):
             for c in range(cols):
                 inside = r0 <= r < r1 and c0 <= c < c1
                 ax.text(
-                    c, r, _fmt(canvas[r, c]), ha="center", va="center", fontsize=9,
-                    color="black" if inside else "grey", fontweight="bold" if inside else "normal",
+                    c,
+                    r,
+                    format_value(canvas[r, c]),
+                    ha="center",
+                    va="center",
+                    fontsize=10,
+                    color="black" if inside else "grey",
+                    fontweight="bold" if inside else "normal",
                 )
+    window_rectangle(ax, explanation.output_window, linestyle="--", linewidth=2, edgecolor="black")
+    for terms in at_terms:
+        o_r, o_c = terms.output_index
+        outline_cell(ax, o_r + lo_r, o_c + lo_c, "white", linewidth=5, inset=0.0)
+        outline_cell(ax, o_r + lo_r, o_c + lo_c, AT_COLOUR, linewidth=2.5, inset=0.0)
+    integer_ticks(ax, rows, cols, row_offset=lo_r, col_offset=lo_c)
+    names = ", ".join(f"x[{','.join(map(str, explanation.copies[n].input_index))}]·w" for n in highlighted[:4])
+    more = f" and {len(highlighted) - 4} more" if len(highlighted) > 4 else ""
+    title = (
+        "scatter view: each x[i] stamps x[i]·w with tap t at o = i·s − p + t·d; overlaps add\n"
+        + ("dots: the stamps reaching a cell (colours as in the input); " if small and not many else "")
+        + f"drawn whole: {names}{more}\ndashed: output window after padding's crop (grey: cropped)"
+    )
+    if at_terms:
+        title += "\n" + _at_caption(at_terms)
+    ax.set_title(title, fontsize=10)
+
+
+def _cell_backgrounds(ax, explanation: Explanation) -> None:
+    """Light grey cells inside the output window, white ones outside (cropped)."""
+    from matplotlib.patches import Rectangle
+
+    rows, cols = explanation.canvas.shape
+    (r0, r1), (c0, c1) = explanation.output_window
+    for r in range(rows):
+        for c in range(cols):
+            inside = r0 <= r < r1 and c0 <= c < c1
+            ax.add_patch(
+                Rectangle(
+                    (c - 0.5, r - 0.5),
+                    1,
+                    1,
+                    facecolor="#f2f2f2" if inside else "white",
+                    edgecolor="#cccccc",
+                    linewidth=0.6,
+                )
+            )
+
+
+def _stamp_dots(ax, explanation: Explanation, colours) -> None:
+    """In each cell, one dot per stamp reaching it (row-major order), along the cell's lower part."""
+    from matplotlib.patches import Circle
+
+    reaching: dict[tuple[int, int], list[int]] = {}
+    for number, copy in enumerate(explanation.copies):
+        rows, cols = tap_positions(explanation, copy)
+        for position in itertools.product(rows, cols):
+            reaching.setdefault(position, []).append(number)
+    per_row = max(1, math.ceil(math.sqrt(explanation.checkerboard.overlap.max(initial=1))))
+    per_row = max(per_row, 2)
+    radius = 0.34 / (2 * per_row)
+    for (r, c), numbers in reaching.items():
+        for slot, number in enumerate(numbers):
+            line, place = divmod(slot, per_row)
+            x = c - 0.5 + (place + 0.5) / per_row
+            y = r + 0.5 - 2.2 * radius * (line + 0.5) - 0.02
+            ax.add_patch(Circle((x, y), radius, facecolor=colours[number], edgecolor="white", linewidth=0.4))
+
+
+def _highlight_stamp(ax, explanation: Explanation, number: int, colour, corner: int | None) -> None:
+    """Stamp ``number`` drawn whole: its tap cells framed and tinted; products in corner ``corner``."""
+    from matplotlib.patches import Rectangle
+
+    copy = explanation.copies[number]
+    rows, cols = tap_positions(explanation, copy)
+    fr, fc = rows[0], cols[0]
+    line = darker(colour)
     ax.add_patch(
         Rectangle(
-            (c0 - 0.5, r0 - 0.5), c1 - c0, r1 - r0, fill=False, linestyle="--", linewidth=2, edgecolor="black"
+            (fc - 0.5, fr - 0.5),
+            cols[-1] - fc + 1,
+            rows[-1] - fr + 1,
+            fill=False,
+            edgecolor=line,
+            linewidth=2.5,
+            linestyle="-",
         )
     )
-    lo_r, lo_c = g.crop[0][0], g.crop[1][0]
-    step_r, step_c = max(1, rows // 12), max(1, cols // 12)
-    ax.set_xticks(range(0, cols, step_c))
-    ax.set_xticklabels([str(c - lo_c) for c in range(0, cols, step_c)], fontsize=8)
-    ax.set_yticks(range(0, rows, step_r))
-    ax.set_yticklabels([str(r - lo_r) for r in range(0, rows, step_r)], fontsize=8)
-    ax.set_title(
-        "scatter view: x[i]·w stamped at i·s − p (one colour per input)\n"
-        "dashed: output window after padding's crop; grey: cropped",
-        fontsize=11,
+    for tr, r in enumerate(rows):
+        for tc, c in enumerate(cols):
+            ax.add_patch(
+                Rectangle(
+                    (c - 0.46, r - 0.46), 0.92, 0.92, facecolor=colour, alpha=0.25, edgecolor=colour, linewidth=1.2
+                )
+            )
+            if corner is not None and corner < MAX_LABELLED_STAMPS:
+                dx, dy = (-0.44, 0.44)[corner % 2], (-0.44, 0.0)[corner // 2]
+                ax.text(
+                    c + dx,
+                    r + dy,
+                    format_value(copy.values[tr, tc]),
+                    fontsize=6.5,
+                    color=line,
+                    ha="left" if dx < 0 else "right",
+                    va="top",
+                    fontweight="bold",
+                )
+    index = ",".join(map(str, copy.input_index))
+    ax.text(
+        fc - 0.45,
+        fr - 0.55,
+        f"x[{index}]·w",
+        fontsize=8,
+        color=line,
+        fontweight="bold",
+        va="bottom",
+        ha="left",
+        clip_on=True,
     )
 
 
@@ -166,72 +466,63 @@ def _copy_outlines_2d(ax, explanation: Explanation, colours) -> None:
     """Large cases: the summed canvas as an image, coloured outlines of the first kernel copies."""
     from matplotlib.patches import Rectangle
 
-    g = explanation.geometry
     ax.imshow(explanation.canvas, cmap="Greys", alpha=0.5, interpolation="nearest")
-    (kr, kc), (dr, dc) = g.kernel_size, g.dilation
     for copy, colour in zip(explanation.copies[:MAX_OUTLINED_COPIES], colours):
-        fr, fc = copy.full_start
+        rows, cols = tap_positions(explanation, copy)
         ax.add_patch(
             Rectangle(
-                (fc - 0.5, fr - 0.5), (kc - 1) * dc + 1, (kr - 1) * dr + 1,
-                fill=False, edgecolor=colour, linewidth=0.8, alpha=0.7,
+                (cols[0] - 0.5, rows[0] - 0.5),
+                cols[-1] - cols[0] + 1,
+                rows[-1] - rows[0] + 1,
+                fill=False,
+                edgecolor=colour,
+                linewidth=0.8,
+                alpha=0.7,
             )
         )
 
 
-def _tap_squares_2d(ax, explanation: Explanation, colours) -> None:
-    """One translucent square per (copy, tap); each further copy on a cell nests inside."""
-    from matplotlib.patches import Rectangle
-
-    g = explanation.geometry
-    copies = explanation.copies
-    layers = np.zeros(explanation.canvas.shape, dtype=int)
-    inset_step = min(0.1, 0.32 / max(1, int(explanation.checkerboard.overlap.max(initial=1))))
-    for copy, colour in zip(copies, colours):
-        (fr, fc), (kr, kc), (dr, dc) = copy.full_start, g.kernel_size, g.dilation
-        for tr in range(kr):
-            for tc in range(kc):
-                # each further copy on a cell is drawn a little inside the previous one
-                inset = 0.04 + layers[fr + tr * dr, fc + tc * dc] * inset_step
-                layers[fr + tr * dr, fc + tc * dc] += 1
-                ax.add_patch(
-                    Rectangle(
-                        (fc + tc * dc - 0.5 + inset, fr + tr * dr - 0.5 + inset),
-                        1 - 2 * inset,
-                        1 - 2 * inset,
-                        facecolor=colour,
-                        alpha=0.22,
-                        edgecolor=colour,
-                        linewidth=1.2,
-                    )
-                )
+# ----------------------------------------------------------------------------- 1-d
 
 
-def _figure_1d(explanation: Explanation):
+def _figure_1d(explanation: Explanation, at_terms: Sequence[OutputTerms]):
     from matplotlib.figure import Figure
 
     copies = explanation.copies
+    colours = stamp_colours(len(copies))
     length = explanation.canvas.shape[0]
     width = min(16, max(8, 0.55 * length + 2))
     shown_rows = min(len(copies), 24)  # many copies: thinner rows, not an ever taller figure
-    figure = Figure(figsize=(width, 2.2 + 0.42 * (shown_rows + 5)), layout="constrained")
+    extra = 0.3 * min(len(at_terms), 3)
+    figure = Figure(figsize=(width, 2.2 + extra + 0.42 * (shown_rows + 5)), layout="constrained")
     grid = figure.add_gridspec(4, 2, height_ratios=[1, shown_rows + 2, 1, 1])
-    _heatmap(figure.add_subplot(grid[0, 0]), explanation.input, "input x", "Greys")
-    _heatmap(figure.add_subplot(grid[0, 1]), explanation.kernel, "kernel w", "Oranges")
-    _scatter_1d(figure.add_subplot(grid[1, :]), explanation)
-    _heatmap(
+    inputs = sorted({t.input_index for terms in at_terms for t in terms.terms})
+    input_legend(figure.add_subplot(grid[0, 0]), explanation, colours, "input x (colour = its copy)", emphasised=inputs)
+    kernel_ax = figure.add_subplot(grid[0, 1])
+    heatmap(kernel_ax, explanation.kernel, "kernel w", "Oranges")
+    for terms in at_terms:
+        for term in terms.terms:
+            outline_cell(
+                kernel_ax, *cell(term.kernel_index), colours[_copy_number(explanation, term.input_index)], linewidth=3
+            )
+    _scatter_1d(figure.add_subplot(grid[1, :]), explanation, colours, at_terms)
+    heatmap(
         figure.add_subplot(grid[2, :]),
         explanation.checkerboard.overlap,
         "overlap: kernel taps per output position" + ("  (uneven!)" if explanation.checkerboard.uneven else ""),
         "Purples",
     )
-    _heatmap(figure.add_subplot(grid[3, :]), explanation.output, "output y", "viridis")
-    figure.suptitle(_title(explanation), fontsize=12)
+    output_ax = figure.add_subplot(grid[3, :])
+    heatmap(output_ax, explanation.output, "output y", "viridis")
+    for terms in at_terms:
+        outline_cell(output_ax, *cell(terms.output_index), "white", linewidth=4, inset=0.02)
+        outline_cell(output_ax, *cell(terms.output_index), AT_COLOUR, linewidth=2, inset=0.02)
+    figure.suptitle(figure_title(explanation), fontsize=12)
     return figure
 
 
-def _scatter_1d(ax, explanation: Explanation) -> None:
-    """One row per kernel copy, offset to where it lands, then the sum row."""
+def _scatter_1d(ax, explanation: Explanation, colours, at_terms: Sequence[OutputTerms]) -> None:
+    """One row per kernel copy, offset to where it lands, then the sum row; ``--at`` columns marked."""
     from matplotlib.patches import Rectangle
 
     g = explanation.geometry
@@ -239,29 +530,57 @@ def _scatter_1d(ax, explanation: Explanation) -> None:
     canvas = explanation.canvas
     length = canvas.shape[0]
     start, stop = explanation.output_window[0]
-    colours = _colours(len(copies))
+    lo = g.crop[0][0]
     annotate = length <= 2 * MAX_ANNOTATED
+    sum_row = len(copies) + 0.5
+    at_positions = {terms.output_index[0] + lo for terms in at_terms}
+    used = {(_copy_number(explanation, t.input_index), t.kernel_index[0]) for terms in at_terms for t in terms.terms}
+    for position in sorted(at_positions):
+        ax.axvspan(position - 0.5, position + 0.5, color="#fff2a8", zorder=0)
     for row, (copy, colour) in enumerate(zip(copies, colours)):
-        for t, value in enumerate(copy.values):
-            position = copy.full_start[0] + t * g.dilation[0]
+        (positions,) = tap_positions(explanation, copy)
+        for t, (position, value) in enumerate(zip(positions, copy.values)):
+            bold = (row, t) in used
             ax.add_patch(
                 Rectangle((position - 0.45, row - 0.4), 0.9, 0.8, facecolor=colour, alpha=0.35, edgecolor=colour)
             )
+            if bold:
+                ax.add_patch(
+                    Rectangle((position - 0.45, row - 0.4), 0.9, 0.8, fill=False, edgecolor="black", linewidth=2.5)
+                )
             if annotate:
-                ax.text(position, row, _fmt(value), ha="center", va="center", fontsize=8)
-    sum_row = len(copies) + 0.5
+                ax.text(
+                    position,
+                    row,
+                    format_value(value),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    fontweight="bold" if bold else "normal",
+                )
     for position, value in enumerate(canvas):
         inside = start <= position < stop
+        chosen = position in at_positions
         ax.add_patch(
             Rectangle(
-                (position - 0.45, sum_row - 0.4), 0.9, 0.8,
-                facecolor="#dddddd" if inside else "white", edgecolor="black" if inside else "grey",
+                (position - 0.45, sum_row - 0.4),
+                0.9,
+                0.8,
+                facecolor="#dddddd" if inside else "white",
+                edgecolor=AT_COLOUR if chosen else ("black" if inside else "grey"),
+                linewidth=2.5 if chosen else 1,
             )
         )
         if annotate:
             ax.text(
-                position, sum_row, _fmt(value), ha="center", va="center", fontsize=8,
-                color="black" if inside else "grey", fontweight="bold" if inside else "normal",
+                position,
+                sum_row,
+                format_value(value),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="black" if inside else "grey",
+                fontweight="bold" if inside else "normal",
             )
     for edge in (start - 0.5, stop - 0.5):
         ax.axvline(edge, linestyle="--", color="black", linewidth=1.5)
@@ -270,9 +589,13 @@ def _scatter_1d(ax, explanation: Explanation) -> None:
     labels = [f"x[{c.input_index[0]}]·w" for c in copies] + ["sum"]
     ax.set_yticks([*range(len(copies)), sum_row])
     ax.set_yticklabels(labels, fontsize=8)
-    lo = g.crop[0][0]
+    for tick, colour in zip(ax.get_yticklabels(), colours):
+        tick.set_color(colour)
     step = max(1, length // 16)
     ax.set_xticks(range(0, length, step))
     ax.set_xticklabels([str(p - lo) for p in range(0, length, step)], fontsize=8)
     ax.set_xlabel("output position o = i·s − p + t·d")
-    ax.set_title("scatter view: each input stamps a scaled kernel copy; dashed: output window after the crop", fontsize=11)
+    title = "scatter view: each input stamps a scaled kernel copy; dashed: output window after the crop"
+    if at_terms:
+        title += "\n" + _at_caption(at_terms) + "   (yellow column; framed: its products)"
+    ax.set_title(title, fontsize=11)

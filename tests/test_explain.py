@@ -99,8 +99,13 @@ def test_views_and_terms_match_torch(config):
     _assert_close(e.direct_output, expected, F64_SCALE)  # direct-convolution view
     for algorithm in jtconv.ALGORITHMS:
         y = jtconv.conv_transpose(
-            x[None].astype(np.float32), w[None, None].astype(np.float32), stride=stride, padding=padding,
-            output_padding=output_padding, dilation=dilation, algorithm=algorithm,
+            x[None].astype(np.float32),
+            w[None, None].astype(np.float32),
+            stride=stride,
+            padding=padding,
+            output_padding=output_padding,
+            dilation=dilation,
+            algorithm=algorithm,
         )
         _assert_close(np.asarray(y)[0], expected, F32_SCALE)
 
@@ -132,7 +137,9 @@ def test_overlap_map_is_conv_transpose_of_ones(config):
     np.testing.assert_array_equal(e.checkerboard.overlap, ones)
 
 
-@pytest.mark.parametrize("kernel,stride,dilation", [(3, 2, 1), (4, 2, 1), (5, 3, 1), (6, 3, 1), (3, 2, 2), (4, 3, 2), (1, 2, 1)])
+@pytest.mark.parametrize(
+    "kernel,stride,dilation", [(3, 2, 1), (4, 2, 1), (5, 3, 1), (6, 3, 1), (3, 2, 2), (4, 3, 2), (1, 2, 1)]
+)
 def test_checkerboard_phases_match_interior_of_torch(kernel, stride, dilation):
     size = 12
     phases = overlap_phase_counts(kernel, stride, dilation)
@@ -181,8 +188,14 @@ def test_conv_transpose_is_multiplication_by_c_transposed(
     _assert_close((c.T @ x.reshape(-1)).reshape(expected.shape), expected, F64_SCALE)
     for algorithm in jtconv.ALGORITHMS:
         y = jtconv.conv_transpose(
-            x.astype(np.float32), w.astype(np.float32), stride=stride, padding=padding,
-            output_padding=output_padding, dilation=dilation, groups=groups, algorithm=algorithm,
+            x.astype(np.float32),
+            w.astype(np.float32),
+            stride=stride,
+            padding=padding,
+            output_padding=output_padding,
+            dilation=dilation,
+            groups=groups,
+            algorithm=algorithm,
         )
         _assert_close(np.asarray(y), (c.T @ x.reshape(-1)).reshape(expected.shape), F32_SCALE)
 
@@ -190,7 +203,11 @@ def test_conv_transpose_is_multiplication_by_c_transposed(
     v = rng.standard_normal(expected.shape)
     conv = getattr(torch.nn.functional, f"conv{len(size)}d")
     forward = conv(
-        torch.from_numpy(v)[None], torch.from_numpy(w), stride=stride, padding=padding, dilation=dilation,
+        torch.from_numpy(v)[None],
+        torch.from_numpy(w),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
         groups=groups,
     )[0].numpy()
     forward = forward[(slice(None),) + tuple(slice(0, n) for n in size)]

@@ -1,13 +1,15 @@
-"""The ``jtconv explain`` command: printed values against torch, --png, clean errors."""
+"""The ``jtconv explain`` command: printed values against torch, --png, --gif, clean errors."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from jtconv.cli import main
 
@@ -63,9 +65,26 @@ def test_classic_example(capsys):
 
 def test_one_d_with_values_and_matrix(capsys):
     argv = [
-        "explain", "--ndim", "1", "--input-size", "5", "--kernel-size", "3", "--stride", "2",
-        "--padding", "1", "--output-padding", "1", "--input-values", "1,-2,0.5,3,4",
-        "--kernel-values", "2,0,-1", "--at", "9", "--matrix",
+        "explain",
+        "--ndim",
+        "1",
+        "--input-size",
+        "5",
+        "--kernel-size",
+        "3",
+        "--stride",
+        "2",
+        "--padding",
+        "1",
+        "--output-padding",
+        "1",
+        "--input-values",
+        "1,-2,0.5,3,4",
+        "--kernel-values",
+        "2,0,-1",
+        "--at",
+        "9",
+        "--matrix",
     ]
     status, out, err = _run(capsys, argv)
     assert status == 0 and err == ""
@@ -117,6 +136,10 @@ def test_png_is_written(capsys, tmp_path, ndim_args):
         (["--at", "8,0"], "outside the output"),
         (["--at", "1"], "at must have 2 indices"),
         (["--padding", "9"], "output size"),
+        (["--gif", "never.gif", "--gif-frame-ms", "5"], "frame_ms must be between 20 and 60000 milliseconds, got 5"),
+        (["--gif", "never.gif", "--gif-width", "50"], "width must be between 400 and 2000 pixels, got 50"),
+        (["--gif", "never.gif", "--gif-frame-ms", "fast"], "--gif-frame-ms"),
+        (["--gif", "never.gif", "--input-size", "13"], "input_size 13×13 has 169 values"),
     ],
 )
 def test_bad_arguments_give_one_line_and_status_2(capsys, extra, argument):
@@ -126,6 +149,78 @@ def test_bad_arguments_give_one_line_and_status_2(capsys, extra, argument):
     assert err.count("\n") == 1 and err.startswith("jtconv explain: error: ")
     assert argument in err
     assert "Traceback" not in err
+    assert not Path("never.gif").exists()
+
+
+def test_gif_is_written_with_one_frame_per_input_value(capsys, tmp_path):
+    path = tmp_path / "explain.gif"
+    argv = [
+        "explain",
+        "--ndim",
+        "1",
+        "--input-size",
+        "3",
+        "--kernel-size",
+        "3",
+        "--stride",
+        "2",
+        "--padding",
+        "1",
+        "--output-padding",
+        "1",
+        "--at",
+        "2",
+        "--gif",
+        str(path),
+        "--gif-frame-ms",
+        "250",
+        "--gif-width",
+        "480",
+    ]
+    status, out, err = _run(capsys, argv)
+    assert status == 0 and err == ""
+    assert "Output y (6)\n" in out and f"wrote {path} (6 frames)" in out
+    with Image.open(path) as gif:
+        assert gif.n_frames == 3 + 3 and gif.size[0] == 480
+        durations = []
+        for n in range(gif.n_frames):
+            gif.seek(n)
+            durations.append(gif.info["duration"])
+    assert durations == [250] * 5 + [750]
+
+
+BLOCK_AND_RUN = """
+import sys
+for name in sys.argv[1].split(","):
+    sys.modules[name] = None  # import raises ModuleNotFoundError, as when the package is not installed
+from jtconv.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize(
+    "option,blocked,named",
+    [
+        ("--png", "matplotlib", "matplotlib"),
+        ("--gif", "matplotlib", "matplotlib"),
+        ("--gif", "PIL", "Pillow"),
+        ("--png", "PIL", "Pillow"),  # matplotlib needs Pillow
+    ],
+)
+def test_missing_plot_packages_give_the_install_hint(tmp_path, option, blocked, named):
+    path = tmp_path / f"out{option.replace('--', '.')}"
+    result = subprocess.run(
+        [sys.executable, "-c", BLOCK_AND_RUN, blocked, *CLASSIC, "--at", "0,1", option, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f'jtconv explain: error: {option} needs {named}, which is not installed: pip install "jtconv[plot]"'
+    ]
+    assert not path.exists()
 
 
 def test_module_entry_point_runs_and_fails_cleanly():
@@ -143,3 +238,34 @@ def test_module_entry_point_runs_and_fails_cleanly():
     assert bad.stderr.strip().splitlines() == [
         "jtconv explain: error: stride must be >= 1 in every dimension, got (0, 0)"
     ]
+
+
+def test_png_picture_follows_each_stamp_and_the_at_terms():
+    from matplotlib.patches import Circle, Rectangle
+
+    from jtconv.explain import explain
+    from jtconv.explain_plot import build_figure, stamp_colours
+
+    e = explain(4, 4, stride=2, padding=1)
+    figure = build_figure(e, [e.terms_at((0, 1))])
+    input_ax, kernel_ax, scatter_ax, _, output_ax = figure.axes
+    colours = [tuple(np.round(c[:3], 4)) for c in stamp_colours(16)]
+
+    # the input is the legend: cell x[i] has the colour of x[i]'s stamp
+    cells = [p for p in input_ax.patches if isinstance(p, Rectangle) and p.get_fill()]
+    assert [tuple(np.round(p.get_facecolor()[:3], 4)) for p in cells] == colours
+    # one dot per (stamp, tap) in the stamp's colour; canvas cell (1, 2) is output (0, 1): x[0,0] and x[0,1]
+    dots = [p for p in scatter_ax.patches if isinstance(p, Circle)]
+    assert len(dots) == 16 * 16
+    at_cell = {
+        tuple(np.round(d.get_facecolor()[:3], 4))
+        for d in dots
+        if round(d.center[0]) == 2 and round(d.center[1] - 0.3) == 1
+    }
+    assert at_cell == {colours[0], colours[1]}
+    # the --at terms: their kernel taps w[1,2], w[1,0] framed, the output cell framed, the sum in the title
+    framed = {(round(p.get_y() + 0.5), round(p.get_x() + 0.5)) for p in kernel_ax.patches if not p.get_fill()}
+    assert framed == {(1, 2), (1, 0)}
+    boxed = {(round(p.get_y() + 0.5), round(p.get_x() + 0.5)) for p in output_ax.patches if not p.get_fill()}
+    assert boxed == {(0, 1)}
+    assert "y[0,1] = x[0,0]·w[1,2] + x[0,1]·w[1,0] = 1·7 + 1·5 = 12" in scatter_ax.get_title()

@@ -1,13 +1,17 @@
 """``jtconv explain``: show how a transposed convolution computes each value.
 
 Parses the arguments, asks :func:`jtconv.explain.explain` for the
-structured explanation and prints it as text (and, with ``--png``, draws it
-with :mod:`jtconv.explain_plot`).
+structured explanation and prints it as text; with ``--png`` it draws it
+(:mod:`jtconv.explain_plot`), with ``--gif`` it animates the scatter view one
+input value at a time (:mod:`jtconv.explain_gif`). Both need the ``plot``
+extra; without it the command stops with a one-line install hint before
+printing anything.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import sys
 from collections.abc import Sequence
@@ -15,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from jtconv.explain import Explanation, OutputTerms, explain, infer_ndim
+from jtconv.explain_gif import DEFAULT_FRAME_MS, DEFAULT_WIDTH, check_gif_options
 from jtconv.matrix import convolution_matrix
 
 HELP = "show step by step how a 1-d or 2-d transposed convolution computes its output"
@@ -23,6 +28,9 @@ DEFAULT_MAX_GRID = 24
 MAX_LISTED_COPIES = 32
 MAX_MATRIX_COLUMNS = 64
 AXIS_NAMES = {1: ("positions",), 2: ("rows", "cols")}
+PLOT_INSTALL_HINT = 'pip install "jtconv[plot]"'
+PLOT_MODULES = {"--png": ("matplotlib",), "--gif": ("matplotlib", "PIL")}
+MODULE_NAMES = {"matplotlib": "matplotlib", "PIL": "Pillow"}
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -88,7 +96,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="list the (input, kernel, product) terms that sum to this output value; repeatable",
     )
     parser.add_argument("--matrix", action="store_true", help="also print the convolution matrix C (y = Cᵀ·x)")
-    parser.add_argument("--png", metavar="FILE", default=None, help="draw the scatter view, overlap map and output")
+    parser.add_argument(
+        "--png",
+        metavar="FILE",
+        default=None,
+        help="draw the scatter view, overlap map and output (needs the plot extra)",
+    )
+    parser.add_argument(
+        "--gif",
+        metavar="FILE",
+        default=None,
+        help="animate the scatter view: one frame per input value adding its kernel stamp, then the padding "
+        "crop, output_padding and the output; --at cells are followed (needs the plot extra)",
+    )
+    parser.add_argument(
+        "--gif-frame-ms",
+        type=int,
+        default=DEFAULT_FRAME_MS,
+        metavar="MS",
+        help=f"--gif: milliseconds per frame (default {DEFAULT_FRAME_MS}; the last frame stays 3 times as long)",
+    )
+    parser.add_argument(
+        "--gif-width",
+        type=int,
+        default=DEFAULT_WIDTH,
+        metavar="PX",
+        help=f"--gif: width in pixels (default {DEFAULT_WIDTH}; the height follows from the layout)",
+    )
     parser.add_argument(
         "--max-grid",
         type=int,
@@ -101,10 +135,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         ndim = args.ndim or infer_ndim(
-            *(_per_dim(values) for values in (
-                args.input_size, args.kernel_size, args.stride, args.padding,
-                args.output_padding, args.dilation, *args.at,
-            ))
+            *(
+                _per_dim(values)
+                for values in (
+                    args.input_size,
+                    args.kernel_size,
+                    args.stride,
+                    args.padding,
+                    args.output_padding,
+                    args.dilation,
+                    *args.at,
+                )
+            )
         )
         result = explain(
             _per_dim(args.input_size),
@@ -118,27 +160,50 @@ def run(args: argparse.Namespace) -> int:
             ndim=ndim,
         )
         at_terms = [result.terms_at(index) for index in args.at]
+        if args.gif:
+            check_gif_options(result, frame_ms=args.gif_frame_ms, width=args.gif_width)
     except ValueError as error:
         print(f"jtconv explain: error: {error}", file=sys.stderr)
         return 2
+    for option in ("--png", "--gif"):
+        if getattr(args, option[2:]):
+            missing = _missing_module(PLOT_MODULES[option])
+            if missing:
+                print(
+                    f"jtconv explain: error: {option} needs {missing}, which is not installed: {PLOT_INSTALL_HINT}",
+                    file=sys.stderr,
+                )
+                return 2
     print(render(result, at_terms, max_grid=args.max_grid, show_matrix=args.matrix))
+    status = 0
     if args.png:
-        return _save_png(result, args.png)
-    return 0
+        status = max(status, _save_png(result, args.png, at_terms))
+    if args.gif:
+        status = max(status, _save_gif(result, args.gif, at_terms, args.gif_frame_ms, args.gif_width))
+    return status
 
 
 def _per_dim(values: tuple[int, ...]) -> int | tuple[int, ...]:
     return values[0] if len(values) == 1 else values
 
 
-def _save_png(result: Explanation, path: str) -> int:
+def _missing_module(modules: Sequence[str]) -> str | None:
+    """The user-facing name of the package missing for the first of ``modules`` that cannot be imported
+    (matplotlib itself needs Pillow), or None."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            missing = (error.name or module).split(".")[0]
+            return MODULE_NAMES.get(missing, missing)
+    return None
+
+
+def _save_png(result: Explanation, path: str, at_terms: Sequence[OutputTerms]) -> int:
+    from jtconv.explain_plot import save_figure
+
     try:
-        from jtconv.explain_plot import save_figure
-    except ImportError as error:
-        print(f"jtconv explain: error: --png needs matplotlib (pip install 'jtconv[plot]'): {error}", file=sys.stderr)
-        return 1
-    try:
-        save_figure(result, path)
+        save_figure(result, path, at_terms=at_terms)
     except OSError as error:
         print(f"jtconv explain: error: --png could not write {path!r}: {error}", file=sys.stderr)
         return 1
@@ -146,11 +211,28 @@ def _save_png(result: Explanation, path: str) -> int:
     return 0
 
 
+def _save_gif(result: Explanation, path: str, at_terms: Sequence[OutputTerms], frame_ms: int, width: int) -> int:
+    from jtconv.explain_gif import save_gif
+
+    try:
+        count = save_gif(result, path, at=[terms.output_index for terms in at_terms], frame_ms=frame_ms, width=width)
+    except OSError as error:
+        print(f"jtconv explain: error: --gif could not write {path!r}: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {path} ({count} frames)")
+    return 0
+
+
 # ----------------------------------------------------------------------------- text
 
 
-def render(result: Explanation, at_terms: Sequence[OutputTerms] = (), *, max_grid: int = DEFAULT_MAX_GRID,
-           show_matrix: bool = False) -> str:
+def render(
+    result: Explanation,
+    at_terms: Sequence[OutputTerms] = (),
+    *,
+    max_grid: int = DEFAULT_MAX_GRID,
+    show_matrix: bool = False,
+) -> str:
     """The whole explanation as text."""
     sections = [
         _header(result),
@@ -271,7 +353,8 @@ def _scatter_section(result: Explanation, max_grid: int) -> str:
         spans = copy.output_span(g.dilation)
         where = ", ".join(f"{name} {a}..{b}" for name, (a, b) in zip(names, spans))
         cropped = _cropped_note(spans, g.output_size)
-        lines.append(f"  x[{_index(copy.input_index)}] = {fmt(copy.input_value)} → {fmt(copy.input_value)}·w at {where}{cropped}")
+        value = fmt(copy.input_value)
+        lines.append(f"  x[{_index(copy.input_index)}] = {value} → {value}·w at {where}{cropped}")
     if len(result.copies) > MAX_LISTED_COPIES:
         lines.append(f"  … and {len(result.copies) - MAX_LISTED_COPIES} more copies")
     lines.append(
@@ -299,7 +382,10 @@ def _crop_sentence(result: Explanation, dim: int) -> str:
     full = g.full_size[dim]
     if p == 0 and op == 0:
         return "padding 0 crops nothing"
-    parts = [f"padding {p} crops {p} at the low end ({_positions(-p, -1)})" if p else "padding 0 crops nothing at the low end"]
+    if p:
+        parts = [f"padding {p} crops {p} at the low end ({_positions(-p, -1)})"]
+    else:
+        parts = ["padding 0 crops nothing at the low end"]
     if op == 0:
         parts.append(f"{p} at the high end ({_positions(full - 2 * p, full - p - 1)})")
     elif op <= p:
@@ -321,7 +407,9 @@ def _canvas_labels(result: Explanation) -> np.ndarray:
     text = np.vectorize(fmt, otypes=[object])(result.canvas)
     inside = np.zeros(result.canvas.shape, dtype=bool)
     inside[tuple(slice(a, b) for a, b in result.output_window)] = True
-    return np.where(inside, text, np.vectorize(lambda s: f"({s})", otypes=[object])(text))
+    labels = np.vectorize(lambda s: f"({s})", otypes=[object])(text)
+    labels[inside] = text[inside]
+    return labels
 
 
 def _stacked_copies(result: Explanation, max_grid: int) -> list[str]:
@@ -391,6 +479,7 @@ def _matrix_section(result: Explanation) -> str:
     if out_count > MAX_MATRIX_COLUMNS or in_count > MAX_MATRIX_COLUMNS:
         lines.append(f"    (matrix of {in_count}×{out_count} omitted: more than {MAX_MATRIX_COLUMNS} rows or columns)")
         return "\n".join(lines)
+
     def matrix_of(kernel: np.ndarray) -> np.ndarray:
         return convolution_matrix(
             kernel.reshape(1, 1, *g.kernel_size),
