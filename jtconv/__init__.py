@@ -6,7 +6,10 @@
 
 from jtconv.functional import conv_transpose, conv_transpose1d, conv_transpose2d, conv_transpose3d
 from jtconv.geometry import ConvTransposeGeometry, make_geometry, output_padding_for_size, output_size
-from jtconv.lowering import ALGORITHMS, choose_algorithm
+from jtconv.lowering import ALGORITHMS, Plan
+from jtconv.lowering.planning import planning, set_planning
+from jtconv.plans import candidate_plans, plan_for
+from jtconv.wisdom import export_wisdom, forget_wisdom, import_wisdom
 
 __version__ = "0.1.0"
 
@@ -26,14 +29,21 @@ def __getattr__(name: str):
 __all__ = [
     "ALGORITHMS",
     "ConvTransposeGeometry",
-    "choose_algorithm",
+    "Plan",
+    "candidate_plans",
     "conv_transpose",
     "conv_transpose1d",
     "conv_transpose2d",
     "conv_transpose3d",
+    "export_wisdom",
+    "forget_wisdom",
     "from_torch",
+    "import_wisdom",
     "make_geometry",
     "output_padding_for_size",
     "output_size",
+    "plan_for",
+    "planning",
+    "set_planning",
     "to_torch",
 ]

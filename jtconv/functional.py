@@ -12,15 +12,22 @@ for ``ci`` in group ``g`` and ``co < Cg = out_channels / groups``, then
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from jtconv.geometry import ConvTransposeGeometry, IntOrTuple, PaddingLike, make_geometry
-from jtconv.lowering import get_lowering
+from jtconv.lowering.plan import Plan
+from jtconv.lowering.planner import resolve
+from jtconv.lowering.primitive import conv_transpose_planned
 from jtconv.operand_types import check_operand_dtypes
+
+AlgorithmLike = str | Plan | Mapping[str, Any]
+"""What ``algorithm=`` accepts: ``"auto"``, a name in :data:`jtconv.ALGORITHMS`, a
+:class:`~jtconv.lowering.plan.Plan` or its text, or a dict of Plan fields."""
 
 __all__ = ["conv_transpose", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"]
 
@@ -39,7 +46,7 @@ def conv_transpose(
     channels_last: bool = False,
     precision: jax.lax.PrecisionLike = None,
     preferred_element_type: jax.typing.DTypeLike | None = None,
-    algorithm: str = "auto",
+    algorithm: AlgorithmLike = "auto",
 ) -> jax.Array:
     """N-d transposed convolution with PyTorch's ``ConvTransposeNd`` semantics.
 
@@ -63,8 +70,11 @@ def conv_transpose(
       channels_last: input and output are ``(N, *spatial, C)``.
       precision: passed to XLA (``jax.lax.Precision``).
       preferred_element_type: accumulation/result dtype passed to XLA.
-      algorithm: ``"auto"`` (planner) or a name in
-        :data:`jtconv.lowering.ALGORITHMS`.
+      algorithm: what computes the layer: ``"auto"`` (the planner, see
+        :func:`jtconv.plan_for`), an algorithm name in :data:`jtconv.ALGORITHMS`,
+        a :class:`jtconv.Plan` (or its ``str``), or a dict of Plan fields that
+        override parts of the ``"auto"`` plan, e.g.
+        ``{"weight_transpose": "xla-wgrad"}``.
 
     Returns:
       ``(N, Cout, *out)`` (or the unbatched / channels-last equivalent) with
@@ -93,10 +103,11 @@ def conv_transpose(
         channels_last=channels_last,
     )
     batch = x.shape[0] if x.ndim == geom.ndim + 2 else 1
-    lowering = get_lowering(algorithm, geom, jax.default_backend(), batch=batch)
+    dtype = jnp.result_type(x, weight)
+    plan = resolve(algorithm, geom, batch, dtype, jax.default_backend(), preferred_element_type, precision)
 
     def apply(x, weight, bias):
-        return _apply(lowering, x, weight, bias, geom, channels_last, precision, preferred_element_type)
+        return _apply(plan, x, weight, bias, geom, channels_last, precision, preferred_element_type)
 
     out_sharding = _explicit_out_sharding(x, weight, geom, channels_last)
     if out_sharding is not None:
@@ -127,7 +138,7 @@ def _explicit_out_sharding(x, weight, geom: ConvTransposeGeometry, channels_last
     return NamedSharding(meshes[0], PartitionSpec(*spec))
 
 
-def _apply(lowering, x, weight, bias, geom: ConvTransposeGeometry, channels_last, precision, preferred_element_type):
+def _apply(plan: Plan, x, weight, bias, geom: ConvTransposeGeometry, channels_last, precision, preferred_element_type):
     ndim = geom.ndim
     batched = x.ndim == ndim + 2
     if not batched:
@@ -135,10 +146,11 @@ def _apply(lowering, x, weight, bias, geom: ConvTransposeGeometry, channels_last
     if channels_last:
         x = jnp.moveaxis(x, -1, 1)
     dtype = jnp.result_type(x, weight)
-    y = lowering(
+    y = conv_transpose_planned(
         x.astype(dtype),
         weight.astype(dtype),
         geom,
+        plan,
         precision=precision,
         preferred_element_type=preferred_element_type,
     )
@@ -161,6 +173,8 @@ def _fixed_rank(ndim: int):
         output_padding: IntOrTuple = 0,
         groups: int = 1,
         dilation: IntOrTuple = 1,
+        *,
+        algorithm: AlgorithmLike = "auto",
     ) -> jax.Array:
         weight_ndim = jnp.ndim(weight)
         if weight_ndim != ndim + 2:
@@ -177,6 +191,7 @@ def _fixed_rank(ndim: int):
             output_padding=output_padding,
             groups=groups,
             dilation=dilation,
+            algorithm=algorithm,
         )
 
     conv_transpose_nd.__name__ = conv_transpose_nd.__qualname__ = f"conv_transpose{ndim}d"
@@ -185,7 +200,8 @@ def _fixed_rank(ndim: int):
     ``input``: ``(N, Cin, {_SPATIAL[ndim]})`` or unbatched ``(Cin, {_SPATIAL[ndim]})``;
     ``weight``: ``(Cin, Cout // groups, {_KERNEL[ndim]})``; ``bias``: ``(Cout,)``.
     Arguments mean what they mean in :func:`conv_transpose` (which also offers
-    ``output_size``, channels-last layout, ``precision`` and ``algorithm``).
+    ``output_size``, channels-last layout and ``precision``); ``algorithm``
+    (keyword-only, after torch's positional arguments) picks the plan.
     """
     return conv_transpose_nd
 

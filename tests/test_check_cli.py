@@ -87,7 +87,15 @@ def _off_by_one_lowering(x, weight, geom, **kwargs):
 
 @pytest.mark.parametrize("wrong", [_flipped_kernel_lowering, _off_by_one_lowering])
 def test_check_catches_a_wrong_lowering(wrong, monkeypatch, tmp_path, capsys):
-    monkeypatch.setitem(planner.LOWERINGS, "wrong", wrong)
+    from jtconv.lowering import methods
+
+    def forward(x, w, geom, *, layout, **kwargs):
+        return wrong(x, w, geom, **kwargs)
+
+    monkeypatch.setitem(methods.METHODS, "wrong", methods.Method("wrong", "a wrong forward", forward=forward, derived_from="wrong"))
+    plan = jtconv.Plan("wrong", "wrong", "wrong")
+    original = planner.algorithm_plan
+    monkeypatch.setattr(planner, "algorithm_plan", lambda name, *a, **k: plan if name == "wrong" else original(name, *a, **k))
     monkeypatch.setattr(jtconv, "ALGORITHMS", tuple(jtconv.ALGORITHMS) + ("wrong",))
     path = tmp_path / "r.json"
     status = main(["check", "--quick", "--dtype", "float32", "--no-grads", "--algorithm", "wrong", "--json", str(path)])

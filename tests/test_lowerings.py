@@ -13,9 +13,8 @@ import torch
 
 import jtconv
 from jtconv.geometry import make_geometry
-from jtconv.lowering import choose_algorithm
-from jtconv.lowering import matmul
-from jtconv.lowering.matmul import axis_plans, gemm_layout
+from jtconv.lowering.matmul import axis_plans
+from jtconv.lowering.planner import algorithm_plan, cpu_algorithm, estimate, gemm_layout, xla_convolutions_win
 from jtconv.testing import relative_tolerance
 
 TORCH_FN = {1: torch.nn.functional.conv_transpose1d, 2: torch.nn.functional.conv_transpose2d,
@@ -91,11 +90,13 @@ def test_shapes_that_crashed_xla_match_torch(algorithm, x_shape, w_shape, kwargs
     ],
 )
 def test_planner_choice_per_backend(x_shape, w_shape, kwargs, on_cpu):
-    """The planner's CPU table (thresholds measured in benchmarks/); GPU/TPU keep the reference."""
+    """The planner's CPU rules (thresholds measured in benchmarks/); GPU/TPU run torch's convolution patterns."""
     geom = make_geometry(x_shape, w_shape, **kwargs)
-    assert choose_algorithm(geom, "cpu", batch=x_shape[0]) == on_cpu
-    assert choose_algorithm(geom, "gpu") == "reference"
-    assert choose_algorithm(geom, "tpu") == "reference"
+    assert cpu_algorithm(geom, x_shape[0], 4) == on_cpu
+    assert estimate(geom, x_shape[0], "float32", "cpu") == algorithm_plan(on_cpu, geom, x_shape[0])
+    for backend in ("gpu", "tpu"):
+        plan = estimate(geom, x_shape[0], "float32", backend)
+        assert (plan.forward, plan.input_transpose, plan.weight_transpose) == ("xla", "xla", "xla-wgrad")
 
 
 @pytest.mark.parametrize(
@@ -164,7 +165,7 @@ def test_stored_primal_output_is_bit_for_bit_the_output(anchor):
     np.testing.assert_array_equal(np.asarray(grad), np.asarray(t))
 
 
-@pytest.mark.parametrize("method", ["gemm", "conv"])
+@pytest.mark.parametrize("method", ["gemm", "xla", "xla-wgrad"])
 @pytest.mark.parametrize(
     "x_shape, w_shape, kwargs",
     [
@@ -173,11 +174,8 @@ def test_stored_primal_output_is_bit_for_bit_the_output(anchor):
         ((1, 3, 4, 3, 4), (3, 2, 3, 3, 3), dict(padding=1)),
     ],
 )
-def test_both_weight_gradient_methods_match_torch(monkeypatch, method, x_shape, w_shape, kwargs):
-    """im2col + GEMM and XLA's convolution weight gradient, each forced on stride-1 layers."""
-    from jtconv.lowering import primitive
-
-    monkeypatch.setattr(primitive, "_weight_transpose_method", lambda *args: method)
+def test_both_weight_gradient_methods_match_torch(method, x_shape, w_shape, kwargs):
+    """im2col + GEMM and XLA's convolution weight gradients, each forced on stride-1 layers."""
     rng = np.random.default_rng(1)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(w_shape).astype(np.float32)
@@ -185,27 +183,25 @@ def test_both_weight_gradient_methods_match_torch(monkeypatch, method, x_shape, 
     y = TORCH_FN[len(w_shape) - 2](torch.tensor(x), tw, **kwargs)
     (y * y).sum().backward()
     for algorithm in ("matmul", "conv", "split"):
-        got = jax.jit(jax.grad(lambda w: jnp.sum(jtconv.conv_transpose(x, w, algorithm=algorithm, **kwargs) ** 2)))(w)
+        plan = jtconv.plan_for(x_shape, w_shape, algorithm=algorithm, **kwargs).replace(weight_transpose=method)
+        got = jax.jit(jax.grad(lambda w: jnp.sum(jtconv.conv_transpose(x, w, algorithm=plan, **kwargs) ** 2)))(w)
         want = tw.grad.numpy()
         np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=relative_tolerance(np.float32) * np.abs(want).max())
 
 
 def test_weight_gradient_method_per_layer():
-    from jtconv.lowering.primitive import _weight_transpose_method
+    def method(x_shape, w_shape, algorithm="conv", **kwargs):
+        return algorithm_plan(algorithm, make_geometry(x_shape, w_shape, **kwargs), x_shape[0]).weight_transpose
 
-    def method(x_shape, w_shape, **kwargs):
-        return _weight_transpose_method("conv", make_geometry(x_shape, w_shape, **kwargs), x_shape[0], 4)
-
-    assert method((1, 16, 8, 8), (16, 16, 5, 5)) == "conv"  # stride 1, few channels, k5, Cout = Cin: XLA's
+    assert method((1, 16, 8, 8), (16, 16, 5, 5)) == "xla"  # stride 1, few channels, k5, Cout = Cin: XLA's
     assert method((2, 16, 64, 64), (16, 8, 7, 7)) == "gemm"  # fewer output channels, 12 MiB of im2col
-    assert method((4, 16, 64, 64), (16, 16, 7, 7)) == "conv"  # 49 MiB of im2col
+    assert method((4, 16, 64, 64), (16, 16, 7, 7)) == "xla"  # 49 MiB of im2col
     assert method((1, 16, 8, 8), (16, 16, 3, 3)) == "gemm"  # k3: the im2col stays small
     assert method((1, 16, 4, 4, 4), (16, 16, 5, 5, 5)) == "gemm"  # 3d: XLA's convolutions are slow
     assert method((1, 64, 8, 8), (64, 64, 5, 5)) == "gemm"  # many channels
     assert method((1, 16, 8, 8), (16, 16, 5, 5), stride=2) == "gemm"
-    assert method((1, 16, 8, 8), (16, 1, 3, 3), groups=16) == "matmul"  # depthwise: derived transposes
-    geom = make_geometry((1, 16, 8, 8), (16, 16, 5, 5))
-    assert _weight_transpose_method("split", geom, 1, 4) == "split"  # the split forward's own transposes
+    assert method((1, 16, 8, 8), (16, 1, 3, 3), groups=16) == "matmul-ad"  # depthwise: derived transposes
+    assert method((1, 16, 8, 8), (16, 16, 5, 5), algorithm="split") == "split"  # the split forward's own transposes
 
 
 @pytest.mark.parametrize(
@@ -232,14 +228,14 @@ def test_gemm_layout_choice(rows, inner, cols, groups, full_precision, layout):
         ((0, 4, 3, 3), (4, 2, 3, 3), dict(stride=2)),
     ],
 )
-def test_every_gemm_layout_matches_torch(monkeypatch, layout, x_shape, w_shape, kwargs):
+def test_every_gemm_layout_matches_torch(layout, x_shape, w_shape, kwargs):
     """Each GEMM layout of the matmul forward, forced on layers of every rank."""
-    monkeypatch.setattr(matmul, "gemm_layout", lambda *args: layout)
+    plan = jtconv.plan_for(x_shape, w_shape, algorithm="matmul", **kwargs).replace(gemm_layout=layout)
     rng = np.random.default_rng(0)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(w_shape).astype(np.float32)
     want = TORCH_FN[len(w_shape) - 2](torch.tensor(x), torch.tensor(w), **kwargs).numpy()
-    got = jax.jit(lambda x, w: jtconv.conv_transpose(x, w, algorithm="matmul", **kwargs))(x, w)
+    got = jax.jit(lambda x, w: jtconv.conv_transpose(x, w, algorithm=plan, **kwargs))(x, w)
     assert got.shape == want.shape
     scale = max(np.abs(want).max(initial=0.0), 1.0)
     np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=relative_tolerance(np.float32) * scale)
@@ -286,13 +282,12 @@ def test_matmul_gradients_with_either_operand_reordered(x_shape, w_shape, kwargs
     ],
 )
 def test_xla_transposes_per_layer(forward, x_shape, w_shape, kwargs, xla):
-    from jtconv.lowering import primitive
-
     geom = make_geometry(x_shape, w_shape, **kwargs)
-    assert primitive._xla_transposes(forward, geom, x_shape[0], 4) is xla
-    methods = (primitive._input_transpose_method(forward, geom, x_shape[0], 4),
-               primitive._weight_transpose_method(forward, geom, x_shape[0], 4))
-    assert (methods == ("conv", "conv")) is xla
+    if forward != "split":
+        assert xla_convolutions_win(geom, x_shape[0], 4) is xla
+    plan = algorithm_plan(forward, geom, x_shape[0])
+    assert ((plan.input_transpose, plan.weight_transpose) == ("xla", "xla")) is xla
+    assert plan.waits is (not xla and plan.waits)
 
 
 def test_xla_transposes_match_torch_and_are_convolutions():

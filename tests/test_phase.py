@@ -4,13 +4,15 @@ The general sweeps (``test_sweep.py``, ``test_gradients.py``) run
 ``algorithm="phase"`` on every configuration, but their layers are small, so
 the forward always takes the GEMM path. This file draws strided, grouped and
 dilated layers and checks them against torch twice: as they come (GEMM path)
-and with :data:`jtconv.lowering.phase.MMAP_THRESHOLD_BYTES` set to 0, which
+and with the planner's ``phase_conv_min_bytes`` threshold set to 0, which
 sends every forward (and, in 1d, every input transpose) through an XLA
 convolution. It then checks which path real sizes take, the transforms, and
 the per-axis plan.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -22,11 +24,15 @@ from jtconv import testing
 from jtconv.geometry import make_geometry
 from jtconv.lowering import phase
 from jtconv.testing import ConvTransposeConfig
+
+import tiers
 from lowering_checks import assert_second_order_and_jvp_match_reference, assert_vmap_over_weights_matches_a_loop
 
 PHASE_SEED = 4242
 PHASE_COUNT = 100
 CHUNK = 20
+QUICK_SAMPLE = 5  # configurations per path in the quick tier (tests/tiers.py)
+CHUNKS = tiers.chunks(PHASE_COUNT, CHUNK, quick=QUICK_SAMPLE)
 
 
 def _phase_configs(count: int, seed: int) -> list[ConvTransposeConfig]:
@@ -84,21 +90,36 @@ def _check(configs) -> list[str]:
     return failures
 
 
-@pytest.mark.parametrize("chunk", range(PHASE_COUNT // CHUNK))
+@pytest.mark.parametrize("chunk", CHUNKS, ids=str)
 def test_phase_gemm_path_values_and_gradients_match_torch(chunk):
-    failures = _check(CONFIGS[chunk * CHUNK : (chunk + 1) * CHUNK])
-    assert not failures, f"{len(failures)} of {CHUNK} phase checks differ from torch:\n" + "\n".join(failures)
+    configs = [CONFIGS[i] for i in chunk.indices(salt="gemm")]
+    failures = _check(configs)
+    assert not failures, (
+        f"{len(failures)} of {len(configs)} phase checks differ from torch ({chunk.reproducer()}):\n"
+        + "\n".join(failures)
+    )
 
 
-@pytest.mark.parametrize("chunk", range(PHASE_COUNT // CHUNK))
+@pytest.mark.parametrize("chunk", CHUNKS, ids=str)
 def test_phase_convolution_path_values_and_gradients_match_torch(chunk, monkeypatch):
-    monkeypatch.setattr(phase, "MMAP_THRESHOLD_BYTES", 0)
-    configs = CONFIGS[chunk * CHUNK : (chunk + 1) * CHUNK]
+    _phase_conv_from_zero_bytes(monkeypatch)
+    configs = [CONFIGS[i] for i in chunk.indices(salt="convolution")]
     inputs = testing.make_inputs(configs[0])
     lowered = jax.jit(testing.jtconv_conv_transpose(configs[0], "phase")).lower(*inputs).as_text()
     assert "stablehlo.convolution" in lowered and "stablehlo.dot_general" not in lowered
     failures = _check(configs)
-    assert not failures, f"{len(failures)} of {CHUNK} phase checks differ from torch:\n" + "\n".join(failures)
+    assert not failures, (
+        f"{len(failures)} of {len(configs)} phase checks differ from torch ({chunk.reproducer()}):\n"
+        + "\n".join(failures)
+    )
+
+
+def _phase_conv_from_zero_bytes(monkeypatch) -> None:
+    """Make the planner run ``phase-conv`` (the convolution path) for every phase layer."""
+    from jtconv.lowering import planner
+
+    rule = planner.THRESHOLDS["phase_conv_min_bytes"]
+    monkeypatch.setitem(planner.THRESHOLDS, "phase_conv_min_bytes", dataclasses.replace(rule, value=0))
 
 
 def _phase_lowerings(x, w) -> tuple[str, str]:
@@ -114,7 +135,7 @@ def test_the_threshold_selects_the_convolution_path(monkeypatch):
     w = jnp.ones((4, 3, 8), jnp.float32)
     forward, gradient = _phase_lowerings(x, w)
     assert "stablehlo.convolution" not in forward and "stablehlo.convolution" not in gradient
-    monkeypatch.setattr(phase, "MMAP_THRESHOLD_BYTES", 0)
+    _phase_conv_from_zero_bytes(monkeypatch)
     forward, gradient = _phase_lowerings(x, w)
     assert "stablehlo.convolution" in forward
     assert gradient.count("stablehlo.convolution") == 2  # the forward and the input transpose (1d)
@@ -130,9 +151,14 @@ def test_the_threshold_selects_the_convolution_path(monkeypatch):
     ],
 )
 def test_real_sizes_take_the_path_their_temporaries_allow(x_shape, w_shape, kwargs, convolves):
+    from jtconv.lowering.methods import METHODS
+    from jtconv.lowering.planner import algorithm_plan
+
     geom = make_geometry(x_shape, w_shape, **kwargs)
-    assert phase.uses_convolution(geom, x_shape[0], 4) is convolves
-    jaxpr = str(jax.make_jaxpr(lambda x, w: phase.phase_forward(x, w, geom))(
+    plan = algorithm_plan("phase", geom, x_shape[0])
+    assert (plan.forward == "phase-conv") is convolves
+    forward = METHODS[plan.forward].forward
+    jaxpr = str(jax.make_jaxpr(lambda x, w: forward(x, w, geom, precision=None, preferred_element_type=None, layout=None))(
         jax.ShapeDtypeStruct(x_shape, jnp.float32), jax.ShapeDtypeStruct(w_shape, jnp.float32)))
     assert ("conv_general_dilated" in jaxpr) is convolves
     assert ("dot_general" in jaxpr) is not convolves
@@ -160,9 +186,10 @@ def _data(seed: int = 0):
     return x, w
 
 
-@pytest.mark.parametrize("threshold", [phase.MMAP_THRESHOLD_BYTES, 0])
-def test_phase_second_order_and_jvp_match_the_reference(threshold, monkeypatch):
-    monkeypatch.setattr(phase, "MMAP_THRESHOLD_BYTES", threshold)
+@pytest.mark.parametrize("convolves", [False, True])
+def test_phase_second_order_and_jvp_match_the_reference(convolves, monkeypatch):
+    if convolves:
+        _phase_conv_from_zero_bytes(monkeypatch)
     x, w = _data(1)
     assert_second_order_and_jvp_match_reference(_layer, "phase", x, w)
 

@@ -39,6 +39,21 @@ class Lowering(Protocol):
     ) -> jax.Array: ...
 
 
+def accumulation_dtype(dtype, preferred_element_type) -> jnp.dtype:
+    """fp16/bf16 products are summed in float32 (as XLA's convolutions do)."""
+    if preferred_element_type is not None:
+        return jnp.dtype(preferred_element_type)
+    dtype = jnp.dtype(dtype)
+    if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4:
+        return jnp.dtype(jnp.float32)
+    return dtype
+
+
+def output_dtype(x_dtype, preferred_element_type) -> jnp.dtype:
+    """The result dtype ``lax.conv_general_dilated`` gives: ``preferred_element_type`` or ``x``'s."""
+    return jnp.dtype(preferred_element_type if preferred_element_type is not None else x_dtype)
+
+
 def tap_product_bytes(geom: ConvTransposeGeometry, batch: int, itemsize: int) -> int:
     """Size of ``N·S·T·Cout`` values: the matmul forward's tap products ``Z``,
     and equally the cotangent's im2col of its transposes."""

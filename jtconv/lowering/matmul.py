@@ -44,7 +44,7 @@ import numpy as np
 from jax import lax
 
 from jtconv.geometry import ConvTransposeGeometry
-from jtconv.lowering.common import fusable_stack
+from jtconv.lowering.common import accumulation_dtype, fusable_stack, output_dtype
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,23 +78,24 @@ def axis_plans(geom: ConvTransposeGeometry) -> tuple[AxisPlan, ...]:
     return tuple(plans)
 
 
-def accumulation_dtype(dtype, preferred_element_type) -> jnp.dtype:
-    """fp16/bf16 products are summed in float32 (as XLA's convolutions do)."""
-    if preferred_element_type is not None:
-        return jnp.dtype(preferred_element_type)
-    dtype = jnp.dtype(dtype)
-    if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4:
-        return jnp.dtype(jnp.float32)
-    return dtype
+def tap_products(
+    x: jax.Array, weight: jax.Array, geom: ConvTransposeGeometry, precision, acc_dtype, layout: str = "weight_copy"
+) -> list[jax.Array]:
+    """``Z[t]`` of shape ``(N, Cout, *S)`` for every flattened tap ``t``.
 
+    ``layout`` lays out the GEMM ``Z = Wᵀ·x`` (per group; ``rows = N·S``
+    input positions, ``inner = Cin/G``, ``cols = Cg·T``):
 
-def output_dtype(x_dtype, preferred_element_type) -> jnp.dtype:
-    """The result dtype ``lax.conv_general_dilated`` gives: ``preferred_element_type`` or ``x``'s."""
-    return jnp.dtype(preferred_element_type if preferred_element_type is not None else x_dtype)
-
-
-def tap_products(x: jax.Array, weight: jax.Array, geom: ConvTransposeGeometry, precision, acc_dtype) -> list[jax.Array]:
-    """``Z[t]`` of shape ``(N, Cout, *S)`` for every flattened tap ``t``."""
+    * ``"weight_copy"``: ``Z`` as ``(T·Cg, N·S)``, from a transposed copy of
+      the weight; the col2im then reads ``Z`` along the positions.
+    * ``"weight_rhs"``: the weight stays in place as the GEMM's right-hand
+      side and the input is transposed, giving ``Z`` as ``(N·S, Cg·T)``,
+      which the col2im reads across the positions (pays off when the weight
+      is the larger operand).
+    * ``"weight_lhs_in_place"``: the weight's leading axis contracted where it
+      lies, keeping the col2im's order; XLA CPU runs that dot in Eigen and has
+      none for fp16/bf16 inputs with a float32 result.
+    """
     n = x.shape[0]
     g, cin_g, cg = geom.groups, geom.in_per_group, geom.out_per_group
     taps = math.prod(geom.kernel_size)
@@ -103,7 +104,6 @@ def tap_products(x: jax.Array, weight: jax.Array, geom: ConvTransposeGeometry, p
     xg = x.reshape((n, g, cin_g) + spatial)
     options = dict(precision=precision, preferred_element_type=acc_dtype)
     positions = math.prod(spatial)
-    layout = gemm_layout(n * positions, cin_g, cg * taps, g, jnp.dtype(acc_dtype).itemsize, x.dtype == acc_dtype)
     if layout == "weight_rhs":
         xt = xg.reshape(n, g, cin_g, positions).transpose(1, 0, 3, 2).reshape(g, n * positions, cin_g)
         wg = weight.reshape(g, cin_g, cg * taps)
@@ -123,37 +123,6 @@ def tap_products(x: jax.Array, weight: jax.Array, geom: ConvTransposeGeometry, p
     z = lax.dot_general(w.transpose(0, 3, 2, 1), xg, (((3,), (2,)), ((0,), (1,))), **options)  # (G, T, Cg, N, *S)
     pieces = lax.split(z, (1,) * taps, axis=1)
     return [jnp.moveaxis(p.reshape((g * cg, n) + spatial), 1, 0) for p in pieces]
-
-
-CACHE_RESIDENT_BYTES = 2 * 2**20
-"""Tap products up to this size are read back from cache (one core's L2 on
-the machine the layouts were measured on), so their layout hardly matters."""
-
-
-def gemm_layout(rows: int, inner: int, cols: int, groups: int, itemsize: int, full_precision: bool) -> str:
-    """How :func:`tap_products` lays out its GEMM ``Z = Wᵀ·x`` (per group):
-    ``rows = N·S`` input positions, ``inner = Cin/G``, ``cols = Cg·T``.
-
-    * ``"weight_copy"`` (default): ``Z`` as ``(T·Cg, N·S)``, from a transposed
-      copy of the weight; the col2im then reads ``Z`` along the positions.
-    * When the weight is the larger operand (``cols ≥ rows``) its copy can
-      cost more than the GEMM's neighbours. Then either ``"weight_rhs"``: the
-      weight stays in place as the GEMM's right-hand side and the (smaller)
-      input is transposed, giving ``Z`` as ``(N·S, Cg·T)``, which the col2im
-      reads across the positions — cheap while ``Z`` stays in cache or the
-      weight is at least twice its size (8×8 layers with 256–512 channels:
-      1.2–1.9× faster); or ``"weight_lhs_in_place"``: the weight's leading
-      axis contracted where it lies, keeping the col2im's order, but XLA CPU
-      runs that dot in Eigen (single-threaded on small GEMMs) and has none
-      for fp16/bf16 inputs with a float32 result.
-    """
-    if cols < rows:
-        return "weight_copy"
-    z_bytes = groups * rows * cols * itemsize
-    w_bytes = groups * inner * cols * itemsize
-    if z_bytes <= CACHE_RESIDENT_BYTES or w_bytes >= 2 * z_bytes:
-        return "weight_rhs"
-    return "weight_lhs_in_place" if full_precision else "weight_copy"
 
 
 def interleave_phases(
@@ -238,14 +207,16 @@ def matmul_forward(
     *,
     precision=None,
     preferred_element_type=None,
+    layout: str = "weight_copy",
 ) -> jax.Array:
-    """``(N, Cin, *S) × (Cin, Cout/G, *K) → (N, Cout, *O)``: GEMM + phase-wise col2im."""
+    """``(N, Cin, *S) × (Cin, Cout/G, *K) → (N, Cout, *O)``: GEMM + phase-wise
+    col2im (``layout``: see :func:`tap_products`)."""
     acc_dtype = accumulation_dtype(x.dtype, preferred_element_type)
     plans = axis_plans(geom)
     if geom.in_per_group == 1:
         term = depthwise_term(x, weight, geom, plans, acc_dtype)
     else:
-        term = padded_pieces_term(tap_products(x, weight, geom, precision, acc_dtype), plans)
+        term = padded_pieces_term(tap_products(x, weight, geom, precision, acc_dtype, layout), plans)
     y = interleave_phases(term, (x.shape[0], geom.out_channels), acc_dtype, plans, geom)
     y = y[(slice(None), slice(None)) + tuple(slice(0, out) for out in geom.output_size)]
     return y.astype(output_dtype(x.dtype, preferred_element_type))

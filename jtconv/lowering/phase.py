@@ -31,12 +31,13 @@ split into phases, a transposing copy of it)::
     M̄ = Z̄ · Pᵀ                                     (weight gradient: one GEMM, then the taps read out of M̄)
     P̄ = Mᵀ · Z̄,   x̄[n, ci, i] = Σ_u P̄[(u, ci), (n, i + D − 1 − u)]   (one GEMM, col2im over the shifts)
 
-Where ``P`` and ``Z`` together would pass glibc's mmap threshold
-(:data:`~jtconv.lowering.common.MMAP_THRESHOLD_BYTES`: fresh pages, a page
-fault per 4 KiB, on every call), a stride-1 XLA convolution of the input with
-``M`` as a ``D``-tap kernel computes ``Z`` without materialising ``P``; in 1d
-the input transpose is then that convolution's transpose, and both
-transposes read one batch-major ``Z̄``.
+The ``"phase-conv"`` variant (:func:`phase_conv_forward`) computes ``Z`` with a
+stride-1 XLA convolution of the input with ``M`` as a ``D``-tap kernel,
+without materialising ``P``; its input transpose
+(:func:`conv_transpose_input`) is that convolution's transpose, and its weight
+transpose (:func:`batch_first_transpose_weight`) reads the same batch-major
+``Z̄``. Which variant runs is the planner's choice
+(:mod:`jtconv.lowering.planner`).
 
 Groups are a batch axis of the GEMMs. Depthwise layers (one input channel per
 group) are not expressed (:func:`supports`): their contraction would have
@@ -55,8 +56,7 @@ import numpy as np
 from jax import lax
 
 from jtconv.geometry import ConvTransposeGeometry
-from jtconv.lowering.common import MMAP_THRESHOLD_BYTES, conv_dimension_numbers, fusable_stack, shifted_sum
-from jtconv.lowering.matmul import accumulation_dtype, output_dtype
+from jtconv.lowering.common import accumulation_dtype, conv_dimension_numbers, fusable_stack, output_dtype, shifted_sum
 
 
 def supports(geom: ConvTransposeGeometry) -> bool:
@@ -203,20 +203,32 @@ def phase_forward(
     precision=None,
     preferred_element_type=None,
 ) -> jax.Array:
-    """``(N, Cin, *S) × (Cin, Cout/G, *K) → (N, Cout, *O)``: ``Z`` from the
-    im2col over block shifts and one GEMM (or, where ``P`` and ``Z`` together
-    would pass :data:`~jtconv.lowering.common.MMAP_THRESHOLD_BYTES`, from a
-    stride-1 XLA convolution of the input with ``M`` as its kernel, which
+    """``(N, Cin, *S) × (Cin, Cout/G, *K) → (N, Cout, *O)``: ``Z = M·P`` from
+    the im2col over block shifts and one GEMM, then the phases interleaved."""
+    axes = phase_axes(geom)
+    acc_dtype = accumulation_dtype(x.dtype, preferred_element_type)
+    options = dict(precision=precision, preferred_element_type=acc_dtype)
+    z = _gemm(weight_matrix(weight, geom, axes), input_columns(x, geom, axes), (2, 1), **options)
+    y = _interleave(z, x.shape[0], geom, axes, batch_first=False)
+    return y.astype(output_dtype(x.dtype, preferred_element_type))
+
+
+def phase_conv_forward(
+    x: jax.Array,
+    weight: jax.Array,
+    geom: ConvTransposeGeometry,
+    *,
+    precision=None,
+    preferred_element_type=None,
+) -> jax.Array:
+    """``(N, Cin, *S) × (Cin, Cout/G, *K) → (N, Cout, *O)``: ``Z`` from a
+    stride-1 XLA convolution of the input with ``M`` as its kernel (which
     never materialises ``P``), then the phases interleaved."""
     axes = phase_axes(geom)
     acc_dtype = accumulation_dtype(x.dtype, preferred_element_type)
     options = dict(precision=precision, preferred_element_type=acc_dtype)
-    m = weight_matrix(weight, geom, axes)
-    if not uses_convolution(geom, x.shape[0], jnp.dtype(x.dtype).itemsize):
-        z = _gemm(m, input_columns(x, geom, axes), (2, 1), **options)
-        y = _interleave(z, x.shape[0], geom, axes, batch_first=False)
-    else:
-        y = _interleave(_convolve(x, m, geom, axes, **options), x.shape[0], geom, axes, batch_first=True)
+    z = _convolve(x, weight_matrix(weight, geom, axes), geom, axes, **options)
+    y = _interleave(z, x.shape[0], geom, axes, batch_first=True)
     return y.astype(output_dtype(x.dtype, preferred_element_type))
 
 
@@ -231,9 +243,7 @@ def gemm_temporary_bytes(geom: ConvTransposeGeometry, batch: int, itemsize: int)
 def _convolve(x: jax.Array, m: jax.Array, geom: ConvTransposeGeometry, axes, **options) -> jax.Array:
     """``Z`` as ``(N, G·Cg·Πs, *B)``: the input correlated with ``M`` as a ``ΠD``-tap kernel, stride 1.
 
-    XLA's convolution blocks its own im2col. Measured on two cores, 1d k8 s4
-    x(37, 16, 4096) → 8 channels (``P`` and ``Z`` 37 MiB together): 9.5 ms
-    this way, 20.5 ms with ``P`` and the GEMM (torch 11 ms).
+    XLA's convolution blocks its own im2col, so ``P`` never exists.
     """
     g, ndim = geom.groups, geom.ndim
     phases, _, _ = _phase_counts(axes)
@@ -300,27 +310,14 @@ def input_columns_batch_first(x: jax.Array, geom: ConvTransposeGeometry, axes) -
     return windows.reshape(n, g, shifts * cin_g, blocks)
 
 
-def uses_convolution(geom: ConvTransposeGeometry, batch: int, itemsize: int) -> bool:
-    """Whether :func:`phase_forward` computes ``Z`` with an XLA convolution (``P`` and ``Z`` too large)."""
-    return gemm_temporary_bytes(geom, batch, itemsize) >= MMAP_THRESHOLD_BYTES
-
-
 def transpose_input(
     ct: jax.Array, weight: jax.Array, geom: ConvTransposeGeometry, *, precision=None, acc_dtype, out_dtype
 ) -> jax.Array:
-    """``x̄`` of shape ``(N, Cin, *S)``: ``P̄ = Mᵀ·Z̄``, then col2im over the shifts.
-
-    In 1d, when the forward convolves (:func:`uses_convolution`), the
-    transpose of that convolution instead, which never materialises ``P̄``
-    (1d k8 s4 x(37, 16, 4096) → 8 channels: 8.8 ms, 28 ms with the GEMM). In
-    2d/3d the GEMM is faster (2d k4 s2 x(64, 128, 16, 16) → 64: 74 vs 86 ms).
-    """
+    """``x̄`` of shape ``(N, Cin, *S)``: ``P̄ = Mᵀ·Z̄``, then col2im over the shifts."""
     axes = phase_axes(geom)
     n, g, cin_g, ndim = ct.shape[0], geom.groups, geom.in_per_group, geom.ndim
     options = dict(precision=precision, preferred_element_type=acc_dtype)
     m = weight_matrix(weight, geom, axes)
-    if _batch_first_transposes(geom, n, jnp.dtype(ct.dtype).itemsize):
-        return _convolve_transpose(ct, m, geom, axes, **options).astype(out_dtype)
     dp = _gemm(m, cotangent_phases(ct, geom, axes), (1, 1), **options)
     dp = dp.reshape((g,) + tuple(a.shifts for a in axes) + (cin_g, n) + tuple(a.blocks for a in axes))
     for axis in reversed(range(ndim)):  # sum the shifts of the last remaining axis: x_pad[m] = Σ_u P̄[u][m − u]
@@ -330,6 +327,17 @@ def transpose_input(
         dp = shifted_sum(parts, position, [u - a.input_low for u in range(a.shifts)], geom.input_size[axis])
     dx = jnp.moveaxis(dp, 2, 0)  # (N, G, Cin/G, *S)
     return dx.reshape((n, geom.in_channels) + geom.input_size).astype(out_dtype)
+
+
+def conv_transpose_input(
+    ct: jax.Array, weight: jax.Array, geom: ConvTransposeGeometry, *, precision=None, acc_dtype, out_dtype
+) -> jax.Array:
+    """``x̄`` of shape ``(N, Cin, *S)``: the transpose of :func:`phase_conv_forward`'s
+    convolution applied to the batch-major ``Z̄``, which never materialises ``P̄``."""
+    axes = phase_axes(geom)
+    options = dict(precision=precision, preferred_element_type=acc_dtype)
+    m = weight_matrix(weight, geom, axes)
+    return _convolve_transpose(ct, m, geom, axes, **options).astype(out_dtype)
 
 
 def _convolve_transpose(ct: jax.Array, m: jax.Array, geom: ConvTransposeGeometry, axes, **options) -> jax.Array:
@@ -358,26 +366,24 @@ def _convolve_transpose(ct: jax.Array, m: jax.Array, geom: ConvTransposeGeometry
 def transpose_weight(
     x: jax.Array, ct: jax.Array, geom: ConvTransposeGeometry, *, precision=None, acc_dtype, out_dtype
 ) -> jax.Array:
-    """``w̄`` of shape ``(Cin, Cout/G, *K)``: ``M̄ = Z̄·Pᵀ``, its taps read out.
-
-    Where the input transpose convolves (1d, :func:`uses_convolution`), ``Z̄``
-    and ``P`` stay batch-major: the GEMM runs per example and the ``N``
-    small products are summed, so that ``Z̄`` is the one the input transpose
-    reads (1d k10 s5 x(47, 16, 4096) → 8 channels: 36 vs 53 ms alone).
-    """
+    """``w̄`` of shape ``(Cin, Cout/G, *K)``: ``M̄ = Z̄·Pᵀ``, its taps read out."""
     axes = phase_axes(geom)
-    n = ct.shape[0]
     options = dict(precision=precision, preferred_element_type=acc_dtype)
-    if _batch_first_transposes(geom, n, jnp.dtype(ct.dtype).itemsize):
-        phases, shifts, blocks = _phase_counts(axes)
-        z_bar = cotangent_phases_batch_first(ct, geom, axes).reshape(n, geom.groups, phases * geom.out_per_group, blocks)
-        p = input_columns_batch_first(x, geom, axes)
-        dm = lax.dot_general(z_bar, p, (((3,), (3,)), ((0, 1), (0, 1))), **options).sum(0)
-    else:
-        dm = _gemm(cotangent_phases(ct, geom, axes), input_columns(x, geom, axes), (2, 2), **options)
+    dm = _gemm(cotangent_phases(ct, geom, axes), input_columns(x, geom, axes), (2, 2), **options)
     return _weight_from_matrix(dm, geom, axes).astype(out_dtype)
 
 
-def _batch_first_transposes(geom: ConvTransposeGeometry, batch: int, itemsize: int) -> bool:
-    """Whether the transposes read ``Z̄`` batch-major: in 1d when the forward convolves."""
-    return geom.ndim == 1 and uses_convolution(geom, batch, itemsize)
+def batch_first_transpose_weight(
+    x: jax.Array, ct: jax.Array, geom: ConvTransposeGeometry, *, precision=None, acc_dtype, out_dtype
+) -> jax.Array:
+    """``w̄`` of shape ``(Cin, Cout/G, *K)``: ``M̄ = Σ_n Z̄_n·P_nᵀ`` with ``Z̄`` and
+    ``P`` batch-major, so that ``Z̄`` is the one :func:`conv_transpose_input`
+    reads (the GEMM runs per example and the ``N`` small products are summed)."""
+    axes = phase_axes(geom)
+    n = ct.shape[0]
+    options = dict(precision=precision, preferred_element_type=acc_dtype)
+    phases, _, blocks = _phase_counts(axes)
+    z_bar = cotangent_phases_batch_first(ct, geom, axes).reshape(n, geom.groups, phases * geom.out_per_group, blocks)
+    p = input_columns_batch_first(x, geom, axes)
+    dm = lax.dot_general(z_bar, p, (((3,), (3,)), ((0, 1), (0, 1))), **options).sum(0)
+    return _weight_from_matrix(dm, geom, axes).astype(out_dtype)

@@ -1,69 +1,171 @@
-"""Choosing a lowering per backend and shape.
+"""The planner: which :class:`~jtconv.lowering.plan.Plan` runs for a layer.
 
-``algorithm="auto"`` asks :func:`choose_algorithm`; any name in
-:data:`ALGORITHMS` forces that lowering.
+Every decision about *what* computes a layer lives here; the methods
+(:mod:`jtconv.lowering.methods`) only know *how*. The estimate is a set of
+rules over the layer's geometry, batch and dtype, with every threshold in one
+table, :data:`THRESHOLDS`. Each threshold names what it measures, its unit
+and the benchmark command that reproduces the measurement behind it
+(``benchmarks/RESULTS*.md`` hold the recorded runs). Sizes in bytes use the
+layer's real dtype size.
+
+* GPU/TPU: torch's decomposition, ``forward=xla dx=xla dw=xla-wgrad`` — the
+  three convolution patterns XLA maps to cuDNN's backward-data, forward and
+  backward-filter.
+* CPU: the rules of :func:`cpu_algorithm` pick an algorithm (``split``,
+  ``conv``, ``phase`` or ``matmul``), and :func:`algorithm_plan` turns its name
+  into the full plan, deciding each transpose and the scheduling.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+import math
+from collections.abc import Mapping
+
+import jax.numpy as jnp
+
 from jtconv.geometry import ConvTransposeGeometry
-from jtconv.lowering.common import MMAP_THRESHOLD_BYTES, Lowering, tap_product_bytes
-from jtconv.lowering.primitive import (
-    conv_transpose_conv,
-    conv_transpose_matmul,
-    conv_transpose_phase,
-    conv_transpose_split,
-    xla_convolutions_win,
-)
-from jtconv.lowering.reference import conv_transpose_reference
-from jtconv.lowering.phase import supports as phase_supports
-from jtconv.lowering.split import supports as split_supports
+from jtconv.lowering import phase, split
+from jtconv.lowering.common import MMAP_THRESHOLD_BYTES, accumulation_dtype, tap_product_bytes
+from jtconv.lowering.methods import METHODS, ROLES, method, methods_for
+from jtconv.lowering.plan import GEMM_LAYOUTS, Plan
 
-LOWERINGS: dict[str, Lowering] = {
-    "reference": conv_transpose_reference,
-    "matmul": conv_transpose_matmul,
-    "conv": conv_transpose_conv,
-    "split": conv_transpose_split,
-    "phase": conv_transpose_phase,
+__all__ = [
+    "ALGORITHMS",
+    "THRESHOLDS",
+    "Threshold",
+    "algorithm_plan",
+    "candidates",
+    "cpu_algorithm",
+    "estimate",
+    "resolve",
+    "scheduled_plan",
+    "validate",
+]
+
+ALGORITHMS: tuple[str, ...] = ("reference", "matmul", "conv", "split", "phase", "xla")
+"""Names accepted by ``algorithm=``, each meaning a full plan (:func:`algorithm_plan`):
+
+* ``"reference"``: XLA's lhs-dilated convolution and the gradients JAX derives;
+* ``"matmul"``: GEMM + col2im forward, im2col + GEMM transposes;
+* ``"conv"``: XLA's convolution forward and input transpose (fast on CPU at stride 1);
+* ``"split"``: one-axis im2cols around one GEMM (1d/2d stride-1, one group);
+* ``"phase"``: sub-pixel GEMMs over block shifts;
+* ``"xla"``: torch's decomposition into three convolution patterns (the GPU/TPU default).
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Threshold:
+    """One number the estimate compares a layer against.
+
+    Attributes:
+      value: the threshold.
+      unit: what ``value`` counts.
+      measures: what the layer's quantity is and which rule uses it.
+      evidence: the benchmark command whose output motivates ``value``.
+    """
+
+    value: int
+    unit: str
+    measures: str
+    evidence: str
+
+
+_MIB = 2**20
+_RUN = "python benchmarks/run.py --backward"
+
+THRESHOLDS: Mapping[str, Threshold] = {
+    "large_kernel": Threshold(
+        5,
+        "taps on every spatial axis",
+        "a kernel is large when every axis has at least this many taps, small otherwise (no kernel is "
+        "neither); split, conv's forward and XLA's weight gradient need large kernels, XLA's concurrent "
+        "transposes small ones",
+        f"{_RUN} --shapes unet_k7,stride1_k3,stride1_k5",
+    ),
+    "split_max_in_channels": Threshold(
+        128,
+        "input channels",
+        "2d stride-1 layers with large kernels and at most this many input channels run split",
+        f"{_RUN} --shapes unet_k7,stride1_k5",
+    ),
+    "few_in_channels": Threshold(
+        32,
+        "input channels",
+        "stride-1 1d/2d layers with at most this many input channels run XLA's convolutions "
+        "(forward with large kernels, weight transpose, or both transposes with small kernels)",
+        f"{_RUN} --shapes stride1_k3,stride1_k5,stride1_1d",
+    ),
+    "output_channel_ratio": Threshold(
+        2,
+        "× output channels ≥ input channels",
+        "split and XLA's concurrent transposes need this many times as many output as input "
+        "channels (shorter GEMM rows lose)",
+        f"{_RUN} --shapes unet_k7",
+    ),
+    "conv_min_tap_bytes": Threshold(
+        MMAP_THRESHOLD_BYTES,
+        "bytes of N·S·T·Cout tap products",
+        "stride-1 1d/2d one-group layers whose tap products reach this size run conv: XLA's blocked "
+        "convolution never holds them all; glibc serves larger blocks with fresh pages on every call",
+        f"{_RUN} --shapes stride1_big",
+    ),
+    "phase_min_tap_bytes": Threshold(
+        MMAP_THRESHOLD_BYTES,
+        "bytes of N·S·T·Cout tap products",
+        "strided layers whose kernels tile their strides run phase once matmul's tap products reach this size",
+        f"{_RUN} --shapes dcgan,vocoder_k8s4,vae_3d",
+    ),
+    "phase_conv_min_bytes": Threshold(
+        MMAP_THRESHOLD_BYTES,
+        "bytes of the phase GEMM's P and Z together",
+        "phase computes its products with an XLA convolution (phase-conv) from this size on",
+        f"{_RUN} --shapes vocoder_k8s4",
+    ),
+    "xla_weight_transpose_min_tap_bytes": Threshold(
+        32 * _MIB,
+        "bytes of the cotangent's N·S·T·Cout im2col",
+        "few-channel large-kernel layers with fewer output than input channels take XLA's weight "
+        "transpose only from this size on",
+        f"{_RUN} --shapes unet_k7",
+    ),
+    "xla_transposes_min_tap_bytes": Threshold(
+        8 * _MIB,
+        "bytes of the cotangent's N·S·T·Cout im2col",
+        "few-channel small-kernel stride-1 layers take both transposes (and the forward) from XLA's "
+        "convolutions, run concurrently, from this size on",
+        f"{_RUN} --shapes stride1_k3",
+    ),
+    "waits_min_tap_bytes": Threshold(
+        12 * _MIB,
+        "bytes of the cotangent's N·S·T·Cout im2col",
+        "the transposes wait for the forward's output from this size on (two concurrent GEMMs on two "
+        "cores are slower than the two in turn)",
+        f"{_RUN} --loss dot --shapes dcgan,vae,unet",
+    ),
+    "cache_resident_bytes": Threshold(
+        2 * _MIB,
+        "bytes of the matmul forward's tap products Z",
+        "up to this size Z is read back from cache, so the GEMM may leave the weight in place "
+        "(gemm_layout weight_rhs)",
+        f"{_RUN} --shapes small_8x8",
+    ),
 }
+"""The estimate's thresholds by name (see :class:`Threshold`)."""
 
-ALGORITHMS: tuple[str, ...] = tuple(LOWERINGS)
 
-SPLIT_MIN_KERNEL = 5
-SPLIT_MAX_CIN = 128
-"""2d stride-1 layers (one group) with kernels of at least
-:data:`SPLIT_MIN_KERNEL` taps per axis, at most :data:`SPLIT_MAX_CIN` input
-channels and at least half as many output channels run ``"split"`` on CPU.
-Measured on two cores, forward + backward, ``split`` vs the best other
-lowering: k7 16→16 channels 5.6 vs 18.7 ms (``conv``; torch 5.5), k5 32→32
-10.4 vs 13.0 ms, k7 64→64 6.4 vs 7.7 ms (``matmul``). With k3 the tap
-products are small and ``matmul`` is as fast or faster (16→16: 7.5 vs
-10.0 ms); with Cout < Cin/2 the split GEMM is too short (k5 32→8: 11.2 vs 8.7 ms)."""
+def _t(name: str) -> int:
+    return THRESHOLDS[name].value
 
-CONV_MAX_CIN = 32
-"""Stride-1 layers with at most this many input channels and kernels of at
-least :data:`CONV_MIN_KERNEL` taps per axis run ``"conv"`` on CPU."""
 
-CONV_MIN_KERNEL = 5
-"""With smaller kernels the tap products stay small and ``"matmul"`` wins even
-with few channels (2d k3, 16 channels: 0.9 vs 1.2 ms forward, 3.1 vs 4.0 ms
-forward + backward; 1d k3, 32 channels: 0.8 vs 1.1 ms / 2.8 vs 3.1 ms)."""
+def _large_kernel(geom: ConvTransposeGeometry) -> bool:
+    return min(geom.kernel_size) >= _t("large_kernel")
 
-CONV_MIN_COLUMN_BYTES = MMAP_THRESHOLD_BYTES
-"""Stride-1 layers whose tap products ``N·S·T·Cout`` (float32) reach this size
-run ``"conv"`` on CPU: XLA's blocked convolution never holds them all."""
 
-PHASE_MIN_COLUMN_BYTES = MMAP_THRESHOLD_BYTES
-"""Strided layers whose kernels tile their strides (:func:`phase_tiles`) run
-``"phase"`` on CPU once the matmul lowering's tap products reach this size
-(glibc then serves them with fresh pages on every call). Measured on two
-cores, forward, ``matmul`` vs ``phase`` (torch): 1d k8 s4 x(37, 16, 4096) → 8
-channels (37 MiB) 23.0 vs 5.6 ms (13.2); 2d k8 s4 x(4, 32, 32, 32) → 32
-(33.5 MiB) 7.3–17 vs 4.2–5.8 ms (8.3); 3d k4 s2 x(2, 32, 16, 16, 16) → 16
-(32 MiB) 6.4–13.6 vs 4.2–4.6 ms (5.1; forward + backward 35.7 vs 19.2, torch
-12.7); 2d k4 s2 x(64, 128, 16, 16) → 64 (67 MiB) 56.8 vs 34.4 ms (50.9).
-Below the threshold ``matmul`` is as fast or faster (DCGAN x(16, 128, 16, 16):
-5.6 vs 7.7 ms)."""
+def _enough_outputs(geom: ConvTransposeGeometry) -> bool:
+    return _t("output_channel_ratio") * geom.out_channels >= geom.in_channels
 
 
 def phase_tiles(geom: ConvTransposeGeometry) -> bool:
@@ -71,90 +173,285 @@ def phase_tiles(geom: ConvTransposeGeometry) -> bool:
     no dilation and ``k`` a multiple of ``s``, on some axis ``k > s``.
 
     Then every phase has ``k / s`` taps and the phase GEMM multiplies no
-    zeros (k3 s2 would compute 4 products for 3 taps per axis: 2d
-    x(8, 64, 64, 64) → 64 took 63.6 ms as ``"phase"``, 51.4 ms as ``"matmul"``);
-    with ``k = s`` the tap products are the output and there is nothing to
-    save (2d k2 s2 x(16, 64, 64, 64) → 32: 66 vs 35 ms).
+    zeros (k3 s2 computes 4 products for 3 taps per axis); with ``k = s`` the
+    tap products are the output and there is nothing to save.
     """
     axes = list(zip(geom.kernel_size, geom.stride, geom.dilation))
     return (
-        phase_supports(geom)
+        phase.supports(geom)
         and all(s >= 2 and d == 1 and k % s == 0 for k, s, d in axes)
         and any(k > s for k, s, _ in axes)
     )
 
 
-def choose_algorithm(geom: ConvTransposeGeometry, backend: str, *, batch: int = 1) -> str:
-    """Name of the lowering ``algorithm="auto"`` runs for ``geom`` on ``backend``.
+def xla_convolutions_win(geom: ConvTransposeGeometry, batch: int, itemsize: int) -> bool:
+    """Stride-1 1d/2d one-group layers with few input channels, enough output
+    channels and small kernels whose im2col would reach
+    ``xla_transposes_min_tap_bytes``: XLA's stride-1 convolutions run on one
+    core each, and the three of a forward + backward overlap, while the
+    im2col grows with ``T·Cout``."""
+    return (
+        split.supports(geom)  # 1d/2d, stride 1, one group
+        and geom.in_channels <= _t("few_in_channels")
+        and _enough_outputs(geom)
+        and not _large_kernel(geom)
+        and tap_product_bytes(geom, batch, itemsize) >= _t("xla_transposes_min_tap_bytes")
+    )
 
-    * GPU/TPU: ``"reference"`` — XLA hands lhs-dilated convolutions to the
-      vendor's backward-data kernels (cuDNN on NVIDIA GPUs).
-    * CPU, 2d, stride 1, one group, kernels of at least
-      :data:`SPLIT_MIN_KERNEL` taps, at most :data:`SPLIT_MAX_CIN` input
-      channels and ``2·Cout ≥ Cin``: ``"split"`` — one GEMM between one-axis
-      im2cols, whose intermediates hold ``k·(Cin + Cout)`` values per position
-      instead of ``k²·Cout``, forward and backward on both cores.
-    * CPU, 1d or 2d, stride 1, one group, at most 32 input channels,
-      ``2·Cout ≥ Cin``, kernels below 5 taps and an im2col of at least 8 MiB
-      (:func:`~jtconv.lowering.primitive.xla_convolutions_win`): ``"conv"``
-      with XLA's convolutions for both transposes, run concurrently. 2d k3 d2
-      x(12, 16, 64, 64) → 16, forward + backward (``value_and_grad``):
-      ``matmul`` 22.4 ms, the reference 14.0 ms, torch 7.1 ms; the forward
-      alone is faster as ``matmul`` (3.3 vs 4.8 ms, torch 1.9).
-    * CPU, 1d or 2d, stride 1 in every dimension, one group, and either few
-      input channels (≤ :data:`CONV_MAX_CIN`) with a kernel of at least
-      :data:`CONV_MIN_KERNEL` taps per axis (in 1d only with ``Cout ≥ Cin``:
-      x(23, 32, 4096) k7 → 8 channels takes 8.2 ms forward and 38 ms forward +
-      backward as ``conv``, 5.2 and 19 ms as ``matmul``), or large tap products (≥
-      :data:`CONV_MIN_COLUMN_BYTES` for ``batch`` examples): ``"conv"`` —
-      with no zeros to insert, XLA's own convolution beats the GEMM + col2im
-      whose intermediate is ``T`` times the output (k7, 32 channels: 6 vs 20 ms).
-      Not in 3d, where XLA's CPU convolutions are slow even at stride 1
-      (k3, 16 channels: 6.3 ms forward vs 1.4 ms for ``"matmul"``).
-    * CPU, strided layers whose kernels tile their strides
-      (:func:`phase_tiles`: k4 s2, k8 s4, k16 s8, …) with tap products
-      ``N·S·T·Cout`` of at least :data:`PHASE_MIN_COLUMN_BYTES`: ``"phase"``
-      — one GEMM per block of ``s`` outputs, whose intermediates hold
-      ``(k/s)·Cin + s·Cout`` values per block (per axis) instead of ``k·Cout``
-      per input position.
-    * CPU otherwise: ``"matmul"`` — XLA's CPU convolutions multiply the
-      inserted zeros, and their automatic gradients (weight gradient as a
-      large-window convolution, grouped convolutions) are far slower than
-      GEMMs.
 
-    The thresholds come from ``benchmarks/`` on a two-core CPU
-    (``benchmarks/RESULTS.md``).
+def cpu_algorithm(geom: ConvTransposeGeometry, batch: int, itemsize: int) -> str:
+    """The algorithm (a name in :data:`ALGORITHMS`) the CPU estimate runs.
+
+    * ``"split"``: 2d, stride 1, one group, a large kernel, at most
+      ``split_max_in_channels`` input channels and enough output channels —
+      its intermediates hold ``k·(Cin + Cout)`` values per position instead
+      of ``k²·Cout``.
+    * ``"conv"``: 1d/2d, stride 1, one group, and either XLA's concurrent
+      convolutions win (:func:`xla_convolutions_win`), or few input channels
+      with a large kernel (in 1d only with ``Cout ≥ Cin``), or tap products
+      of at least ``conv_min_tap_bytes`` — with no zeros to insert, XLA's own
+      convolution beats a GEMM + col2im whose intermediate is ``T`` times the
+      output.
+    * ``"phase"``: kernels that tile their strides (:func:`phase_tiles`) with
+      tap products of at least ``phase_min_tap_bytes``.
+    * ``"matmul"`` otherwise: XLA's CPU convolutions multiply the inserted
+      zeros, and their automatic gradients are far slower than GEMMs.
     """
-    if backend != "cpu":
-        return "reference"
-    if split_supports(geom):  # 1d/2d, stride 1, one group
+    if split.supports(geom):  # 1d/2d, stride 1, one group
         if (
             geom.ndim == 2
-            and min(geom.kernel_size) >= SPLIT_MIN_KERNEL
-            and geom.in_channels <= SPLIT_MAX_CIN
-            and 2 * geom.out_channels >= geom.in_channels
+            and _large_kernel(geom)
+            and geom.in_channels <= _t("split_max_in_channels")
+            and _enough_outputs(geom)
         ):
             return "split"
-        if xla_convolutions_win(geom, batch, 4):
+        if xla_convolutions_win(geom, batch, itemsize):
             return "conv"
-        columns = tap_product_bytes(geom, batch, 4)
-        few_channels = geom.in_channels <= CONV_MAX_CIN and min(geom.kernel_size) >= CONV_MIN_KERNEL
+        few_channels = geom.in_channels <= _t("few_in_channels") and _large_kernel(geom)
         if geom.ndim == 1:
             few_channels = few_channels and geom.out_channels >= geom.in_channels
-        if few_channels or columns >= CONV_MIN_COLUMN_BYTES:
+        if few_channels or tap_product_bytes(geom, batch, itemsize) >= _t("conv_min_tap_bytes"):
             return "conv"
-    elif phase_tiles(geom) and tap_product_bytes(geom, batch, 4) >= PHASE_MIN_COLUMN_BYTES:
+    elif phase_tiles(geom) and tap_product_bytes(geom, batch, itemsize) >= _t("phase_min_tap_bytes"):
         return "phase"
     return "matmul"
 
 
-def get_lowering(algorithm: str, geom: ConvTransposeGeometry, backend: str, *, batch: int = 1) -> Lowering:
-    """Resolve ``algorithm`` (``"auto"`` or a name in :data:`ALGORITHMS`)."""
+def gemm_layout(rows: int, inner: int, cols: int, groups: int, itemsize: int, full_precision: bool) -> str:
+    """The ``matmul`` forward's GEMM layout (see
+    :func:`jtconv.lowering.matmul.tap_products`) for ``rows = N·S`` input
+    positions, ``inner = Cin/G``, ``cols = Cg·T``.
+
+    The weight copy is the default; when the weight is the larger operand
+    (``cols ≥ rows``) its copy can cost more than the GEMM's neighbours, so
+    the weight stays in place as the right-hand side while ``Z`` stays in
+    cache (``cache_resident_bytes``) or the weight is at least twice ``Z``,
+    and otherwise is contracted in place where XLA has a kernel for it (full
+    precision).
+    """
+    if cols < rows:
+        return "weight_copy"
+    z_bytes = groups * rows * cols * itemsize
+    w_bytes = groups * inner * cols * itemsize
+    if z_bytes <= _t("cache_resident_bytes") or w_bytes >= 2 * z_bytes:
+        return "weight_rhs"
+    return "weight_lhs_in_place" if full_precision else "weight_copy"
+
+
+def _matmul_layout(geom: ConvTransposeGeometry, batch: int, dtype, preferred_element_type) -> str | None:
+    if geom.in_per_group == 1:  # depthwise: no GEMM
+        return None
+    acc = accumulation_dtype(dtype, preferred_element_type)
+    rows = batch * math.prod(geom.input_size)
+    cols = geom.out_per_group * math.prod(geom.kernel_size)
+    return gemm_layout(rows, geom.in_per_group, cols, geom.groups, acc.itemsize, jnp.dtype(dtype) == acc)
+
+
+def _waits(forward: str, geom: ConvTransposeGeometry, batch: int, itemsize: int) -> bool:
+    if forward in ("matmul", "xla") and xla_convolutions_win(geom, batch, itemsize):
+        return False  # XLA's convolutions gain from running concurrently
+    return tap_product_bytes(geom, batch, itemsize) >= _t("waits_min_tap_bytes")
+
+
+def scheduled_plan(
+    forward: str, dx: str, dw: str, geom: ConvTransposeGeometry, batch: int, dtype, preferred_element_type, backend: str
+) -> Plan:
+    """The plan with these methods and the estimate's scheduling for them:
+    on CPU, waiting for the forward and storing its output as the rules say;
+    on other backends neither."""
+    layout = _matmul_layout(geom, batch, dtype, preferred_element_type) if forward == "matmul" else None
+    if backend != "cpu":
+        return Plan(forward, dx, dw, gemm_layout=layout)
+    itemsize = jnp.dtype(dtype).itemsize
+    return Plan(
+        forward,
+        dx,
+        dw,
+        waits=_waits(forward, geom, batch, itemsize),
+        stores_output=forward in ("matmul", "split"),
+        gemm_layout=layout,
+    )
+
+
+def _cpu_weight_transpose(geom: ConvTransposeGeometry, batch: int, itemsize: int) -> str:
+    """XLA's weight gradient for few-channel large-kernel stride-1 layers with
+    as many output channels or a large im2col; im2col + GEMM otherwise."""
+    few_channel_large_kernel = (
+        split.supports(geom) and geom.in_channels <= _t("few_in_channels") and _large_kernel(geom)
+    )
+    if not few_channel_large_kernel:
+        return "gemm"
+    columns = tap_product_bytes(geom, batch, itemsize)
+    if geom.out_channels >= geom.in_channels or columns >= _t("xla_weight_transpose_min_tap_bytes"):
+        return "xla"
+    return "gemm"
+
+
+def algorithm_plan(
+    algorithm: str,
+    geom: ConvTransposeGeometry,
+    batch: int,
+    dtype="float32",
+    preferred_element_type=None,
+    backend: str = "cpu",
+) -> Plan:
+    """The full plan that the algorithm name ``algorithm`` means for a layer.
+
+    ``"reference"`` and ``"xla"`` are fixed plans. The others fix the forward
+    (falling back to ``matmul`` where ``split``/``phase`` cannot express the
+    layer; ``phase`` becomes ``phase-conv`` from ``phase_conv_min_bytes``)
+    and decide the transposes:
+
+    * depthwise layers: the transposes JAX derives from the matmul forward
+      (elementwise loops XLA fuses well, unlike a GEMM contracting ``T`` terms);
+    * ``split``/``phase``: their own; ``phase-conv``: its own in 1d, the phase
+      GEMMs in 2d/3d;
+    * ``matmul``/``conv``: both of XLA's where :func:`xla_convolutions_win`;
+      else the input transpose im2col + GEMM (``matmul``) or XLA's (``conv``)
+      and the weight transpose by :func:`_cpu_weight_transpose`.
+    """
+    if algorithm == "reference":
+        return Plan("xla", "xla", "xla")
+    if algorithm == "xla":
+        return scheduled_plan("xla", "xla", "xla-wgrad", geom, batch, dtype, preferred_element_type, backend)
+    forwards = {"matmul": "matmul", "conv": "xla", "split": "split", "phase": "phase"}
+    if algorithm not in forwards:
+        raise ValueError(f"algorithm must be 'auto', a Plan, or one of {ALGORITHMS}, got {algorithm!r}")
+    forward = forwards[algorithm]
+    itemsize = jnp.dtype(dtype).itemsize
+    if not METHODS[forward].supports(geom):
+        forward = "matmul"
+    if forward == "phase" and phase.gemm_temporary_bytes(geom, batch, itemsize) >= _t("phase_conv_min_bytes"):
+        forward = "phase-conv"
+    if geom.in_per_group == 1:
+        dx = dw = "matmul-ad"
+    elif forward in ("split", "phase"):
+        dx = dw = forward
+    elif forward == "phase-conv":
+        dx = dw = "phase-conv" if geom.ndim == 1 else "phase"
+    elif xla_convolutions_win(geom, batch, itemsize):
+        dx = dw = "xla"
+    else:
+        dx = "gemm" if forward == "matmul" else "xla"
+        dw = _cpu_weight_transpose(geom, batch, itemsize)
+    return scheduled_plan(forward, dx, dw, geom, batch, dtype, preferred_element_type, backend)
+
+
+def estimate(
+    geom: ConvTransposeGeometry, batch: int, dtype="float32", backend: str = "cpu", preferred_element_type=None
+) -> Plan:
+    """The plan the rules pick (``planning="estimate"``): torch's convolution
+    patterns on GPU/TPU, :func:`cpu_algorithm`'s algorithm on CPU."""
+    if backend != "cpu":
+        return algorithm_plan("xla", geom, batch, dtype, preferred_element_type, backend)
+    algorithm = cpu_algorithm(geom, batch, jnp.dtype(dtype).itemsize)
+    return algorithm_plan(algorithm, geom, batch, dtype, preferred_element_type, backend)
+
+
+def candidates(
+    geom: ConvTransposeGeometry, batch: int, dtype="float32", backend: str = "cpu", preferred_element_type=None
+) -> tuple[Plan, ...]:
+    """Every valid plan for the layer: the cross product of the methods that
+    support it in each role, each with the estimate's scheduling for its forward."""
+    roles = [methods_for(role, geom) for role in ROLES]
+    return tuple(
+        scheduled_plan(f, dx, dw, geom, batch, dtype, preferred_element_type, backend) for f, dx, dw in itertools.product(*roles)
+    )
+
+
+def validate(plan: Plan, geom: ConvTransposeGeometry) -> Plan:
+    """``plan`` if every part names a method that fills its role and supports
+    the layer; ``ValueError`` naming the part and the layer otherwise."""
+    if not isinstance(plan, Plan):
+        raise TypeError(f"algorithm must be a str, a Plan or a dict of Plan fields, got {type(plan).__name__}")
+    for role in ROLES:
+        name = getattr(plan, role)
+        record = method(name, role)
+        if not record.supports(geom):
+            supported = methods_for(role, geom)
+            raise ValueError(
+                f"Plan.{role}={name!r} does not support this layer ({describe_layer(geom)}); "
+                f"methods supporting it as {role}: {supported}"
+            )
+    if plan.gemm_layout is not None and plan.gemm_layout not in GEMM_LAYOUTS:
+        raise ValueError(f"Plan.gemm_layout must be None or one of {GEMM_LAYOUTS}, got {plan.gemm_layout!r}")
+    return plan
+
+
+def describe_layer(geom: ConvTransposeGeometry) -> str:
+    """``"2d 16→8 channels, kernel (3, 3), stride (2, 2), groups 1, dilation (1, 1)"``."""
+    return (
+        f"{geom.ndim}d {geom.in_channels}→{geom.out_channels} channels, kernel {geom.kernel_size}, "
+        f"stride {geom.stride}, groups {geom.groups}, dilation {geom.dilation}"
+    )
+
+
+def resolve(
+    algorithm,
+    geom: ConvTransposeGeometry,
+    batch: int,
+    dtype="float32",
+    backend: str = "cpu",
+    preferred_element_type=None,
+    precision=None,
+) -> Plan:
+    """The plan ``algorithm=`` asks for: ``"auto"`` (the planner: the
+    estimate, or a measurement in ``planning="measure"``), an algorithm name
+    (:data:`ALGORITHMS`), a :class:`Plan`, its text (``str(plan)``) or a dict
+    of Plan fields overriding some parts of the ``"auto"`` plan."""
+    if isinstance(algorithm, Plan):
+        return validate(algorithm, geom)
+    if isinstance(algorithm, Mapping):
+        base = resolve("auto", geom, batch, dtype, backend, preferred_element_type, precision)
+        unknown = sorted(set(algorithm) - {f.name for f in dataclasses.fields(Plan)})
+        if unknown:
+            raise ValueError(f"algorithm= dict has unknown Plan fields {unknown}")
+        changes = dict(algorithm)
+        if "forward" in changes and changes["forward"] != base.forward and "gemm_layout" not in changes:
+            changes["gemm_layout"] = _matmul_layout(geom, batch, dtype, preferred_element_type) if changes["forward"] == "matmul" else None
+        return validate(base.replace(**changes), geom)
+    if not isinstance(algorithm, str):
+        raise TypeError(f"algorithm must be a str, a Plan or a dict of Plan fields, got {type(algorithm).__name__}")
+    if "=" in algorithm:
+        return validate(Plan.parse(algorithm), geom)
     if algorithm == "auto":
-        algorithm = choose_algorithm(geom, backend, batch=batch)
-    try:
-        return LOWERINGS[algorithm]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"algorithm must be 'auto' or one of {ALGORITHMS}, got {algorithm!r}"
-        ) from None
+        from jtconv.lowering import planning  # measured planning consults the estimate itself
+
+        return planning.auto_plan(geom, batch, dtype, backend, preferred_element_type, precision)
+    return algorithm_plan(algorithm, geom, batch, dtype, preferred_element_type, backend)
+
+
+def adapt(plan: Plan, geom: ConvTransposeGeometry) -> Plan:
+    """``plan`` for a layer that a transformation derived from the planned one
+    (``vmap`` folding stacked weights into groups): each part its method
+    cannot express becomes that method's fallback."""
+    changes = {}
+    for role in ROLES:
+        record = METHODS[getattr(plan, role)]
+        if not record.supports(geom):
+            changes[role] = record.fallback[role]
+    if not changes:
+        return plan
+    if changes.get("forward") == "matmul" and plan.gemm_layout is None:
+        changes["gemm_layout"] = "weight_copy"
+    return plan.replace(**changes)

@@ -1,68 +1,39 @@
-"""The fast lowerings as one JAX primitive with its own transpose rules.
+"""The methods as one JAX primitive, ``jtconv_conv_transpose``, with its own
+transpose rules.
 
-Automatic differentiation of the GEMM + col2im forward (:mod:`.matmul`) is
-correct but slow on XLA CPU: the transposed col2im becomes 16 single-threaded
-slice loops, an unfused concatenate and a transposing copy (about 20 ms of the
-DCGAN layer's 31 ms backward), and XLA's own weight gradient of an
-lhs-dilated convolution is a huge-window convolution (seconds). So the fast
-lowerings bind one primitive, ``jtconv_conv_transpose``, bilinear in
-``(x, w)`` like ``lax.conv_general_dilated``, whose ``forward`` parameter
-picks the forward computation:
+Automatic differentiation of the GEMM forwards is correct but slow on XLA
+CPU (the transposed col2im becomes single-threaded slice loops and unfused
+copies), and XLA's automatic weight gradient of an lhs-dilated convolution is
+a huge-window convolution. So every plan binds one primitive, bilinear in
+``(x, w)`` like ``lax.conv_general_dilated``, whose ``plan`` parameter (a
+:class:`~jtconv.lowering.plan.Plan`) names the method of each role
+(:mod:`jtconv.lowering.methods`). This module carries out a plan; it decides
+nothing (the planner does, :mod:`jtconv.lowering.planner`).
 
-* ``"matmul"``: :func:`jtconv.lowering.matmul.matmul_forward` (GEMM + col2im);
-* ``"split"``: :func:`jtconv.lowering.split.split_forward` (1d/2d stride-1
-  layers with one group: one GEMM between one-axis im2cols; the ``"split"``
-  algorithm binds ``"matmul"`` for every other layer, and so does a vmap that
-  folds a batch of weights into groups);
-* ``"phase"``: :func:`jtconv.lowering.phase.phase_forward` (one GEMM, or a
-  stride-1 XLA convolution, per block of output phases; depthwise layers bind
-  ``"matmul"``);
-* ``"conv"``: :func:`jtconv.lowering.reference.conv_transpose_reference`
-  (XLA's convolution; fast on CPU only at stride 1, where no zeros are inserted).
-
-All are lowered with ``mlir.lower_fun``, so XLA sees plain HLO and sharding
-propagates. The rules:
+The forward is lowered with ``mlir.lower_fun``, so XLA sees plain HLO and
+sharding propagates. The rules:
 
 * jvp: ``ẏ = f(ẋ, w) + f(x, ẇ)`` (the same primitive again, so jvp of jvp works);
-* transposes of ``"split"``: :func:`.split.transpose_input` and
-  :func:`.split.transpose_weight` (the cotangent's im2col along H, two GEMMs);
-* transposes of ``"phase"``: :func:`.phase.transpose_input` and
-  :func:`.phase.transpose_weight` (the cotangent split into phases, two GEMMs);
-* transpose, input: ``"matmul"``: :func:`.matmul_transpose.transpose_input`
-  (im2col of the cotangent + one GEMM); ``"conv"``: the transpose XLA derives
-  for its convolution (a strided convolution of the cotangent, no zeros);
-* transpose, weight: :func:`.matmul_transpose.transpose_weight` (im2col + one
-  GEMM), except for stride-1 1d/2d layers of at most
-  :data:`XLA_WEIGHT_GRAD_MAX_CIN` input channels with kernels of at least
-  :data:`XLA_WEIGHT_GRAD_MIN_KERNEL` taps per axis and either as many output
-  channels or an im2col of at least :data:`XLA_WEIGHT_GRAD_MIN_COLUMN_BYTES`,
-  where XLA's convolution weight gradient is faster (its own blocked im2col
-  stays in cache, ours is ``T`` times the cotangent);
-* both transposes XLA's, run concurrently with each other and the forward,
-  for stride-1 1d/2d layers with few channels and kernels below
-  :data:`XLA_WEIGHT_GRAD_MIN_KERNEL` taps once their im2col would reach
-  :data:`XLA_TRANSPOSES_MIN_COLUMN_BYTES`;
-* depthwise layers (one input channel per group) keep the transposes JAX derives
-  from the matmul forward (``jax.linear_transpose``): elementwise loops XLA
-  fuses well, unlike a GEMM with a contraction of length ``T``;
+* transposes: the plan's ``input_transpose`` and ``weight_transpose``
+  methods, written out (GEMMs, convolutions) or derived by JAX from a
+  forward (``jax.vjp`` of a linear map);
 * vmap: a batched ``x`` folds into the batch axis, a batched weight into
-  the groups (``B`` stacked layers are one layer with ``B·G`` groups).
+  the groups (``B`` stacked layers are one layer with ``B·G`` groups; parts
+  of the plan that cannot express the folded layer take their method's
+  fallback, :func:`~jtconv.lowering.planner.adapt`).
 
 The transposes are ordinary JAX code, so second-order reverse mode
 differentiates them.
 
-Under differentiation the jvp stores the matmul and split forwards' primal output
-once (:func:`_stored`; the phase forward's last step is a transpose, cheap to
-recompute), so that XLA does not recompute the col2im inside
-every backward fusion that reads ``y``.
+With ``plan.stores_output`` the jvp stores the primal output once
+(:func:`_stored`), so that XLA does not recompute the col2im inside every
+backward fusion that reads ``y``.
 
-A third operand, ``after``, carries no data: the transposes wait for it and the
-jvp passes one element of the primal output there (for large layers, see
-:data:`ORDER_MIN_BYTES`). XLA's CPU runtime otherwise starts the backward GEMMs
-while the forward GEMM still runs whenever the loss's cotangent does not depend
-on ``y`` (as in ``sum(y · c)``); on two cores the concurrent GEMMs took 29 ms
-where running them in turn takes 17 ms (DCGAN layer). When the cotangent
-depends on ``y`` the order is the same anyway.
+A third operand, ``after``, carries no data: with ``plan.waits`` the
+transposes wait for it and the jvp passes one element of the primal output
+there. XLA's CPU runtime otherwise starts the backward GEMMs while the
+forward GEMM still runs whenever the loss's cotangent does not depend on
+``y`` (as in ``sum(y · c)``).
 """
 
 from __future__ import annotations
@@ -77,76 +48,27 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
 from jtconv.geometry import ConvTransposeGeometry
-from jtconv.lowering.common import tap_product_bytes
-from jtconv.lowering.matmul import accumulation_dtype, matmul_forward, output_dtype
-from jtconv.lowering import phase, split
-from jtconv.lowering.matmul_transpose import transpose_input, transpose_weight
-from jtconv.lowering.reference import conv_transpose_reference
-
-FORWARDS = {
-    "matmul": matmul_forward,
-    "conv": conv_transpose_reference,
-    "split": split.split_forward,
-    "phase": phase.phase_forward,
-}
-
-EXPRESSES = {"split": split.supports, "phase": phase.supports}
-"""Forwards that express only some layers: name → test; other layers bind ``"matmul"``."""
-
-GEMM_TRANSPOSES = {
-    "gemm": (transpose_input, transpose_weight),
-    "split": (split.transpose_input, split.transpose_weight),
-    "phase": (phase.transpose_input, phase.transpose_weight),
-}
-"""Transpose methods written as GEMMs: name → (input transpose, weight transpose)."""
-
-XLA_WEIGHT_GRAD_MAX_CIN = 32
-"""XLA's convolution weight gradient is considered only for stride-1 1d/2d
-layers (one group) with at most this many input channels and kernels of at
-least :data:`XLA_WEIGHT_GRAD_MIN_KERNEL` taps per axis. Measured on two cores,
-im2col + GEMM vs XLA, default malloc: 2d k5 32→32 channels 5.1 vs 4.9 ms, k7
-23 vs 6.7 ms; 1d k5 32→32 2.4 vs 2.3 ms; but 2d k3 64→64 2.7 vs 3.2 ms,
-128→128 25 vs 42 ms."""
-
-XLA_WEIGHT_GRAD_MIN_KERNEL = 5
-"""Below this kernel size the im2col stays small and the GEMM wins: 2d k3,
-16 channels 2.0 vs 4.2 ms (XLA), 32 channels 1.9 vs 2.3 ms; 3d k3, 16 channels
-2.5 vs 25 ms (XLA's 3d convolutions are slow on CPU at every size measured)."""
-
-XLA_WEIGHT_GRAD_MIN_COLUMN_BYTES = 32 * 2**20
-"""With fewer output than input channels, XLA's weight gradient is slow (2d k7
-16→8 channels: GEMM 2.2 vs XLA 14 ms; k5 32→16: 1.4 vs 4.0 ms; k7 16→16 at
-24.5 MiB of im2col: 3.6 vs 12 ms) unless the im2col ``N·S·T·Cout`` reaches
-this size, where glibc serves it with fresh pages on every call and the GEMM
-path pays a page fault per 4 KiB (k7 16→16 at 49 MiB: 29 vs 14 ms; 5.8 vs
-8.6 ms once freed memory is kept, see :mod:`jtconv.cpu_memory`)."""
-
-
-XLA_TRANSPOSES_MIN_COLUMN_BYTES = 8 * 2**20
-"""Stride-1 1d/2d layers (one group) with at most :data:`XLA_WEIGHT_GRAD_MAX_CIN`
-input channels, ``2·Cout ≥ Cin`` and kernels below
-:data:`XLA_WEIGHT_GRAD_MIN_KERNEL` taps take *both* transposes from XLA's
-convolution (and let them run concurrently, see :data:`ORDER_MIN_BYTES`)
-once the cotangent's im2col ``N·S·T·Cout`` would reach this size: XLA's
-stride-1 convolutions run on one core each, and the three of a
-forward + backward overlap, while the im2col grows with ``T·Cout``.
-Measured on two cores, ``matmul`` forward, forward + backward with GEMM
-transposes vs XLA's (torch): 2d k3 16→16 x(8, 16, 64, 64) (19 MiB) 10.6 vs
-6.0 ms (5.5); 2d k3 d2 x(12, 16, 64, 64) 17.6 vs 8.8 ms (7.0); 1d k3
-x(16, 16, 4096) 9.6 vs 4.5 ms (6.4); 1d k3 d2 32→32 x(16, 32, 4096) 26.9
-vs 15.9 ms (16.7)."""
+from jtconv.lowering.common import accumulation_dtype, output_dtype
+from jtconv.lowering.methods import METHODS
+from jtconv.lowering.plan import Plan
+from jtconv.lowering.planner import adapt
 
 
 conv_transpose_p = Primitive("jtconv_conv_transpose")
 
 
-def _forward(x, w, after, *, forward, geom, precision, preferred_element_type):
+def _forward(x, w, after, *, plan, geom, precision, preferred_element_type):
     del after
-    return FORWARDS[forward](x, w, geom, precision=precision, preferred_element_type=preferred_element_type)
+    return _run_forward(plan.forward, x, w, plan=plan, geom=geom, precision=precision, preferred_element_type=preferred_element_type)
 
 
-def _abstract_eval(x, w, after, *, forward, geom, precision, preferred_element_type):
-    del w, after, precision, forward
+def _run_forward(name: str, x, w, *, plan: Plan, geom, precision, preferred_element_type):
+    forward = METHODS[name].forward
+    return forward(x, w, geom, precision=precision, preferred_element_type=preferred_element_type, layout=plan.gemm_layout)
+
+
+def _abstract_eval(x, w, after, *, plan, geom, precision, preferred_element_type):
+    del w, after, precision, plan
     shape = (x.shape[0], geom.out_channels) + geom.output_size
     # ``update`` keeps x's manual-axis (shard_map) type, which _bind made w's and after's too.
     return x.update(shape=shape, dtype=output_dtype(x.dtype, preferred_element_type), weak_type=False)
@@ -176,13 +98,11 @@ def _bind(x, w, after, **params):
     ``shard_map`` axes (what JAX does for its own primitives; the transposes of
     the casts are the ``psum``s a replicated operand's gradient needs).
 
-    A ``"split"`` or ``"phase"`` forward on a layer it cannot express (see
-    :data:`EXPRESSES`; e.g. a vmap that folded weights into groups, for
-    ``"split"``) binds ``"matmul"``.
+    The plan is adapted to the layer (:func:`~jtconv.lowering.planner.adapt`):
+    a vmap that folded weights into groups can leave a method without the
+    layer it was planned for.
     """
-    expresses = EXPRESSES.get(params["forward"])
-    if expresses is not None and not expresses(params["geom"]):
-        params = dict(params, forward="matmul")
+    params = dict(params, plan=adapt(params["plan"], params["geom"]))
     operands = (x, w, after)
     varying = frozenset().union(*(_varying_axes(a) for a in operands))
     if varying:
@@ -203,42 +123,6 @@ def _marker(y: jax.Array) -> jax.Array:
 
 def _no_marker(dtype) -> jax.Array:
     return jnp.zeros((0,), dtype)
-
-
-ORDER_MIN_BYTES = 12 * 2**20
-"""Transposes whose cotangent im2col (``N·S·T·Cout`` values) is at least this
-large wait for the primal output (see the module docstring). Smaller ones gain
-from running concurrently with the forward. Measured on two cores, ``sum(y·c)``
-loss, in turn vs concurrent: DCGAN 16 MiB 16.3 vs 28.2 ms, VAE 18 MiB 14.3 vs
-27.0 ms; U-Net 8 MiB 12.7 vs 11.1 ms, 3d 8 MiB 6.5 vs 5.0 ms, stride-1 9 MiB
-8.2 vs 6.5 ms."""
-
-
-def _backward_waits(x, forward: str, geom: ConvTransposeGeometry) -> bool:
-    batch, itemsize = x.shape[0], jnp.dtype(x.dtype).itemsize
-    if _xla_transposes(forward, geom, batch, itemsize):
-        return False
-    return tap_product_bytes(geom, batch, itemsize) >= ORDER_MIN_BYTES
-
-
-def _xla_transposes(forward: str, geom: ConvTransposeGeometry, batch: int, itemsize: int) -> bool:
-    """Whether both transposes are XLA's convolutions (see :data:`XLA_TRANSPOSES_MIN_COLUMN_BYTES`)."""
-    return forward in ("matmul", "conv") and xla_convolutions_win(geom, batch, itemsize)
-
-
-def xla_convolutions_win(geom: ConvTransposeGeometry, batch: int, itemsize: int) -> bool:
-    """Stride-1 1d/2d layers with few channels and small kernels whose im2col
-    would reach :data:`XLA_TRANSPOSES_MIN_COLUMN_BYTES`: XLA's convolutions,
-    run concurrently, beat the GEMM transposes (and, forward + backward,
-    the matmul forward, whose tap products then join the backward's
-    temporaries past glibc's mmap threshold)."""
-    return (
-        split.supports(geom)  # 1d/2d, stride 1, one group
-        and geom.in_channels <= XLA_WEIGHT_GRAD_MAX_CIN
-        and 2 * geom.out_channels >= geom.in_channels
-        and max(geom.kernel_size) < XLA_WEIGHT_GRAD_MIN_KERNEL
-        and tap_product_bytes(geom, batch, itemsize) >= XLA_TRANSPOSES_MIN_COLUMN_BYTES
-    )
 
 
 def _wait_for(ct: jax.Array, after: jax.Array) -> jax.Array:
@@ -263,12 +147,9 @@ def _stored(y: jax.Array, anchor: jax.Array) -> jax.Array:
     of shifted tap products) into every fusion that reads the primal output
     in the backward, e.g. the cotangent's im2col when the loss depends on
     ``y``, which then recomputes each output value once per kernel tap.
-    Measured on two cores, ``grad`` of ``sum(y²)`` for a stride-1 k3 layer
-    (21, 16, 32, 32) → 16 channels: 45 ms with the duplication, 9 ms without;
-    the split forward's col2im along H likewise (``sum(y·c)``, 2d k7
-    (2, 16, 64, 64) → 16: 13.2 ms without storing ``y``, 5.6 ms with).
     The loop runs zero times (its count, ``isnan(anchor[0]) − 1``, is −1 or
     0), which XLA cannot prove, so it keeps the loop and stores ``y`` once.
+    ``benchmarks/run.py --loss square`` measures what it saves.
     ``anchor`` (the input) is used so that the count does not split the
     col2im fusion that produces ``y``.
     """
@@ -287,9 +168,10 @@ def _jvp(primals, tangents, **params):
     x, w, after = primals
     x_dot, w_dot, _ = tangents
     y = conv_transpose_p.bind(x, w, after, **params)
-    if params["forward"] in ("matmul", "split"):
+    plan = params["plan"]
+    if plan.stores_output:
         y = _stored(y, x)
-    marker = _marker(y) if _backward_waits(x, params["forward"], params["geom"]) else _no_marker(y.dtype)
+    marker = _marker(y) if plan.waits else _no_marker(y.dtype)
     terms = []
     if type(x_dot) is not ad.Zero:
         terms.append(_bind(x_dot, w, marker, **params))
@@ -300,33 +182,29 @@ def _jvp(primals, tangents, **params):
     return y, functools.reduce(jnp.add, terms)
 
 
-def _transpose(ct, x, w, after, *, forward, geom, precision, preferred_element_type):
+def _transpose(ct, x, w, after, *, plan, geom, precision, preferred_element_type):
     if ad.is_undefined_primal(after):
         raise ValueError("jtconv_conv_transpose: the ordering operand is not differentiable")
     if type(ct) is ad.Zero:
         return None, None, None
     ct = _wait_for(ct, after)
-    options = dict(precision=precision, preferred_element_type=preferred_element_type)
+    run = dict(plan=plan, geom=geom, precision=precision, preferred_element_type=preferred_element_type)
     if ad.is_undefined_primal(x):
         aval = x.aval
-        method = _input_transpose_method(forward, geom, ct.shape[0], jnp.dtype(aval.dtype).itemsize)
-        if method in GEMM_TRANSPOSES:
-            acc_dtype = accumulation_dtype(aval.dtype, preferred_element_type)
-            gemm = GEMM_TRANSPOSES[method][0]
-            dx = gemm(ct, w, geom, precision=precision, acc_dtype=acc_dtype, out_dtype=aval.dtype)
-        else:
-            linear = functools.partial(_forward_in_x, w=w, lowering=FORWARDS[method], geom=geom, **options)
-            dx = _linear_transpose(linear, aval, ct)
+        record = METHODS[plan.input_transpose]
+        if record.derived_from is not None:
+            linear = functools.partial(_forward_in_x, w=w, name=record.derived_from, **run)
+            return _linear_transpose(linear, aval, ct), None, None
+        acc_dtype = accumulation_dtype(aval.dtype, preferred_element_type)
+        dx = record.transpose_input(ct, w, geom, precision=precision, acc_dtype=acc_dtype, out_dtype=aval.dtype)
         return dx, None, None
     aval = w.aval
-    method = _weight_transpose_method(forward, geom, x.shape[0], jnp.dtype(jax.typeof(x).dtype).itemsize)
-    if method in GEMM_TRANSPOSES:
-        acc_dtype = accumulation_dtype(jax.typeof(x).dtype, preferred_element_type)
-        gemm = GEMM_TRANSPOSES[method][1]
-        dw = gemm(x, ct, geom, precision=precision, acc_dtype=acc_dtype, out_dtype=aval.dtype)
-    else:
-        linear = functools.partial(_forward_in_w, x=x, lowering=FORWARDS[method], geom=geom, **options)
-        dw = _linear_transpose(linear, aval, ct)
+    record = METHODS[plan.weight_transpose]
+    if record.derived_from is not None:
+        linear = functools.partial(_forward_in_w, x=x, name=record.derived_from, **run)
+        return None, _linear_transpose(linear, aval, ct), None
+    acc_dtype = accumulation_dtype(jax.typeof(x).dtype, preferred_element_type)
+    dw = record.transpose_weight(x, ct, geom, precision=precision, acc_dtype=acc_dtype, out_dtype=aval.dtype)
     return None, dw, None
 
 
@@ -345,56 +223,24 @@ def _linear_transpose(linear, aval, ct: jax.Array) -> jax.Array:
     return pullback(ct)[0]
 
 
-def _input_transpose_method(forward: str, geom: ConvTransposeGeometry, batch: int, itemsize: int) -> str:
-    """``"gemm"`` (im2col + GEMM), ``"split"``, ``"phase"`` or the forward whose derived transpose to use."""
-    if geom.in_per_group == 1:
-        return "matmul"
-    if forward in EXPRESSES:
-        return forward
-    if forward == "matmul" and not _xla_transposes(forward, geom, batch, itemsize):
-        return "gemm"
-    return "conv"
+def _forward_in_x(x, *, w, name, **run):
+    return _run_forward(name, x, w, **run)
 
 
-def _weight_transpose_method(forward: str, geom: ConvTransposeGeometry, batch: int, itemsize: int) -> str:
-    """``"gemm"`` (im2col + GEMM), ``"split"``, ``"phase"`` or the forward whose derived transpose to use."""
-    if geom.in_per_group == 1:
-        return "matmul"
-    if forward in EXPRESSES:
-        return forward
-    if _xla_transposes(forward, geom, batch, itemsize):
-        return "conv"
-    xla_candidate = (
-        split.supports(geom)  # 1d/2d, stride 1, one group
-        and geom.in_channels <= XLA_WEIGHT_GRAD_MAX_CIN
-        and min(geom.kernel_size) >= XLA_WEIGHT_GRAD_MIN_KERNEL
-    )
-    if not xla_candidate:
-        return "gemm"
-    columns = tap_product_bytes(geom, batch, itemsize)
-    if geom.out_channels >= geom.in_channels or columns >= XLA_WEIGHT_GRAD_MIN_COLUMN_BYTES:
-        return "conv"
-    return "gemm"
-
-
-def _forward_in_x(x, *, w, lowering, geom, precision, preferred_element_type):
-    return lowering(x, w, geom, precision=precision, preferred_element_type=preferred_element_type)
-
-
-def _forward_in_w(w, *, x, lowering, geom, precision, preferred_element_type):
-    return lowering(x, w, geom, precision=precision, preferred_element_type=preferred_element_type)
+def _forward_in_w(w, *, x, name, **run):
+    return _run_forward(name, x, w, **run)
 
 
 ad.primitive_jvps[conv_transpose_p] = _jvp
 ad.primitive_transposes[conv_transpose_p] = _transpose
 
 
-def _batch(args, dims, *, forward, geom: ConvTransposeGeometry, precision, preferred_element_type):
+def _batch(args, dims, *, plan, geom: ConvTransposeGeometry, precision, preferred_element_type):
     x, w, after = args
     bx, bw, b_after = dims
     if b_after is not None:
         after = _marker(after)
-    params = dict(forward=forward, precision=precision, preferred_element_type=preferred_element_type)
+    params = dict(plan=plan, precision=precision, preferred_element_type=preferred_element_type)
     if bw is None:
         x = jnp.moveaxis(x, bx, 0)
         b, n = x.shape[:2]
@@ -420,53 +266,26 @@ def _batch(args, dims, *, forward, geom: ConvTransposeGeometry, precision, prefe
 batching.primitive_batchers[conv_transpose_p] = _batch
 
 
-def _lowering(forward: str):
-    def lowering(
-        x: jax.Array,
-        weight: jax.Array,
-        geom: ConvTransposeGeometry,
-        *,
-        precision=None,
-        preferred_element_type=None,
-    ) -> jax.Array:
-        if isinstance(precision, list):  # primitive parameters must be hashable
-            precision = tuple(precision)
-        if preferred_element_type is not None:
-            preferred_element_type = jnp.dtype(preferred_element_type)
-        return _bind(
-            x,
-            weight,
-            _no_marker(x.dtype),
-            forward=forward,
-            geom=geom,
-            precision=precision,
-            preferred_element_type=preferred_element_type,
-        )
-
-    return lowering
-
-
-conv_transpose_matmul = _lowering("matmul")
-conv_transpose_matmul.__name__ = conv_transpose_matmul.__qualname__ = "conv_transpose_matmul"
-conv_transpose_matmul.__doc__ = """``(N, Cin, *S) × (Cin, Cout/G, *K) → (N, Cout, *O)``: GEMM + col2im
-forward, im2col + GEMM transposes (see the module docstring)."""
-
-conv_transpose_split = _lowering("split")
-conv_transpose_split.__name__ = conv_transpose_split.__qualname__ = "conv_transpose_split"
-conv_transpose_split.__doc__ = """``(N, Cin, *S) × (Cin, Cout/G, *K) → (N, Cout, *O)``: for 1d/2d stride-1
-layers with one group, one GEMM between one-axis im2cols, forward and
-transposes (see :mod:`jtconv.lowering.split`); every other layer has no axis
-to split and runs the matmul lowering."""
-
-conv_transpose_phase = _lowering("phase")
-conv_transpose_phase.__name__ = conv_transpose_phase.__qualname__ = "conv_transpose_phase"
-conv_transpose_phase.__doc__ = """``(N, Cin, *S) × (Cin, Cout/G, *K) → (N, Cout, *O)``: one GEMM between
-the input's im2col over block shifts and the output's phases, forward and
-transposes (see :mod:`jtconv.lowering.phase`); depthwise layers run the matmul
-lowering."""
-
-conv_transpose_conv = _lowering("conv")
-conv_transpose_conv.__name__ = conv_transpose_conv.__qualname__ = "conv_transpose_conv"
-conv_transpose_conv.__doc__ = """``(N, Cin, *S) × (Cin, Cout/G, *K) → (N, Cout, *O)``: XLA's convolution
-forward and input transpose, im2col + GEMM (or, at stride 1 with few channels,
-XLA's) weight transpose (see the module docstring)."""
+def conv_transpose_planned(
+    x: jax.Array,
+    weight: jax.Array,
+    geom: ConvTransposeGeometry,
+    plan: Plan,
+    *,
+    precision=None,
+    preferred_element_type=None,
+) -> jax.Array:
+    """``(N, Cin, *S) × (Cin, Cout/G, *K) → (N, Cout, *O)`` (no bias) as ``plan`` says."""
+    if isinstance(precision, list):  # primitive parameters must be hashable
+        precision = tuple(precision)
+    if preferred_element_type is not None:
+        preferred_element_type = jnp.dtype(preferred_element_type)
+    return _bind(
+        x,
+        weight,
+        _no_marker(x.dtype),
+        plan=plan,
+        geom=geom,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+    )

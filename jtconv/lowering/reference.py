@@ -14,6 +14,7 @@ kernel. On CPU it multiplies the inserted zeros, so it is slow there.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 
 import jax
@@ -100,3 +101,56 @@ def _lhs_dilated_conv(x, weight, geom: ConvTransposeGeometry, *, precision, pref
         precision=precision,
         preferred_element_type=preferred_element_type,
     )
+
+
+def strided_convolution(u: jax.Array, weight: jax.Array, geom: ConvTransposeGeometry, *, precision=None, preferred_element_type=None) -> jax.Array:
+    """The convolution whose adjoint the layer is: ``c(u, w)`` maps
+    ``(N, Cout, *O)`` to ``(N, Cin, *S)`` with stride ``s``, dilation ``d``,
+    padding the layer's crop ``(lo, hi)`` and ``w`` in its own layout
+    ``(Cin, Cout/G, *K)`` read as ``(O, I, *K)``::
+
+        c(u, w)[n, g·Cin/G + ci, i] = Σ_{co, t} w[g·Cin/G + ci, co, t] · u_pad[n, g·Cg + co, i·s + t·d]
+
+    so that ``⟨f(x, w), u⟩ = ⟨x, c(u, w)⟩`` for the transposed convolution
+    ``f``. It is the input transpose in torch's decomposition (cuDNN's
+    *forward* convolution applied to the cotangent: no inserted zeros).
+    """
+    return lax.conv_general_dilated(
+        u,
+        weight,
+        window_strides=geom.stride,
+        padding=geom.crop,  # negative amounts crop (output_padding past the full result)
+        rhs_dilation=geom.dilation,
+        dimension_numbers=conv_dimension_numbers(geom.ndim),
+        feature_group_count=geom.groups,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+    )
+
+
+def backward_filter_weight(
+    x: jax.Array, ct: jax.Array, geom: ConvTransposeGeometry, *, precision=None, acc_dtype, out_dtype
+) -> jax.Array:
+    """``w̄`` of shape ``(Cin, Cout/G, *K)`` in torch's pattern: the weight
+    gradient of :func:`strided_convolution` with the cotangent ``ȳ`` as its
+    input and ``x`` as its output cotangent, ``w̄ = ∂⟨c(ȳ, w), x⟩/∂w``.
+
+    XLA recognises this as a convolution's backward-filter (cuDNN's on
+    NVIDIA GPUs), which the automatic weight gradient of the lhs-dilated
+    forward is not. Groups with more than one input channel each run one
+    ungrouped backward-filter per group, as :func:`conv_transpose_reference`
+    does for its forward (XLA's CPU backend rewrites a grouped one into an
+    lhs-dilated convolution).
+    """
+    if geom.groups > 1 and geom.in_per_group > 1:
+        per_group = dataclasses.replace(geom, groups=1, in_channels=geom.in_per_group, out_channels=geom.out_per_group)
+        parts = [
+            backward_filter_weight(xg, cg, per_group, precision=precision, acc_dtype=acc_dtype, out_dtype=out_dtype)
+            for xg, cg in zip(jnp.split(x, geom.groups, axis=1), jnp.split(ct, geom.groups, axis=1))
+        ]
+        return jnp.concatenate(parts, axis=0)
+    cin, cout_g = geom.in_channels, geom.out_per_group
+    zeros = jnp.zeros((cin, cout_g) + geom.kernel_size, ct.dtype)
+    conv = functools.partial(strided_convolution, ct, geom=geom, precision=precision, preferred_element_type=acc_dtype)
+    _, pullback = jax.vjp(conv, zeros)
+    return pullback(x.astype(acc_dtype))[0].astype(out_dtype)

@@ -41,8 +41,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jtconv.geometry import ConvTransposeGeometry
-from jtconv.lowering.common import shifted_sum, windows
-from jtconv.lowering.matmul import accumulation_dtype, output_dtype
+from jtconv.lowering.common import accumulation_dtype, output_dtype, shifted_sum, windows
 
 
 def supports(geom: ConvTransposeGeometry) -> bool:
