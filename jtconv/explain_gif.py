@@ -47,6 +47,8 @@ DEFAULT_WIDTH = 900
 
 FINAL_HOLD = 3
 MAX_AT_LINES = 3
+MIN_CELL_PX = 22
+"""Cells smaller than this (in pixels) are drawn without their numbers."""
 GIF_COLOURS = 128
 MIN_FRAME_MS, MAX_FRAME_MS = 20, 60_000
 MIN_WIDTH, MAX_WIDTH = 400, 2000
@@ -234,6 +236,12 @@ def _layout(explanation: Explanation, width: int, at_count: int) -> _Layout:
     return _Layout(int(round(height)), caption, *boxes)
 
 
+def _cell_px(box: tuple[float, float, float, float], shape: tuple[int, ...], width: int, height: int) -> float:
+    """Side in pixels of one square cell of a ``shape`` grid drawn in ``box`` (figure fractions)."""
+    rows, cols = shape
+    return min(box[2] * width / cols, box[3] * height / rows)
+
+
 def _sum_range(explanation: Explanation):
     """One colour scale for every frame: ``[0, max]``, or ``[−m, m]`` with ``m = max|canvas|``
     when some sum is negative (so that 0 is white either way)."""
@@ -287,7 +295,7 @@ class _Scene:
                 (c - 0.5, r - 0.5), 1, 1, facecolor="white", edgecolor="#999999", linewidth=0.6
             )
             ax.add_patch(self.input_cells[index])
-        if max(x.shape) <= MAX_ANNOTATED:
+        if _cell_px(layout.input, x.shape, width, height) >= MIN_CELL_PX:
             write_values(ax, x, None, fontsize=8 * scale)
         ax.set_xlim(-0.5, x.shape[1] - 0.5)
         ax.set_ylim(x.shape[0] - 0.5, -0.5)
@@ -296,7 +304,8 @@ class _Scene:
         integer_ticks(ax, x.shape[0], x.shape[1], one_row=g.ndim == 1, fontsize=8 * scale)
 
         self.kernel_ax = figure.add_axes(layout.kernel)
-        heatmap(self.kernel_ax, explanation.kernel, "kernel w", "Oranges", scale=scale)
+        kernel_numbers = _cell_px(layout.kernel, np.atleast_2d(explanation.kernel).shape, width, height) >= MIN_CELL_PX
+        heatmap(self.kernel_ax, explanation.kernel, "kernel w", "Oranges", annotate=kernel_numbers, scale=scale)
 
         self.canvas_ax = ax = figure.add_axes(layout.canvas)
         shape = np.atleast_2d(explanation.canvas).shape
@@ -310,7 +319,9 @@ class _Scene:
             aspect=aspect,
         )
         self.overlay = ax.imshow(np.zeros((*shape, 4)), interpolation="nearest", aspect=aspect)
-        self.annotate = max(rows, cols) <= (2 * MAX_ANNOTATED if g.ndim == 1 else MAX_ANNOTATED)
+        self.annotate = max(rows, cols) <= (2 * MAX_ANNOTATED if g.ndim == 1 else MAX_ANNOTATED) and (
+            _cell_px(layout.canvas, shape, width, height) >= MIN_CELL_PX
+        )
         self.value_texts = (
             [
                 [ax.text(c, r, "", ha="center", va="center", fontsize=9.5 * scale, clip_on=True) for c in range(cols)]
@@ -453,10 +464,14 @@ def _at_line(frame: Frame, terms: OutputTerms) -> str:
     """``y[0,1] so far: 1·7 + 1·5 = 12`` (the stamped terms, as input·kernel values)."""
     index = ",".join(map(str, terms.output_index))
     added = frame.added_terms(terms)
-    products = " + ".join(f"{format_value(t.input_value)}·{format_value(t.kernel_value)}" for t in added) or "0"
+    products = " + ".join(f"{format_value(t.input_value)}·{format_value(t.kernel_value)}" for t in added)
     total = format_value(math.fsum(t.product for t in added))
+    if not terms.terms:
+        return f"y[{index}] = 0: no kernel tap reaches it"
     if frame.kind != "stamp":
         return f"y[{index}] = {products} = {total}"
+    if not added:
+        return f"y[{index}] so far: 0 (no term yet)"
     line = f"y[{index}] so far: {products} = {total}"
     assert frame.copy is not None, "stamp frames carry their copy"
     for t in added:
