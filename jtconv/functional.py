@@ -85,6 +85,8 @@ def conv_transpose(
     Raises:
       ValueError: for any argument PyTorch rejects, naming it and the rule,
         before XLA sees anything (also under ``jit``: shapes are static).
+      TypeError: for an integer or boolean input, weight or bias, naming its
+        dtype (:mod:`jtconv.operand_types`).
     """
     x = jnp.asarray(x)
     weight = jnp.asarray(weight)
