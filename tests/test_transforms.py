@@ -1,5 +1,5 @@
 """jtconv under JAX transforms: jit, vmap, jvp, second-order gradients, and the
-adjoint identity against ``lax.conv_general_dilated`` (DESIGN.md §1, view 3)."""
+adjoint identity against ``lax.conv_general_dilated`` (the adjoint view in docs/lowerings.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Worked examples of the kind tutorials draw, each compared with torch.
 
-Also the scatter view of DESIGN.md §1: every input value stamps a scaled copy
+Also the scatter view of docs/lowerings.md: every input value stamps a scaled copy
 of the kernel at ``i·s − p``, written here as a plain numpy loop.
 """
 
