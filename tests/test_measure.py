@@ -1,0 +1,229 @@
+"""Measured planning: modes, trace-time measurement under transformations, wisdom reuse and damage."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+import jtconv
+from jtconv import testing, wisdom
+from jtconv.lowering import measure, planning
+from jtconv.lowering.plan import Plan
+
+LAYER = dict(stride=2, padding=1)
+X_SHAPE, W_SHAPE = (2, 3, 5), (3, 2, 4)
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache(tmp_path, monkeypatch):
+    """Every test starts with an empty wisdom file of its own and no measured plans in memory."""
+    monkeypatch.setenv("JTCONV_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("JTCONV_PLANNING", raising=False)
+    monkeypatch.setattr(measure, "MIN_RUNS", 1)
+    monkeypatch.setattr(measure, "MAX_RUNS", 2)
+    wisdom.forget_wisdom()
+    measure.forget_measurements()
+    planning.set_planning(None)
+    jax.clear_caches()  # a cached trace would skip planning
+    yield tmp_path / "cache"
+    wisdom.forget_wisdom()
+    measure.forget_measurements()
+    planning.set_planning(None)
+
+
+@pytest.fixture
+def measurements(monkeypatch):
+    """Every new measurement made during the test."""
+    seen: list[measure.Measurement] = []
+    monkeypatch.setattr(measure, "_listeners", [seen.append])
+    return seen
+
+
+def _data(seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal(X_SHAPE).astype(np.float32), rng.standard_normal(W_SHAPE).astype(np.float32)
+
+
+def _torch(x, w):
+    tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    y = torch.nn.functional.conv_transpose1d(tx, tw, **LAYER)
+    (y**2).sum().backward()
+    return y.detach().numpy(), tx.grad.numpy(), tw.grad.numpy()
+
+
+def _close(got, want):
+    scale = max(float(np.abs(want).max()), 1.0)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=testing.relative_tolerance(np.float32) * scale)
+
+
+def _layer(x, w):
+    return jtconv.conv_transpose1d(x, w, **LAYER)
+
+
+def test_measure_mode_times_each_role_and_matches_torch(fresh_cache, measurements, caplog):
+    x, w = _data()
+    with caplog.at_level(logging.INFO, logger="jtconv"), jtconv.planning("measure"):
+        y = jax.jit(_layer)(x, w)
+        dx, dw = jax.jit(jax.grad(lambda x, w: jnp.sum(_layer(x, w) ** 2), (0, 1)))(x, w)
+        plan = jtconv.plan_for(X_SHAPE, W_SHAPE, **LAYER)
+    for got, want in zip((y, dx, dw), _torch(x, w)):
+        _close(got, want)
+    (found,) = measurements
+    assert found.plan == plan
+    for role in ("forward", "input_transpose", "weight_transpose"):
+        timed = found.times[role]
+        assert getattr(plan, role) in timed and all(t is None or t > 0 for t in timed.values())
+    assert "xla-wgrad" in found.times["weight_transpose"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "jtconv" and r.levelno == logging.INFO]
+    assert any("measured 1d 3→2 channels" in m and str(plan) in m for m in messages)
+    stored = json.loads((fresh_cache / "wisdom-v1.json").read_text())
+    (group,) = stored["environments"].values()
+    (entry,) = group["entries"].values()
+    assert Plan.from_dict(entry["plan"]) == plan
+
+
+def test_estimate_mode_never_measures(measurements):
+    x, w = _data()
+    jax.jit(_layer)(x, w)
+    assert jtconv.plan_for(X_SHAPE, W_SHAPE, **LAYER) == jtconv.plan_for(X_SHAPE, W_SHAPE, algorithm="matmul", **LAYER)
+    assert measurements == []
+
+
+def test_a_second_process_reuses_the_plan_without_measuring(fresh_cache):
+    script = textwrap.dedent(
+        f"""
+        import jax, numpy as np, jtconv
+        from jtconv.lowering import measure
+        seen = []
+        measure._listeners.append(seen.append)
+        x = np.ones({X_SHAPE}, np.float32); w = np.ones({W_SHAPE}, np.float32)
+        jax.jit(lambda x, w: jtconv.conv_transpose1d(x, w, stride=2, padding=1))(x, w)
+        print(len(seen), jtconv.plan_for({X_SHAPE}, {W_SHAPE}, stride=2, padding=1))
+        """
+    )
+    env = dict(os.environ, JTCONV_CACHE_DIR=str(fresh_cache), JTCONV_PLANNING="measure")
+
+    def run():
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        count, plan = done.stdout.strip().splitlines()[-1].split(" ", 1)
+        return int(count), plan
+
+    first_count, first_plan = run()
+    second_count, second_plan = run()
+    assert (first_count, second_count) == (1, 0)
+    assert second_plan == first_plan
+
+
+def test_a_corrupt_wisdom_file_is_ignored_with_one_warning(fresh_cache, measurements, caplog):
+    fresh_cache.mkdir(parents=True)
+    (fresh_cache / "wisdom-v1.json").write_text('{"format": "jtconv-wisdom", "version": 1, "environments": {"x": ')
+    x, w = _data(1)
+    with caplog.at_level(logging.WARNING, logger="jtconv"), jtconv.planning("measure"):
+        y = jax.jit(_layer)(x, w)
+    _close(y, _torch(x, w)[0])
+    assert len(measurements) == 1
+    assert sum(r.levelno == logging.WARNING for r in caplog.records if r.name == "jtconv") == 1
+    json.loads((fresh_cache / "wisdom-v1.json").read_text())  # rewritten whole
+
+
+def test_a_stored_plan_the_layer_does_not_support_is_measured_again(measurements, caplog):
+    geom = jtconv.make_geometry(X_SHAPE, W_SHAPE, **LAYER)
+    key = measure.layer_key(geom, X_SHAPE[0], "float32", jax.default_backend())
+    wisdom.record(key, {"plan": Plan("split", "split", "split").to_dict()})  # split cannot express stride 2
+    x, w = _data(2)
+    with caplog.at_level(logging.WARNING, logger="jtconv"), jtconv.planning("measure"):
+        y = jax.jit(_layer)(x, w)
+    _close(y, _torch(x, w)[0])
+    assert len(measurements) == 1 and measurements[0].plan.forward != "split"
+    assert any("measuring it again" in r.getMessage() for r in caplog.records)
+
+
+def test_transformations_measure_once_and_agree(measurements):
+    x, w = _data(3)
+    ws = np.stack([w, 2 * w])
+    with jtconv.planning("measure"):
+        plain = jax.jit(_layer)(x, w)
+        batched = jax.jit(jax.vmap(_layer, in_axes=(0, None)))(x[:, None], w)  # per example: batch 1
+        rematted = jax.jit(jax.grad(lambda w: jnp.sum(jax.checkpoint(_layer)(x, w) ** 2)))(w)
+        scanned, _ = jax.lax.scan(lambda c, w: (c + jnp.sum(_layer(x, w)), None), 0.0, ws)
+        mesh = jax.make_mesh((1,), ("data",))
+        sharded = jax.jit(jax.shard_map(_layer, mesh=mesh, in_specs=(jax.P(), jax.P()), out_specs=jax.P()))(x, w)
+    _close(plain, _torch(x, w)[0])
+    _close(batched[:, 0], _torch(x, w)[0])
+    _close(rematted, _torch(x, w)[2])
+    _close(scanned, _torch(x, w)[0].sum() * 3)
+    _close(sharded, _torch(x, w)[0])
+    layers = {(m.key, str(m.plan)) for m in measurements}
+    keys = [m.key for m in measurements]
+    assert len(keys) == len(set(keys)) == 2  # batch 2 and batch 1: each signature measured once
+    assert len(layers) == 2
+
+
+def test_two_threads_tracing_one_layer_measure_it_once(measurements):
+    x, w = _data(4)
+    results, errors = [], []
+
+    def trace():
+        try:
+            with jtconv.planning("measure"):
+                results.append(jax.jit(lambda x, w: _layer(x, w) * 1.0)(x, w))
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=trace) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(measurements) == 1
+    for y in results:
+        _close(y, _torch(x, w)[0])
+
+
+def test_planning_mode_sources_and_precedence(monkeypatch):
+    assert planning.current_planning() == "estimate"
+    monkeypatch.setenv("JTCONV_PLANNING", "measure")
+    assert planning.current_planning() == "measure"
+    jtconv.set_planning("estimate")
+    assert planning.current_planning() == "estimate"
+    with jtconv.planning("measure"):
+        assert planning.current_planning() == "measure"
+    assert planning.current_planning() == "estimate"
+    jtconv.set_planning(None)
+    monkeypatch.setenv("JTCONV_PLANNING", "fastest")
+    with pytest.raises(ValueError, match="JTCONV_PLANNING must be one of"):
+        planning.current_planning()
+    with pytest.raises(ValueError, match="planning mode must be one of"):
+        jtconv.set_planning("guess")
+    with pytest.raises(ValueError, match="planning mode must be one of"):
+        with jtconv.planning("guess"):
+            pass
+
+
+def test_ties_within_noise_go_to_the_estimate():
+    assert measure._fastest({"a": 1.00, "b": 1.04}, preferred="b") == "b"
+    assert measure._fastest({"a": 1.00, "b": 1.20}, preferred="b") == "a"
+    assert measure._fastest({"a": None, "b": None}, preferred="b") == "b"
+    assert measure._fastest({"a": 2.0, "b": None}, preferred="b") == "a"
+
+
+def test_candidates_over_the_memory_budget_are_skipped(monkeypatch, measurements):
+    monkeypatch.setattr(measure, "MEMORY_BUDGET_BYTES", -1)
+    geom = jtconv.make_geometry(X_SHAPE, W_SHAPE, **LAYER)
+    found = measure.measure(geom, 2, "float32", jax.default_backend())
+    assert all(t is None for role in found.times.values() for t in role.values())
+    assert found.skipped and all("temporaries" in why for why in found.skipped.values())
+    assert found.plan == found.estimate
