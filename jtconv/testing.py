@@ -13,7 +13,8 @@ defined; the test suite and the ``jtconv check`` command both use it.
 * :func:`relative_tolerance` — per-dtype tolerances derived from the
   arithmetic (see its docstring).
 * :func:`assert_matches_torch` — compare any JAX function with any torch
-  function on the same numpy inputs, outputs and (optionally) gradients.
+  function on the same numpy inputs, outputs and (optionally) gradients;
+  :func:`constant` marks inputs that are not differentiated.
 
 torch is imported only inside the functions that need it.
 """
@@ -32,12 +33,14 @@ import numpy as np
 
 __all__ = [
     "Comparison",
+    "Constant",
     "ConvTransposeConfig",
     "LeafComparison",
     "assert_config_matches_torch",
     "assert_matches_torch",
     "check_config",
     "compare_with_torch",
+    "constant",
     "full_precision",
     "jtconv_conv_transpose",
     "make_inputs",
@@ -752,11 +755,38 @@ def full_precision() -> Iterator[None]:
 
 
 @dataclasses.dataclass(frozen=True)
+class Constant:
+    """Marks an input (any pytree) as a constant for :func:`assert_matches_torch`:
+    it reaches both functions unchanged but is not differentiated on either side
+    (torch gets tensors without ``requires_grad``; JAX takes no VJP for it).
+    Made with :func:`constant`."""
+
+    value: Any
+
+
+def constant(value: Any) -> Constant:
+    """Mark ``value`` (an array or a pytree of them, at any depth of the inputs) as
+    not differentiated, e.g. BatchNorm running statistics::
+
+        assert_matches_torch(f, g, {"params": p, "batch_stats": constant(s)}, x, grads=True)
+    """
+    return Constant(value)
+
+
+@dataclasses.dataclass(frozen=True)
 class LeafComparison:
     """Comparison of one output (or gradient) array.
 
-    Passes when shapes are equal and ``|jax − torch| ≤ atol + rtol · scale``
-    everywhere, with ``scale = max|torch|``.
+    Passes when shapes are equal and ``|jax − torch| ≤ atol + rtol · reference``
+    everywhere, with ``reference = max(scale, sibling_scale)``: ``scale =
+    max|torch|`` of this array, and for a gradient ``sibling_scale``, the
+    largest ``max|torch|`` of the gradients of the inputs that share its parent
+    in the input pytree (a layer's kernel and bias; the ``"up.weight"`` and
+    ``"up.bias"`` keys of a flat torch state dict), 0 otherwise.
+
+    ``name`` is ``"output[i]"`` (i-th output leaf) or ``"grad[j]"`` (j-th
+    differentiated input leaf); ``path`` says where that leaf is, e.g.
+    ``"output[0]['hidden']"`` or ``"input[0]['params']['up0']['kernel']"``.
     """
 
     name: str
@@ -773,29 +803,41 @@ class LeafComparison:
     rtol: float
     mismatched: int
     size: int
+    path: str = ""
+    sibling_scale: float = 0.0
 
     @property
     def shape_matches(self) -> bool:
         return self.jax_shape == self.torch_shape
 
     @property
+    def reference_scale(self) -> float:
+        """``max(scale, sibling_scale)``: what ``rtol`` is relative to."""
+        return max(self.scale, self.sibling_scale)
+
+    @property
     def tolerance(self) -> float:
-        """Largest error allowed: ``atol + rtol · scale``."""
-        return self.atol + self.rtol * self.scale
+        """Largest error allowed: ``atol + rtol · reference_scale``."""
+        return self.atol + self.rtol * self.reference_scale
 
     @property
     def relative_error(self) -> float:
-        """``max|jax − torch| / scale`` (0 when both are all zeros)."""
+        """``max|jax − torch| / reference_scale`` (0 when both are all zeros)."""
         if self.max_abs_err == 0:
             return 0.0
-        return self.max_abs_err / self.scale if self.scale > 0 else math.inf
+        return self.max_abs_err / self.reference_scale if self.reference_scale > 0 else math.inf
 
     @property
     def passed(self) -> bool:
         return self.shape_matches and self.mismatched == 0
 
+    @property
+    def label(self) -> str:
+        """``name`` and, when it says more, ``path``: ``"grad[3] (input[0]['b1'])"``."""
+        return self.name if self.path in ("", self.name) else f"{self.name} ({self.path})"
+
     def report(self) -> str:
-        head = f"{self.name}: jax {self.jax_shape} {self.jax_dtype} vs torch {self.torch_shape} {self.torch_dtype}"
+        head = f"{self.label}: jax {self.jax_shape} {self.jax_dtype} vs torch {self.torch_shape} {self.torch_dtype}"
         if not self.shape_matches:
             return f"{head}\n    shape mismatch"
         lines = [head]
@@ -806,9 +848,10 @@ class LeafComparison:
             )
         else:
             lines.append("    (empty arrays)")
+        siblings = f", siblings' max|torch| = {self.sibling_scale:.3g}" if self.sibling_scale > self.scale else ""
         lines.append(
-            f"    scale max|torch| = {self.scale:.3g}, relative error {self.relative_error:.3g}; "
-            f"allowed {self.tolerance:.3g} (atol {self.atol:.3g} + rtol {self.rtol:.3g} · scale); "
+            f"    scale max|torch| = {self.scale:.3g}{siblings}, relative error {self.relative_error:.3g}; "
+            f"allowed {self.tolerance:.3g} (atol {self.atol:.3g} + rtol {self.rtol:.3g} · {self.reference_scale:.3g}); "
             f"{self.mismatched} of {self.size} elements outside"
         )
         return "\n".join(lines)
@@ -833,14 +876,30 @@ class Comparison:
 
     @property
     def max_relative_err(self) -> float:
-        """Largest ``error / scale`` over outputs and gradients."""
+        """Largest ``error / reference_scale`` over outputs and gradients."""
         return max((leaf.relative_error for leaf in self.leaves if leaf.shape_matches), default=0.0)
 
     def leaf(self, name: str) -> LeafComparison:
-        return next(leaf for leaf in self.leaves if leaf.name == name)
+        """The comparison named ``name`` (``"grad[1]"``) or at ``path`` (``"input[0]['w']"``)."""
+        return next(leaf for leaf in self.leaves if name in (leaf.name, leaf.path))
 
     def report(self) -> str:
-        lines = ["JAX and torch results differ" if not self.passed else "JAX and torch results match"]
+        failed = [leaf for leaf in self.leaves if not leaf.passed]
+        if self.passed:
+            lines = ["JAX and torch results match"]
+        elif failed:
+            first = failed[0]
+            detail = (
+                "shape mismatch"
+                if not first.shape_matches
+                else (f"max abs error {first.max_abs_err:.3g} at {first.where} > allowed {first.tolerance:.3g}")
+            )
+            lines = [
+                f"JAX and torch results differ: {len(failed)} of {len(self.leaves)} compared arrays outside "
+                f"tolerance, first {first.label}: {detail}"
+            ]
+        else:
+            lines = ["JAX and torch results differ"]
         if self.structure_error:
             lines.append("  " + self.structure_error)
         for leaf in self.leaves:
@@ -859,6 +918,8 @@ def assert_matches_torch(
     jax_device=None,
     torch_device: str = "cpu",
     jit: bool = True,
+    sibling_scale: bool = True,
+    float64: bool = False,
 ) -> Comparison:
     """Assert that ``jax_fn`` and ``torch_fn`` compute the same thing.
 
@@ -870,8 +931,23 @@ def assert_matches_torch(
 
     With ``grads=True`` the gradients of ``Σ output · cotangent`` (a fixed,
     seeded standard-normal cotangent per floating output) with respect to
-    every floating input are compared the same way (JAX: ``jax.vjp``; torch:
-    ``torch.autograd.grad``; an input torch does not use has gradient 0).
+    every floating input not marked :func:`constant` are compared (JAX:
+    ``jax.vjp``; torch: ``torch.autograd.grad``; an input torch does not use
+    has gradient 0). A gradient's ``rtol`` is relative to the larger of its
+    own ``max|torch|`` and that of its siblings (the gradients of the inputs
+    that share its parent in the input pytree, e.g. a layer's kernel and
+    bias; in a flat torch state dict, the keys of one layer, ``"up.weight"``
+    and ``"up.bias"``; ``sibling_scale=False``: its own only). A parameter whose gradient
+    is analytically zero (a bias before an affine-free normalisation) then
+    compares its float rounding noise against the layer's gradient scale
+    rather than against itself. Top-level inputs have no siblings.
+
+    Inputs at a ReLU kink (a pre-activation within rounding of 0) can flip
+    the derivative between two float32 computations that are both right; the
+    gradient then differs by the whole incoming gradient at that element.
+    ``float64=True`` runs both sides in float64 (floating inputs cast, JAX
+    with x64 enabled), where such a flip needs a pre-activation within
+    about 1e-16 of 0: compare gradients of ReLU models that way.
 
     Defaults: ``rtol = relative_tolerance(dtype)`` of each leaf's dtype (the
     lower precision of the two sides), ``atol = 0``. Comparisons run under
@@ -883,10 +959,14 @@ def assert_matches_torch(
       The :class:`Comparison` (useful for its error figures).
 
     Raises:
-      AssertionError: with a report of every mismatching leaf: max absolute
-        error and its index, both values there, shapes, dtypes, the scale and
-        the tolerance; also for a shape or structure mismatch.
+      AssertionError: whose first line names the first differing output or
+        gradient (and its place in the pytrees), the largest error, its index
+        and the tolerance, followed by the report of every compared array:
+        both values at the worst index, shapes, dtypes, scales, the tolerance
+        and how many elements are outside it; also for a shape or structure
+        mismatch.
     """
+
     def tolerance(name: str, dtype: np.dtype) -> float:
         return relative_tolerance(dtype) if rtol is None else rtol
 
@@ -900,10 +980,40 @@ def assert_matches_torch(
         jax_device=jax_device,
         torch_device=torch_device,
         jit=jit,
+        sibling_scale=sibling_scale,
+        float64=float64,
     )
     if not comparison.passed:
         raise AssertionError(comparison.report())
     return comparison
+
+
+def _input_leaves(inputs: Sequence[Any]) -> tuple[list[Any], list[tuple], list[bool], Any]:
+    """``(leaves, key paths, constant marks, treedef)`` of the inputs, with every
+    :class:`Constant` replaced by its value and its leaves marked."""
+
+    def is_constant(value) -> bool:
+        return isinstance(value, Constant)
+
+    outer, outer_def = jax.tree_util.tree_flatten(list(inputs), is_leaf=is_constant)
+    stripped = [leaf.value if is_constant(leaf) else leaf for leaf in outer]
+    marks = []
+    for leaf, value in zip(outer, stripped):
+        mark = is_constant(leaf)
+        marks.append(jax.tree_util.tree_map(lambda _, mark=mark: mark, value))
+    tree = jax.tree_util.tree_unflatten(outer_def, stripped)
+    with_paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    constant_marks = treedef.flatten_up_to(jax.tree_util.tree_unflatten(outer_def, marks))
+    return (
+        [leaf for _, leaf in with_paths],
+        [path for path, _ in with_paths],
+        [bool(c) for c in constant_marks],
+        treedef,
+    )
+
+
+def _input_path_text(path: tuple) -> str:
+    return "input" + jax.tree_util.keystr(path)
 
 
 def compare_with_torch(
@@ -917,54 +1027,65 @@ def compare_with_torch(
     torch_device: str = "cpu",
     jit: bool = True,
     seed: int = 0,
+    sibling_scale: bool = True,
+    float64: bool = False,
 ) -> Comparison:
     """Run both functions on ``inputs`` and compare; returns a :class:`Comparison`.
 
     ``tolerance(name, dtype)`` gives the relative tolerance of each leaf
-    (``"output[i]"``, ``"grad[j]"`` for the j-th floating input leaf);
+    (``"output[i]"``, ``"grad[j]"`` for the j-th differentiated input leaf);
     default :func:`relative_tolerance`. ``jax_fn`` (with its VJP when
     ``grads``) runs as one ``jax.jit`` program unless ``jit=False``. See
-    :func:`assert_matches_torch`.
+    :func:`assert_matches_torch` (constants, ``sibling_scale``, ``float64``).
     """
     import torch
 
     tolerance = tolerance or (lambda name, dtype: relative_tolerance(dtype))
-    leaves, treedef = jax.tree_util.tree_flatten(list(inputs))
-    floating = [i for i, leaf in enumerate(leaves) if _is_floating_array(leaf)]
-    jax_leaves = [_to_jax(leaf, jax_device) for leaf in leaves]
-    torch_leaves = [_to_torch(leaf, torch_device) for leaf in leaves]
-    float_args = [jax_leaves[i] for i in floating]
-    torch_float_args = [torch_leaves[i] for i in floating]
-    if grads:
-        for tensor in torch_float_args:
+    leaves, paths, constant_marks, treedef = _input_leaves(inputs)
+    if float64:
+        leaves = [np.asarray(leaf, np.float64) if _is_floating_array(leaf) else leaf for leaf in leaves]
+    x64 = jax.enable_x64(True) if float64 else contextlib.nullcontext()
+    with x64:
+        arrays = [i for i, leaf in enumerate(leaves) if _is_floating_array(leaf)]
+        differentiated = [i for i in arrays if not constant_marks[i]] if grads else []
+        fixed = [i for i in arrays if i not in differentiated]
+        jax_leaves = [_to_jax(leaf, jax_device) for leaf in leaves]
+        torch_leaves = [_to_torch(leaf, torch_device) for leaf in leaves]
+        torch_differentiated = [torch_leaves[i] for i in differentiated]
+        for tensor in torch_differentiated:
             tensor.requires_grad_(True)
 
-    def jax_call(*float_leaves):
-        current = list(jax_leaves)
-        for i, leaf in zip(floating, float_leaves):
-            current[i] = leaf
-        return jax_fn(*jax.tree_util.tree_unflatten(treedef, current))
+        def jax_call(float_leaves, fixed_leaves):
+            current = list(jax_leaves)
+            for i, leaf in zip(differentiated, float_leaves):
+                current[i] = leaf
+            for i, leaf in zip(fixed, fixed_leaves):
+                current[i] = leaf
+            return jax_fn(*jax.tree_util.tree_unflatten(treedef, current))
 
-    with full_precision(), _jax_device_scope(jax_device):
-        if grads:
-            cotangents = _cotangents(jax.eval_shape(jax_call, *float_args), seed)
+        float_args = [jax_leaves[i] for i in differentiated]
+        fixed_args = [jax_leaves[i] for i in fixed]
+        with full_precision(), _jax_device_scope(jax_device):
+            if grads:
+                cotangents = _cotangents(jax.eval_shape(jax_call, float_args, fixed_args), seed)
 
-            def forward_and_vjp(float_leaves, cotangent_leaves):
-                def float_outputs(*args):
-                    out = jax_call(*args)
-                    return [leaf for leaf in jax.tree_util.tree_leaves(out) if _is_inexact(leaf)], out
+                def forward_and_vjp(float_leaves, fixed_leaves, cotangent_leaves):
+                    def float_outputs(float_leaves):
+                        out = jax_call(float_leaves, fixed_leaves)
+                        return [leaf for leaf in jax.tree_util.tree_leaves(out) if _is_inexact(leaf)], out
 
-                _, vjp, out = jax.vjp(float_outputs, *float_leaves, has_aux=True)
-                return out, vjp(cotangent_leaves)
+                    _, vjp, out = jax.vjp(float_outputs, float_leaves, has_aux=True)
+                    return out, vjp(cotangent_leaves)[0]
 
-            run = jax.jit(forward_and_vjp) if jit else forward_and_vjp
-            jax_out, jax_grads = run(float_args, [jax.device_put(c, jax_device) for c in cotangents])
-        else:
-            jax_out = (jax.jit(jax_call) if jit else jax_call)(*float_args)
-        with torch.set_grad_enabled(grads):
-            torch_out = torch_fn(*jax.tree_util.tree_unflatten(treedef, torch_leaves))
+                run = jax.jit(forward_and_vjp) if jit else forward_and_vjp
+                jax_out, jax_grads = run(float_args, fixed_args, [jax.device_put(c, jax_device) for c in cotangents])
+            else:
+                jax_out = (jax.jit(jax_call) if jit else jax_call)(float_args, fixed_args)
+            with torch.set_grad_enabled(grads):
+                torch_out = torch_fn(*jax.tree_util.tree_unflatten(treedef, torch_leaves))
 
-    jax_out_leaves, jax_tree = jax.tree_util.tree_flatten(jax_out)
+    jax_with_paths, jax_tree = jax.tree_util.tree_flatten_with_path(jax_out)
+    jax_out_leaves = [leaf for _, leaf in jax_with_paths]
     torch_out_leaves, torch_tree = jax.tree_util.tree_flatten(torch_out)
     if len(jax_out_leaves) != len(torch_out_leaves):
         return Comparison(
@@ -972,17 +1093,50 @@ def compare_with_torch(
             f"output structures differ: jax returns {jax_tree} ({len(jax_out_leaves)} arrays), "
             f"torch returns {torch_tree} ({len(torch_out_leaves)} arrays)",
         )
+    output_paths = ["output" + (jax.tree_util.keystr(path) or "[0]") for path, _ in jax_with_paths]
     compared = [
-        _compare_leaf(f"output[{i}]", a, b, tolerance, atol)
-        for i, (a, b) in enumerate(zip(jax_out_leaves, torch_out_leaves))
+        _compare_leaf(f"output[{i}]", a, b, tolerance, atol, path=path)
+        for i, (a, b, path) in enumerate(zip(jax_out_leaves, torch_out_leaves, output_paths))
     ]
     if grads and all(leaf.shape_matches for leaf in compared):
-        torch_grads = _torch_gradients(jax_out_leaves, torch_out_leaves, torch_float_args, cotangents)
+        torch_grads = _torch_gradients(jax_out_leaves, torch_out_leaves, torch_differentiated, cotangents)
+        grad_paths = [paths[i] for i in differentiated]
+        siblings = _sibling_scales(grad_paths, torch_grads) if sibling_scale else [0.0] * len(grad_paths)
         compared += [
-            _compare_leaf(f"grad[{j}]", a, b, tolerance, atol)
+            _compare_leaf(
+                f"grad[{j}]", a, b, tolerance, atol, path=_input_path_text(grad_paths[j]), sibling_scale=siblings[j]
+            )
             for j, (a, b) in enumerate(zip(jax_grads, torch_grads))
         ]
     return Comparison(tuple(compared))
+
+
+def _sibling_scales(paths: Sequence[tuple], gradients: Sequence[Any]) -> list[float]:
+    """For each gradient, the largest ``max|torch|`` among the gradients whose
+    inputs share its parent (:func:`_parent`; 0 for a top-level input)."""
+    parents = [_parent(path) for path in paths]
+    scales = [_max_abs(g) for g in gradients]
+    by_parent: dict[tuple, float] = {}
+    for parent, scale in zip(parents, scales):
+        if parent is not None:
+            by_parent[parent] = max(by_parent.get(parent, 0.0), scale)
+    return [0.0 if parent is None else by_parent[parent] for parent in parents]
+
+
+def _parent(path: tuple) -> tuple | None:
+    """The layer a leaf belongs to: its path without the last key, or, for a
+    dotted string key (torch state-dict naming, ``"up2.bias"``), with the
+    key's layer part (``"up2"``) in its place. ``None`` for a top-level input."""
+    last = path[-1]
+    if isinstance(last, jax.tree_util.DictKey) and isinstance(last.key, str) and "." in last.key:
+        return (*path[:-1], last.key.rsplit(".", 1)[0])
+    return path[:-1] if len(path) > 1 else None
+
+
+def _max_abs(tensor) -> float:
+    values = tensor.detach().cpu().double().numpy() if hasattr(tensor, "detach") else np.asarray(tensor, np.float64)
+    finite = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    return float(np.max(np.abs(finite))) if finite.size else 0.0
 
 
 def _is_inexact(value) -> bool:
@@ -1018,7 +1172,9 @@ def _torch_gradients(jax_out_leaves, torch_out_leaves, torch_inputs, cotangents)
     return [torch.zeros_like(x) if g is None else g for g, x in zip(gradients, torch_inputs)]
 
 
-def _compare_leaf(name: str, jax_value, torch_value, tolerance, atol: float) -> LeafComparison:
+def _compare_leaf(
+    name: str, jax_value, torch_value, tolerance, atol: float, path: str = "", sibling_scale: float = 0.0
+) -> LeafComparison:
     import torch
 
     actual = np.asarray(jax_value)
@@ -1040,20 +1196,30 @@ def _compare_leaf(name: str, jax_value, torch_value, tolerance, atol: float) -> 
         rtol=rtol,
         atol=atol,
         size=int(expected.size),
+        path=path,
+        sibling_scale=sibling_scale,
     )
     if actual.shape != expected.shape:
         return LeafComparison(
-            **common, max_abs_err=math.inf, where=None, jax_value=None, torch_value=None, scale=0.0, mismatched=int(expected.size)
+            **common,
+            max_abs_err=math.inf,
+            where=None,
+            jax_value=None,
+            torch_value=None,
+            scale=0.0,
+            mismatched=int(expected.size),
         )
     a = actual.astype(np.float64)
     b = expected.astype(np.float64)
     if a.size == 0:
-        return LeafComparison(**common, max_abs_err=0.0, where=None, jax_value=None, torch_value=None, scale=0.0, mismatched=0)
+        return LeafComparison(
+            **common, max_abs_err=0.0, where=None, jax_value=None, torch_value=None, scale=0.0, mismatched=0
+        )
     error = np.abs(a - b)
     error = np.where(np.isnan(a) & np.isnan(b), 0.0, np.where(np.isnan(error), np.inf, error))
     scale = float(np.max(np.abs(np.nan_to_num(b, nan=0.0, posinf=0.0, neginf=0.0))))
     where = np.unravel_index(int(np.argmax(error)), error.shape)
-    allowed = atol + rtol * scale
+    allowed = atol + rtol * max(scale, sibling_scale)
     return LeafComparison(
         **common,
         max_abs_err=float(error[where]),

@@ -183,3 +183,128 @@ def test_full_precision_disables_tf32_and_restores():
         assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
         assert jax.config.jax_default_matmul_precision == "highest"
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+
+
+# --- constants, sibling scales, float64, messages ----------------------------------------------
+
+
+def _batch_norm_model():
+    rng = np.random.default_rng(7)
+    params = {
+        "w": rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3,
+        "scale": 1 + 0.1 * rng.standard_normal(3).astype(np.float32),
+        "bias": 0.1 * rng.standard_normal(3).astype(np.float32),
+    }
+    stats = {"mean": 0.1 * rng.standard_normal(3).astype(np.float32), "var": 0.5 + rng.random(3).astype(np.float32)}
+    x = rng.standard_normal((2, 4, 3, 3)).astype(np.float32)
+
+    def jax_fn(variables, x):
+        p, s = variables["params"], variables["batch_stats"]
+        y = jtconv.conv_transpose2d(x, p["w"], stride=2)
+        shape = (1, -1, 1, 1)
+        normed = (y - s["mean"].reshape(shape)) / jnp.sqrt(s["var"].reshape(shape) + 1e-5)
+        return normed * p["scale"].reshape(shape) + p["bias"].reshape(shape)
+
+    def torch_fn(variables, x):
+        p, s = variables["params"], variables["batch_stats"]
+        y = torch.nn.functional.conv_transpose2d(x, p["w"], stride=2)
+        return torch.nn.functional.batch_norm(y, s["mean"], s["var"], p["scale"], p["bias"], training=False, eps=1e-5)
+
+    return jax_fn, torch_fn, params, stats, x
+
+
+def test_constant_inputs_are_not_differentiated_on_either_side():
+    jax_fn, torch_fn, params, stats, x = _batch_norm_model()
+    with pytest.raises(RuntimeError, match="not differentiable"):  # what torch says without constants
+        testing.assert_matches_torch(jax_fn, torch_fn, {"params": params, "batch_stats": stats}, x, grads=True)
+    comparison = testing.assert_matches_torch(
+        jax_fn, torch_fn, {"params": params, "batch_stats": testing.constant(stats)}, x, grads=True
+    )
+    paths = [leaf.path for leaf in comparison.leaves if leaf.name.startswith("grad")]
+    assert paths == ["input[0]['params']['bias']", "input[0]['params']['scale']", "input[0]['params']['w']", "input[1]"]
+    # A wrong statistic on the JAX side is still caught, in the outputs.
+    wrong = {**stats, "mean": stats["mean"] + 1e-2}
+    with pytest.raises(AssertionError, match=r"first output\[0\]"):
+        testing.assert_matches_torch(
+            lambda v, x: jax_fn({"params": v["params"], "batch_stats": wrong}, x),
+            torch_fn,
+            {"params": params, "batch_stats": testing.constant(stats)},
+            x,
+            grads=True,
+        )
+
+
+def _bias_before_instance_norm():
+    """A conv bias followed by an affine-free InstanceNorm: its gradient is analytically 0,
+    so both sides return rounding noise."""
+    rng = np.random.default_rng(11)
+    params = {
+        "up": {
+            "kernel": rng.standard_normal((3, 4, 3, 3)).astype(np.float32),
+            "bias": rng.standard_normal(4).astype(np.float32),
+        }
+    }
+    x = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+
+    def jax_fn(params, x):
+        y = jtconv.conv_transpose2d(x, params["up"]["kernel"], params["up"]["bias"], stride=2)
+        mean = y.mean(axis=(2, 3), keepdims=True)
+        return (y - mean) / jnp.sqrt(y.var(axis=(2, 3), keepdims=True) + 1e-5)
+
+    def torch_fn(params, x):
+        y = torch.nn.functional.conv_transpose2d(x, params["up"]["kernel"], params["up"]["bias"], stride=2)
+        return torch.nn.functional.instance_norm(y, eps=1e-5)
+
+    return jax_fn, torch_fn, params, x
+
+
+def test_gradient_tolerance_is_relative_to_sibling_gradients():
+    jax_fn, torch_fn, params, x = _bias_before_instance_norm()
+    comparison = testing.assert_matches_torch(jax_fn, torch_fn, params, x, grads=True)
+    bias = comparison.leaf("input[0]['up']['bias']")
+    kernel = comparison.leaf("input[0]['up']['kernel']")
+    assert bias.scale < 1e-3 * kernel.scale  # rounding noise only
+    assert bias.sibling_scale == kernel.scale and bias.reference_scale == kernel.scale
+    assert comparison.leaf("input[1]").sibling_scale == 0.0  # top-level inputs have no siblings
+    own_only = testing.compare_with_torch(jax_fn, torch_fn, params, x, grads=True, sibling_scale=False)
+    assert not own_only.leaf("input[0]['up']['bias']").passed
+    assert "siblings' max|torch|" in bias.report()
+
+
+def test_float64_compares_gradients_away_from_relu_kinks():
+    """(a + b) + c and (a + c) + b are both right, but in float32 one rounds to 0 and the
+    other to 3e-8: ReLU's derivative flips at that element. float64 keeps both at 3e-8."""
+    a = np.array([1.0, 0.5], np.float32)
+    b = np.array([3e-8, 0.25], np.float32)
+    c = np.array([-1.0, 0.5], np.float32)
+
+    def jax_fn(a, b, c):
+        return jax.nn.relu((a + b) + c)
+
+    def torch_fn(a, b, c):
+        return torch.relu((a + c) + b)
+
+    with pytest.raises(AssertionError) as info:
+        testing.assert_matches_torch(jax_fn, torch_fn, a, b, c, grads=True)
+    first_line = str(info.value).splitlines()[0]
+    assert "first grad[0] (input[0])" in first_line and "at (0,)" in first_line and "allowed" in first_line
+    comparison = testing.assert_matches_torch(jax_fn, torch_fn, a, b, c, grads=True, float64=True)
+    assert {leaf.jax_dtype for leaf in comparison.leaves} == {"float64"}
+    assert not jax.config.jax_enable_x64
+
+
+def test_report_names_the_output_path_and_the_tolerance():
+    def jax_fn(x):
+        return {"a": x * 2, "b": (x + 1, x * 3)}
+
+    def torch_fn(x):
+        return {"a": x * 2, "b": (x + 1, x * 3.001)}
+
+    with pytest.raises(AssertionError) as info:
+        testing.assert_matches_torch(jax_fn, torch_fn, np.arange(4, dtype=np.float32))
+    report = str(info.value)
+    assert report.splitlines()[0].startswith(
+        "JAX and torch results differ: 1 of 3 compared arrays outside tolerance, first output[2] (output['b'][1])"
+    )
+    assert "max abs error 0.003 at index (3,): jax 9.0 vs torch 9.003" in report
+    assert "allowed 9e-05 (atol 0 + rtol 1e-05 · 9)" in report
