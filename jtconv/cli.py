@@ -12,6 +12,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from jtconv import __version__
+
 COMMANDS: dict[str, str] = {
     "check": "jtconv.commands.check",
     "explain": "jtconv.commands.explain",
@@ -28,6 +30,7 @@ class _ArgumentParser(argparse.ArgumentParser):
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The ``jtconv`` parser; with ``command``, only that subcommand's module is imported."""
     parser = _ArgumentParser(prog="jtconv", description="PyTorch-exact transposed convolution for JAX.")
+    parser.add_argument("--version", action="version", version=f"jtconv {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_ArgumentParser)
     for name, module_name in COMMANDS.items():
         if command in COMMANDS and name != command:

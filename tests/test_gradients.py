@@ -15,9 +15,12 @@ import torch
 import jtconv
 from jtconv import testing
 
+import tiers
+
 GRADIENT_SEED = 31337
 CONFIGS = testing.sweep_configs(60, seed=GRADIENT_SEED, invalid_probability=0.0)
 CHUNK = 10
+QUICK_SAMPLE = 4  # configurations per lowering in the quick tier (tests/tiers.py)
 
 NAMED = {
     "4x4-tutorial": testing.ConvTransposeConfig((1, 1, 4, 4), (1, 1, 4, 4), stride=2, padding=1),
@@ -39,10 +42,11 @@ def test_named_gradients_match_torch(name, algorithm):
 
 
 @pytest.mark.parametrize("algorithm", jtconv.ALGORITHMS)
-@pytest.mark.parametrize("chunk", range(len(CONFIGS) // CHUNK))
+@pytest.mark.parametrize("chunk", tiers.chunks(len(CONFIGS), CHUNK, quick=QUICK_SAMPLE), ids=str)
 def test_gradient_sweep_matches_torch(chunk, algorithm):
     failures = []
-    for config in CONFIGS[chunk * CHUNK : (chunk + 1) * CHUNK]:
+    indices = chunk.indices(salt=algorithm)
+    for config in (CONFIGS[i] for i in indices):
         result = testing.check_config(config, algorithm=algorithm, grads=True)
         if not result.passed:
             failures.append(result.report())
@@ -50,7 +54,10 @@ def test_gradient_sweep_matches_torch(chunk, algorithm):
             expected = 2 + (config.bias_shape is not None)
             grads = [leaf for leaf in result.comparison.leaves if leaf.name.startswith("grad")]
             assert len(grads) == expected, f"{config.label()}: compared {len(grads)} gradients, expected {expected}"
-    assert not failures, f"{len(failures)} of {CHUNK} gradient checks differ from torch:\n" + "\n".join(failures)
+    assert not failures, (
+        f"{len(failures)} of {len(indices)} gradient checks differ from torch ({chunk.reproducer()}):\n"
+        + "\n".join(failures)
+    )
 
 
 @pytest.mark.parametrize("algorithm", jtconv.ALGORITHMS)
@@ -88,7 +95,10 @@ def test_gradient_check_catches_a_wrong_weight_gradient():
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
     w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
-    torch_fn = lambda x, w: torch.nn.functional.conv_transpose2d(x, w, stride=2)  # noqa: E731
+
+    def torch_fn(x, w):
+        return torch.nn.functional.conv_transpose2d(x, w, stride=2)
+
     testing.assert_matches_torch(wrong, torch_fn, x, w)
     with pytest.raises(AssertionError, match=r"grad\[1\]"):
         testing.assert_matches_torch(wrong, torch_fn, x, w, grads=True)

@@ -20,11 +20,14 @@ from jtconv import testing
 from jtconv.geometry import make_geometry
 from jtconv.lowering import split
 from jtconv.testing import ConvTransposeConfig
+
+import tiers
 from lowering_checks import assert_second_order_and_jvp_match_reference, assert_vmap_over_weights_matches_a_loop
 
 SPLIT_SEED = 777
 SPLIT_COUNT = 120
 CHUNK = 20
+QUICK_SAMPLE = 10  # configurations in the quick tier (tests/tiers.py)
 
 
 def _split_configs(count: int, seed: int) -> list[ConvTransposeConfig]:
@@ -69,14 +72,18 @@ def test_the_drawn_layers_are_split_ones():
         assert split.supports(geom), config.label()
 
 
-@pytest.mark.parametrize("chunk", range(SPLIT_COUNT // CHUNK))
+@pytest.mark.parametrize("chunk", tiers.chunks(SPLIT_COUNT, CHUNK, quick=QUICK_SAMPLE), ids=str)
 def test_split_values_and_gradients_match_torch(chunk):
     failures = []
-    for config in CONFIGS[chunk * CHUNK : (chunk + 1) * CHUNK]:
+    indices = chunk.indices(salt="split")
+    for config in (CONFIGS[i] for i in indices):
         result = testing.check_config(config, algorithm="split", grads=True)
         if not result.passed:
             failures.append(result.report())
-    assert not failures, f"{len(failures)} of {CHUNK} split checks differ from torch:\n" + "\n".join(failures)
+    assert not failures, (
+        f"{len(failures)} of {len(indices)} split checks differ from torch ({chunk.reproducer()}):\n"
+        + "\n".join(failures)
+    )
 
 
 def _layer(algorithm: str):

@@ -4,8 +4,9 @@ Torch accepts → same shape and values within ``relative_tolerance`` (float32:
 ``1e-5 · max|torch|``); torch rejects → jtconv raises ``ValueError`` before
 XLA. About 15% of the configurations request an ``output_size`` (compared
 with ``nn.ConvTransposeNd.forward(x, output_size=...)``) and about 10% break
-one of torch's rules. The sweep is split into chunks so pytest-xdist can
-share it out.
+one of torch's rules. The full tier (``--full``) checks all of them, in chunks
+that pytest-xdist shares out; the quick tier checks a seeded sample of
+``QUICK_SAMPLE`` per lowering (``tests/tiers.py``).
 """
 
 from __future__ import annotations
@@ -19,21 +20,28 @@ import torch
 import jtconv
 from jtconv import testing
 
+import tiers
+
 SWEEP_SEED = 20240501
 SWEEP_SIZE = 2000
 CHUNK = 100
+QUICK_SAMPLE = 40
 CONFIGS = testing.sweep_configs(SWEEP_SIZE, seed=SWEEP_SEED)
 
 
 @pytest.mark.parametrize("algorithm", jtconv.ALGORITHMS)
-@pytest.mark.parametrize("chunk", range(SWEEP_SIZE // CHUNK))
+@pytest.mark.parametrize("chunk", tiers.chunks(SWEEP_SIZE, CHUNK, quick=QUICK_SAMPLE), ids=str)
 def test_sweep_matches_torch(chunk, algorithm):
     failures = []
-    for config in CONFIGS[chunk * CHUNK : (chunk + 1) * CHUNK]:
-        result = testing.check_config(config, algorithm=algorithm)
+    indices = chunk.indices(salt=algorithm)
+    for i in indices:
+        result = testing.check_config(CONFIGS[i], algorithm=algorithm)
         if not result.passed:
-            failures.append(result.report())
-    assert not failures, f"{len(failures)} of {CHUNK} configurations differ from torch:\n" + "\n".join(failures[:10])
+            failures.append(f"[{i}] {result.report()}")
+    assert not failures, (
+        f"{len(failures)} of {len(indices)} configurations differ from torch ([i]: index in CONFIGS;"
+        f" {chunk.reproducer()}):\n" + "\n".join(failures[:10])
+    )
 
 
 def _coverage() -> collections.Counter:
