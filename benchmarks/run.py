@@ -31,16 +31,17 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import harness
 import jax
 import jax.numpy as jnp
 import numpy as np
-from random_layers import random_layers
-from shapes import SUITES, BenchShape, select_shapes
 
 import jtconv
 from jtconv.cpu_memory import retain_freed_memory
 from jtconv.testing import relative_tolerance
+
+import harness
+from random_layers import random_layers
+from shapes import SUITES, BenchShape, select_shapes
 
 PASSES = ("forward", "fwd+bwd")
 
@@ -220,22 +221,34 @@ def jtconv_candidates(problem: Problem, algorithms: Sequence[str]) -> list[Candi
     shape = problem.shape
     args = tuple(jnp.asarray(a) for a in (problem.x, problem.w, problem.b) if a is not None)
     ct = jnp.asarray(problem.cotangent)
-    geom = jtconv.make_geometry(shape.x_shape, shape.w_shape, **shape.torch_kwargs)
-    chosen = jtconv.choose_algorithm(geom, jax.default_backend(), batch=shape.x_shape[0])
+    chosen = jtconv.plan_for(shape.x_shape, shape.w_shape, **shape.torch_kwargs)
     candidates = []
     for algorithm in algorithms:
         name = f"jtconv[{algorithm}]"
+        mode = "measure" if algorithm == "measure" else "estimate"
+        tuning_s = None
+        if algorithm == "measure":
+            start = time.perf_counter()
+            with jtconv.planning("measure"):
+                measured = jtconv.plan_for(shape.x_shape, shape.w_shape, **shape.torch_kwargs)
+            tuning_s = time.perf_counter() - start
 
-        def fn(x, w, b=None, _algorithm=algorithm):
-            return jtconv.conv_transpose(x, w, b, **shape.torch_kwargs, algorithm=_algorithm)
+        def fn(x, w, b=None, _algorithm=algorithm, _mode=mode):
+            with jtconv.planning(_mode):
+                return jtconv.conv_transpose(
+                    x, w, b, **shape.torch_kwargs, algorithm="auto" if _algorithm == "measure" else _algorithm
+                )
 
         try:
             candidate = jax_candidate(name, "jtconv", fn, args, ct, _np, lambda g: tuple(map(_np, g)), problem.loss)
         except Exception as error:  # noqa: BLE001 - reported as a failed row
             candidate = Candidate(name, "jtconv", unavailable=f"error: {type(error).__name__}: {error}")
-        candidate.lowering = chosen if algorithm == "auto" else algorithm
+        candidate.lowering = str(chosen) if algorithm == "auto" else algorithm
         if algorithm == "auto":
             candidate.note = f"→ {chosen}"
+        if algorithm == "measure":
+            candidate.lowering = str(measured)
+            candidate.note = f"→ {measured} (tuned in {tuning_s:.1f} s)"
         candidates.append(candidate)
     return candidates
 
@@ -329,8 +342,13 @@ def flax_candidate(problem: Problem) -> Candidate:
         use_bias=shape.bias,
         transpose_kernel=True,
     )
-    to_channels_last = lambda a: np.moveaxis(a, 1, -1)  # noqa: E731
-    to_channels_first = lambda a: np.moveaxis(np.asarray(a), -1, 1)  # noqa: E731
+
+    def to_channels_last(a):
+        return np.moveaxis(a, 1, -1)
+
+    def to_channels_first(a):
+        return np.moveaxis(np.asarray(a), -1, 1)
+
     # torch (Cin, Cout, *K) -> flax (*K, Cout, Cin): "HWIO" with I = Cout, O = Cin before the swap.
     kernel_axes = (*range(2, n + 2), 1, 0)
     params = {"kernel": jnp.asarray(np.transpose(problem.w, kernel_axes))}
@@ -413,7 +431,13 @@ def measure_pass(
     calls, call_s = {}, {}
     for candidate in candidates:
         row = Row(
-            shape.name, pass_name, candidate.name, candidate.kind, "ok", note=candidate.note, lowering=candidate.lowering
+            shape.name,
+            pass_name,
+            candidate.name,
+            candidate.kind,
+            "ok",
+            note=candidate.note,
+            lowering=candidate.lowering,
         )
         rows[candidate.name] = row
         if candidate.unavailable:
@@ -606,7 +630,8 @@ def _busy_note(machine: dict) -> str:
 def machine_lines(machine: dict, matmul: dict[str, float], settings: argparse.Namespace) -> list[str]:
     devices = ", ".join(machine["jax_devices"])
     return [
-        f"CPU: {machine['cpu']} ({machine['usable_cores']} usable of {machine['cpu_cores']} cores); {machine['platform']}",
+        f"CPU: {machine['cpu']} ({machine['usable_cores']} usable of {machine['cpu_cores']} cores);"
+        f" {machine['platform']}",
         f"load average (1 min): {machine['load_average_start']} at start, {machine.get('load_average_end')} at end"
         + _busy_note(machine),
         f"jax {machine['jax']}, jaxlib {machine['jaxlib']}, flax {machine['flax']}, torch {machine['torch']}, "
@@ -718,7 +743,7 @@ def _names(text: str) -> list[str]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    algorithms = ("auto", *jtconv.ALGORITHMS)
+    algorithms = ("auto", *jtconv.ALGORITHMS, "measure")
     parser = argparse.ArgumentParser(
         description="Time jtconv, torch and the JAX status quo on the transposed-convolution suite."
     )
@@ -744,7 +769,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"comma-separated subset of: {', '.join(s.name for suite in SUITES.values() for s in suite)}",
     )
     parser.add_argument(
-        "--algorithms", type=_names, default=None, help=f"comma-separated jtconv algorithms (default all: {', '.join(algorithms)})"
+        "--algorithms",
+        type=_names,
+        default=None,
+        help=f"comma-separated jtconv algorithms (default all: {', '.join(algorithms)})",
     )
     parser.add_argument(
         "--status-quo",
@@ -757,7 +785,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--warmup", type=int, default=None, help="warm-up calls per candidate after verification (default 1, --quick 0)"
     )
     parser.add_argument(
-        "--min-sample-ms", type=float, default=None, help="repeat fast calls until a sample lasts this long (default 20, --quick 5)"
+        "--min-sample-ms",
+        type=float,
+        default=None,
+        help="repeat fast calls until a sample lasts this long (default 20, --quick 5)",
     )
     parser.add_argument(
         "--budget-s",
@@ -771,7 +802,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="make glibc keep freed memory (no per-call page faults on >32 MiB temporaries; see the README)",
     )
-    parser.add_argument("--matmul-size", type=int, default=2048, help="n of the n³ fp32 matmul reference (default 2048)")
+    parser.add_argument(
+        "--matmul-size", type=int, default=2048, help="n of the n³ fp32 matmul reference (default 2048)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random data")
     parser.add_argument(
         "--loss",
@@ -779,6 +812,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="dot",
         help="fwd+bwd loss: 'dot' = sum(y·c) for a fixed random c (default), 'square' = sum(y²)/2, "
         "whose backward reads the forward's output",
+    )
+    parser.add_argument(
+        "--planning",
+        choices=("estimate", "measure"),
+        default="estimate",
+        help="'measure' adds jtconv[measure]: the plan measured planning picks (timed on this machine first, "
+        "its tuning time in the note) beside auto (the estimate)",
     )
     parser.add_argument("--json", metavar="FILE", help="write every number to FILE as JSON")
     parser.add_argument("--markdown", metavar="FILE", help="write the tables to FILE as markdown")
@@ -803,7 +843,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             args.shape_list = select_shapes(args.shapes, args.suite)
     except ValueError as error:
         parser.error(str(error))
-    chosen = args.algorithms or list(algorithms)
+    chosen = args.algorithms or [a for a in algorithms if a != "measure"]
+    if args.planning == "measure" and "measure" not in chosen:
+        chosen = [*chosen, "measure"]
     unknown = [a for a in chosen if a not in algorithms]
     if unknown:
         parser.error(f"--algorithms: unknown {unknown}; choose from {list(algorithms)}")
@@ -865,7 +907,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f.write(markdown_report(rows, summary, machine, matmul, settings))
     if settings.json:
         with open(settings.json, "w") as f:
-            json.dump(_json_safe(json_report(rows, summary, machine, matmul, settings, settings.shape_list)), f, indent=1)
+            report = json_report(rows, summary, machine, matmul, settings, settings.shape_list)
+            json.dump(_json_safe(report), f, indent=1)
     failures = [r for r in rows if r.status in ("WRONG", "error")]
     for row in failures:
         print(f"FAILED: {row.candidate} on {row.shape} ({row.pass_name}): {row.note}", file=sys.stderr)

@@ -17,6 +17,7 @@ from jtconv import __version__
 COMMANDS: dict[str, str] = {
     "check": "jtconv.commands.check",
     "explain": "jtconv.commands.explain",
+    "tune": "jtconv.commands.tune",
 }
 
 

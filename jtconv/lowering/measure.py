@@ -59,9 +59,12 @@ COMPILE_BUDGET_SECONDS = 20.0
 
 MIN_RUNS = 3
 MAX_RUNS = 15
-TARGET_SECONDS = 0.25
+TARGET_SECONDS = 0.1
+HOPELESS_FACTOR = 3.0
 """Each candidate runs at least :data:`MIN_RUNS` times and at most
-:data:`MAX_RUNS`, stopping once its runs add up to :data:`TARGET_SECONDS`."""
+:data:`MAX_RUNS`, stopping once its runs add up to :data:`TARGET_SECONDS`;
+one whose warm-up call already took :data:`HOPELESS_FACTOR` times the best
+median of its role keeps that call's time and is not run again."""
 
 _lock = threading.RLock()
 _plans: dict[str, Plan] = {}
@@ -168,7 +171,8 @@ def measure(
             for name in methods_for(role, geom):
                 plan = _isolated(guess, role, name, geom, batch, dtype, preferred_element_type, backend)
                 program, args = _program(role, plan, geom, x, w, ct, precision, preferred_element_type)
-                seconds, reason = _time(program, args)
+                best = min((t for t in times[role].values() if t is not None), default=None)
+                seconds, reason = _time(program, args, best)
                 times[role][name] = seconds
                 if reason:
                     skipped[f"{role}:{name}"] = reason
@@ -231,8 +235,9 @@ def _program(role: str, plan: Plan, geom, x, w, ct, precision, preferred_element
     return jax.jit(lambda x, w, ct: jax.vjp(lambda w: f(x, w), w)[1](ct)[0]), (x, w, ct)
 
 
-def _time(program, args) -> tuple[float | None, str | None]:
-    """Median seconds per call of ``program(*args)``, or ``None`` and why it was skipped."""
+def _time(program, args, best: float | None = None) -> tuple[float | None, str | None]:
+    """Median seconds per call of ``program(*args)``, or ``None`` and why it was skipped
+    (``best``: the best median of the role so far)."""
     start = time.perf_counter()
     compiled = program.lower(*args).compile()
     compile_seconds = time.perf_counter() - start
@@ -241,7 +246,11 @@ def _time(program, args) -> tuple[float | None, str | None]:
     memory = _temporary_bytes(compiled)
     if memory is not None and memory > MEMORY_BUDGET_BYTES:
         return None, f"needs {memory / 2**20:.0f} MiB of temporaries (budget {MEMORY_BUDGET_BYTES / 2**20:.0f} MiB)"
+    begin = time.perf_counter()
     jax.block_until_ready(compiled(*args))
+    first = time.perf_counter() - begin
+    if best is not None and first > HOPELESS_FACTOR * best:
+        return first, None
     samples: list[float] = []
     while len(samples) < MIN_RUNS or (len(samples) < MAX_RUNS and sum(samples) < TARGET_SECONDS):
         begin = time.perf_counter()

@@ -74,7 +74,7 @@ class Threshold:
 
 
 _MIB = 2**20
-_RUN = "python benchmarks/run.py --backward"
+_RUN = "python benchmarks/run.py --algorithms auto,matmul,conv,split,phase"
 
 THRESHOLDS: Mapping[str, Threshold] = {
     "large_kernel": Threshold(
@@ -83,74 +83,74 @@ THRESHOLDS: Mapping[str, Threshold] = {
         "a kernel is large when every axis has at least this many taps, small otherwise (no kernel is "
         "neither); split, conv's forward and XLA's weight gradient need large kernels, XLA's concurrent "
         "transposes small ones",
-        f"{_RUN} --shapes unet_k7,stride1_k3,stride1_k5",
+        f"{_RUN} --shapes stride1,stride1k5 and --suite random --layer-seed 2034 (r04)",
     ),
     "split_max_in_channels": Threshold(
         128,
         "input channels",
         "2d stride-1 layers with large kernels and at most this many input channels run split",
-        f"{_RUN} --shapes unet_k7,stride1_k5",
+        f"{_RUN} --shapes stride1k5,stride1",
     ),
     "few_in_channels": Threshold(
         32,
         "input channels",
         "stride-1 1d/2d layers with at most this many input channels run XLA's convolutions "
         "(forward with large kernels, weight transpose, or both transposes with small kernels)",
-        f"{_RUN} --shapes stride1_k3,stride1_k5,stride1_1d",
+        f"{_RUN} --suite random --layer-seed 2034 and --layer-seed 2028",
     ),
     "output_channel_ratio": Threshold(
         2,
         "× output channels ≥ input channels",
         "split and XLA's concurrent transposes need this many times as many output as input "
         "channels (shorter GEMM rows lose)",
-        f"{_RUN} --shapes unet_k7",
+        f"{_RUN} --suite random --layer-seed 2028",
     ),
     "conv_min_tap_bytes": Threshold(
         MMAP_THRESHOLD_BYTES,
         "bytes of N·S·T·Cout tap products",
         "stride-1 1d/2d one-group layers whose tap products reach this size run conv: XLA's blocked "
         "convolution never holds them all; glibc serves larger blocks with fresh pages on every call",
-        f"{_RUN} --shapes stride1_big",
+        f"{_RUN} --shapes stride1 --suite random --layer-seed 2031",
     ),
     "phase_min_tap_bytes": Threshold(
         MMAP_THRESHOLD_BYTES,
         "bytes of N·S·T·Cout tap products",
         "strided layers whose kernels tile their strides run phase once matmul's tap products reach this size",
-        f"{_RUN} --shapes dcgan,vocoder_k8s4,vae_3d",
+        f"{_RUN} --shapes dcgan,conv3d,hifigan and --suite random --layer-seed 2033",
     ),
     "phase_conv_min_bytes": Threshold(
         MMAP_THRESHOLD_BYTES,
         "bytes of the phase GEMM's P and Z together",
         "phase computes its products with an XLA convolution (phase-conv) from this size on",
-        f"{_RUN} --shapes vocoder_k8s4",
+        f"{_RUN} --suite random --layer-seed 2033 (r13)",
     ),
     "xla_weight_transpose_min_tap_bytes": Threshold(
         32 * _MIB,
         "bytes of the cotangent's N·S·T·Cout im2col",
         "few-channel large-kernel layers with fewer output than input channels take XLA's weight "
         "transpose only from this size on",
-        f"{_RUN} --shapes unet_k7",
+        f"{_RUN} --suite random --layer-seed 2028",
     ),
     "xla_transposes_min_tap_bytes": Threshold(
         8 * _MIB,
         "bytes of the cotangent's N·S·T·Cout im2col",
         "few-channel small-kernel stride-1 layers take both transposes (and the forward) from XLA's "
         "convolutions, run concurrently, from this size on",
-        f"{_RUN} --shapes stride1_k3",
+        f"{_RUN} --suite random --layer-seed 2034 (r04)",
     ),
     "waits_min_tap_bytes": Threshold(
         12 * _MIB,
         "bytes of the cotangent's N·S·T·Cout im2col",
         "the transposes wait for the forward's output from this size on (two concurrent GEMMs on two "
         "cores are slower than the two in turn)",
-        f"{_RUN} --loss dot --shapes dcgan,vae,unet",
+        f"{_RUN} --loss dot --shapes dcgan,vae,unet2d,conv3d,stride1",
     ),
     "cache_resident_bytes": Threshold(
         2 * _MIB,
         "bytes of the matmul forward's tap products Z",
         "up to this size Z is read back from cache, so the GEMM may leave the weight in place "
         "(gemm_layout weight_rhs)",
-        f"{_RUN} --shapes small_8x8",
+        f"{_RUN} --suite holdout --shapes biggan,pix2pix",
     ),
 }
 """The estimate's thresholds by name (see :class:`Threshold`)."""

@@ -1,0 +1,164 @@
+"""``jtconv tune``: measure layers' plans on this machine and store them as wisdom.
+
+Layers come from ``--layer`` (compact syntax, repeatable), ``--layers FILE``
+(a JSON list of objects with the same keys) or ``--model module:function``
+(a function called with no arguments under measured planning: every
+jtconv layer it traces is measured). Each layer's candidates are timed per
+role (forward, input transpose, weight transpose); the table shows every
+time, the chosen plan and the estimate's plan. Plans go to the wisdom file
+(:func:`jtconv.wisdom.wisdom_path`), where ``algorithm="auto"`` under
+``planning("measure")`` finds them without measuring again.
+
+Compact layer syntax: ``x=16,128,16,16 w=128,64,4,4 stride=2 padding=1``
+(keys ``x``, ``w``, ``stride``, ``padding``, ``output_padding``, ``groups``,
+``dilation``, ``dtype``; per-dimension values as comma lists).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+HELP = "measure the fastest plan of given layers on this machine and store it as wisdom"
+
+_INT_TUPLES = ("x", "w", "stride", "padding", "output_padding", "dilation")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--layer", action="append", default=[], metavar="SPEC",
+                        help="a layer: 'x=N,C,H,W w=Cin,Cout/G,kH,kW stride=2 padding=1 [groups=G dilation=D dtype=float32]'")
+    parser.add_argument("--layers", metavar="FILE", help="JSON list of layers (objects with the --layer keys)")
+    parser.add_argument("--model", metavar="MODULE:FUNCTION",
+                        help="call FUNCTION() (it builds inputs and runs a model) and measure every layer it traces")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--forget", action="store_true", help="clear stored wisdom first")
+
+
+def parse_layer(text: str) -> dict:
+    """``"x=1,4,5 w=4,2,3 stride=2"`` → ``{"x": (1, 4, 5), "w": (4, 2, 3), "stride": 2}``."""
+    layer: dict = {}
+    for item in text.split():
+        key, sep, value = item.partition("=")
+        if not sep or not value:
+            raise ValueError(f"--layer item {item!r} must be key=value")
+        if key == "dtype":
+            layer[key] = value
+        elif key == "groups":
+            layer[key] = int(value)
+        elif key in _INT_TUPLES:
+            numbers = tuple(int(v) for v in value.split(","))
+            layer[key] = numbers if key in ("x", "w") or len(numbers) > 1 else numbers[0]
+        else:
+            raise ValueError(f"--layer key {key!r} unknown; keys are {', '.join((*_INT_TUPLES, 'groups', 'dtype'))}")
+    for needed in ("x", "w"):
+        if needed not in layer:
+            raise ValueError(f"--layer {text!r} needs {needed}=…")
+    return layer
+
+
+def _layers_from_file(path: str) -> list[dict]:
+    with open(path) as f:
+        data = json.load(f)
+    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        raise ValueError(f"--layers {path}: expected a JSON list of objects")
+    layers = []
+    for item in data:
+        layer = {k: (tuple(v) if isinstance(v, list) else v) for k, v in item.items()}
+        layers.append(parse_layer(" ".join(f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in layer.items())))
+    return layers
+
+
+def _measure_layer(layer: dict) -> None:
+    import jtconv
+
+    kwargs = {k: v for k, v in layer.items() if k not in ("x", "w")}
+    with jtconv.planning("measure"):
+        jtconv.plan_for(layer["x"], layer["w"], **kwargs)
+
+
+def _progress(total: int | None):
+    try:
+        from rich.progress import Progress
+    except ModuleNotFoundError:
+        return None
+    progress = Progress(transient=True)
+    progress.start()
+    progress.add_task("measuring", total=total)
+    return progress
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        layers = [parse_layer(text) for text in args.layer]
+        if args.layers:
+            layers += _layers_from_file(args.layers)
+    except (ValueError, OSError, json.JSONDecodeError) as error:
+        print(f"jtconv tune: error: {error}", file=sys.stderr)
+        return 2
+    if not layers and not args.model:
+        print("jtconv tune: error: give --layer, --layers or --model", file=sys.stderr)
+        return 2
+
+    import jtconv
+    from jtconv import wisdom
+    from jtconv.lowering import measure
+
+    if args.forget:
+        wisdom.forget_wisdom()
+        measure.forget_measurements()
+    found: list = []
+    progress = None if args.json else _progress(len(layers) or None)
+
+    def listen(measurement) -> None:
+        found.append(measurement)
+        if progress is not None:
+            progress.advance(progress.task_ids[0])
+
+    measure._listeners.append(listen)
+    try:
+        for layer in layers:
+            try:
+                _measure_layer(layer)
+            except (ValueError, TypeError) as error:
+                print(f"jtconv tune: error: layer {layer}: {error}", file=sys.stderr)
+                return 2
+        if args.model:
+            module_name, _, function_name = args.model.partition(":")
+            if not function_name:
+                print("jtconv tune: error: --model must be MODULE:FUNCTION", file=sys.stderr)
+                return 2
+            function = getattr(importlib.import_module(module_name), function_name)
+            with jtconv.planning("measure"):
+                function()
+    finally:
+        measure._listeners.remove(listen)
+        if progress is not None:
+            progress.stop()
+    if args.json:
+        print(json.dumps([_as_json(m) for m in found], indent=1))
+    else:
+        for m in found:
+            _print_measurement(m)
+        if not found:
+            print("every layer was already in the wisdom file (use --forget to measure again)")
+        print(f"wisdom: {wisdom.wisdom_path()}")
+    return 0
+
+
+def _as_json(m) -> dict:
+    return {"layer": json.loads(m.key), "plan": str(m.plan), "estimate": str(m.estimate),
+            "times_s": m.times, "skipped": m.skipped, "measure_s": m.seconds}
+
+
+def _print_measurement(m) -> None:
+    layer = json.loads(m.key)
+    print(f"layer {layer['ndim']}d {layer['in']}→{layer['out']} k{layer['kernel']} s{layer['stride']} "
+          f"batch {layer['batch']} {layer['dtype']}  (measured in {m.seconds:.1f} s)")
+    for role, times in m.times.items():
+        cells = [f"{name} {'skipped' if t is None else f'{t * 1e3:.3f} ms'}" for name, t in sorted(
+            times.items(), key=lambda kv: (kv[1] is None, kv[1] or 0))]
+        print(f"  {role:17s} " + ", ".join(cells))
+    print(f"  chosen:   {m.plan}")
+    print(f"  estimate: {m.estimate}")

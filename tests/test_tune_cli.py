@@ -1,0 +1,54 @@
+"""``jtconv tune``: layer syntax, measurement, wisdom written and reused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jtconv import wisdom
+from jtconv.cli import main
+from jtconv.commands.tune import parse_layer
+from jtconv.lowering import measure
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("JTCONV_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(measure, "MIN_RUNS", 1)
+    monkeypatch.setattr(measure, "MAX_RUNS", 1)
+    wisdom.forget_wisdom()
+    measure.forget_measurements()
+    yield
+    wisdom.forget_wisdom()
+    measure.forget_measurements()
+
+
+def test_layer_syntax():
+    assert parse_layer("x=2,8,16 w=8,4,4 stride=2 padding=1 groups=1 dtype=bfloat16") == dict(
+        x=(2, 8, 16), w=(8, 4, 4), stride=2, padding=1, groups=1, dtype="bfloat16")
+    assert parse_layer("x=1,2,3,3 w=2,2,3,3 stride=1,2")["stride"] == (1, 2)
+    for bad, message in [("x=1,2,3", "needs w"), ("x=1,2,3 w=2,2,3 speed=9", "unknown"), ("x", "key=value")]:
+        with pytest.raises(ValueError, match=message):
+            parse_layer(bad)
+
+
+def test_tune_measures_writes_wisdom_and_reuses_it(capsys, tmp_path):
+    layer = "x=2,8,16 w=8,4,4 stride=2 padding=1"
+    assert main(["tune", "--json", "--layer", layer]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert result["layer"]["kernel"] == [4] and result["plan"].startswith("forward=")
+    assert set(result["times_s"]) == {"forward", "input_transpose", "weight_transpose"}
+    assert (tmp_path / "cache" / "wisdom-v1.json").exists()
+    measure.forget_measurements()
+    assert main(["tune", "--layer", layer]) == 0
+    assert "already in the wisdom file" in capsys.readouterr().out
+
+
+def test_tune_errors_exit_2(capsys, tmp_path):
+    assert main(["tune"]) == 2
+    assert main(["tune", "--layer", "x=1,4,5 w=3,2,3"]) == 2  # channels mismatch
+    assert "error" in capsys.readouterr().err
+    bad = tmp_path / "layers.json"
+    bad.write_text('{"x": 1}')
+    assert main(["tune", "--layers", str(bad)]) == 2
