@@ -236,6 +236,15 @@ def test_old_algorithm_names_keep_their_plans():
     assert planner.estimate(geom, 16, "float32", "cpu") == planner.algorithm_plan("matmul", geom, 16)
 
 
+def test_large_tiling_kernels_run_tiled():
+    """FCN-32s' k64 s32 and PyTorch's 3d k16 s16 test layer: one GEMM, whatever the kernel size."""
+    plan = jtconv.plan_for((1, 21, 8, 8), (21, 21, 64, 64), stride=32, backend="cpu")
+    assert (plan.forward, plan.input_transpose, plan.weight_transpose) == ("tiled",) * 3
+    plan = jtconv.plan_for((1, 1, 15, 13, 13), (1, 1, 16, 16, 16), stride=16, padding=7, backend="cpu")
+    assert (plan.forward, plan.input_transpose, plan.weight_transpose) == ("tiled",) * 3
+    assert jtconv.plan_for((16, 128, 16, 16), (128, 64, 4, 4), stride=2, padding=1, backend="cpu").forward == "matmul"
+
+
 def test_thresholds_use_the_layer_s_dtype_size():
     """37 MiB of float32 tap products run phase; the same layer in bfloat16 (18.5 MiB) stays below the threshold."""
     shape = ((37, 16, 4096), (16, 8, 8))
@@ -275,7 +284,7 @@ def test_registry_records_fill_their_roles():
         assert any(record.fills(role) for role in methods.ROLES)
         for role, fallback in record.fallback.items():
             assert methods.METHODS[fallback].fills(role)
-    assert set(methods.FORWARD_METHODS) == {"matmul", "split", "phase", "phase-conv", "xla"}
+    assert set(methods.FORWARD_METHODS) == {"matmul", "split", "phase", "phase-conv", "tiled", "xla"}
     assert set(methods.WEIGHT_TRANSPOSE_METHODS) - set(methods.INPUT_TRANSPOSE_METHODS) == {"xla-wgrad"}
 
 

@@ -20,7 +20,7 @@ import dataclasses
 from collections.abc import Callable
 
 from jtconv.geometry import ConvTransposeGeometry
-from jtconv.lowering import matmul_transpose, phase, reference, split
+from jtconv.lowering import matmul_transpose, phase, reference, split, tiled
 from jtconv.lowering.matmul import matmul_forward
 
 __all__ = [
@@ -129,6 +129,16 @@ _records = (
         transpose_input=phase.conv_transpose_input,
         transpose_weight=phase.batch_first_transpose_weight,
         fallback={"forward": "matmul", "input_transpose": "matmul-ad", "weight_transpose": "matmul-ad"},
+    ),
+    Method(
+        "tiled",
+        "kernels that tile their strides: one GEMM per group and a depth-to-space (plus an overlap-add of "
+        "k/s blocks), a program of the same size for every kernel",
+        supports=tiled.supports,
+        forward=_ignoring_layout(tiled.tiled_forward),
+        transpose_input=tiled.transpose_input,
+        transpose_weight=tiled.transpose_weight,
+        fallback={"forward": "matmul", "input_transpose": "gemm", "weight_transpose": "gemm"},
     ),
     Method(
         "xla",

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 import jax.numpy as jnp
 
 from jtconv.geometry import ConvTransposeGeometry
-from jtconv.lowering import phase, split
+from jtconv.lowering import phase, split, tiled
 from jtconv.lowering.common import MMAP_THRESHOLD_BYTES, accumulation_dtype, tap_product_bytes
 from jtconv.lowering.methods import METHODS, ROLES, method, methods_for
 from jtconv.lowering.plan import GEMM_LAYOUTS, Plan
@@ -44,7 +44,7 @@ __all__ = [
     "validate",
 ]
 
-ALGORITHMS: tuple[str, ...] = ("reference", "matmul", "conv", "split", "phase", "xla")
+ALGORITHMS: tuple[str, ...] = ("reference", "matmul", "conv", "split", "phase", "tiled", "xla")
 """Names accepted by ``algorithm=``, each meaning a full plan (:func:`algorithm_plan`):
 
 * ``"reference"``: XLA's lhs-dilated convolution and the gradients JAX derives;
@@ -52,6 +52,7 @@ ALGORITHMS: tuple[str, ...] = ("reference", "matmul", "conv", "split", "phase", 
 * ``"conv"``: XLA's convolution forward and input transpose (fast on CPU at stride 1);
 * ``"split"``: one-axis im2cols around one GEMM (1d/2d stride-1, one group);
 * ``"phase"``: sub-pixel GEMMs over block shifts;
+* ``"tiled"``: one GEMM and a depth-to-space, for kernels that tile their strides;
 * ``"xla"``: torch's decomposition into three convolution patterns (the GPU/TPU default).
 """
 
@@ -145,6 +146,13 @@ THRESHOLDS: Mapping[str, Threshold] = {
         "cores are slower than the two in turn)",
         f"{_RUN} --loss dot --shapes dcgan,vae,unet2d,conv3d,stride1",
     ),
+    "tiled_min_taps": Threshold(
+        256,
+        "kernel taps (Πk)",
+        "layers whose kernels tile their strides run tiled from this many taps on: the per-tap programs of "
+        "matmul and phase compile in time growing with the tap count (FCN-32s k64 s32: minutes)",
+        "python benchmarks/compile_time.py",
+    ),
     "cache_resident_bytes": Threshold(
         2 * _MIB,
         "bytes of the matmul forward's tap products Z",
@@ -212,11 +220,15 @@ def cpu_algorithm(geom: ConvTransposeGeometry, batch: int, itemsize: int) -> str
       of at least ``conv_min_tap_bytes`` — with no zeros to insert, XLA's own
       convolution beats a GEMM + col2im whose intermediate is ``T`` times the
       output.
+    * ``"tiled"``: kernels that tile their strides (``tiled.supports``) with at
+      least ``tiled_min_taps`` taps — one GEMM and reshapes, whatever the kernel size.
     * ``"phase"``: kernels that tile their strides (:func:`phase_tiles`) with
       tap products of at least ``phase_min_tap_bytes``.
     * ``"matmul"`` otherwise: XLA's CPU convolutions multiply the inserted
       zeros, and their automatic gradients are far slower than GEMMs.
     """
+    if tiled.supports(geom) and math.prod(geom.kernel_size) >= _t("tiled_min_taps"):
+        return "tiled"
     if split.supports(geom):  # 1d/2d, stride 1, one group
         if (
             geom.ndim == 2
@@ -334,7 +346,7 @@ def algorithm_plan(
         return Plan("xla", "xla", "xla")
     if algorithm == "xla":
         return scheduled_plan("xla", "xla", "xla-wgrad", geom, batch, dtype, preferred_element_type, backend)
-    forwards = {"matmul": "matmul", "conv": "xla", "split": "split", "phase": "phase"}
+    forwards = {"matmul": "matmul", "conv": "xla", "split": "split", "phase": "phase", "tiled": "tiled"}
     if algorithm not in forwards:
         raise ValueError(f"algorithm must be 'auto', a Plan, or one of {ALGORITHMS}, got {algorithm!r}")
     forward = forwards[algorithm]
@@ -343,7 +355,9 @@ def algorithm_plan(
         forward = "matmul"
     if forward == "phase" and phase.gemm_temporary_bytes(geom, batch, itemsize) >= _t("phase_conv_min_bytes"):
         forward = "phase-conv"
-    if geom.in_per_group == 1:
+    if forward == "tiled":
+        dx = dw = "tiled"
+    elif geom.in_per_group == 1:
         dx = dw = "matmul-ad"
     elif forward in ("split", "phase"):
         dx = dw = forward
