@@ -3,9 +3,9 @@
 XLA's CPU runtime allocates a program's temporary buffer on every call, and
 glibc serves every block above 32 MiB with a fresh ``mmap`` that it unmaps
 again on ``free``. A program whose temporaries exceed 32 MiB therefore touches
-fresh pages on every call and pays a page fault per 4 KiB page (measured on
-the project's 2-core VM: about 1 µs each, i.e. ~10 ms per call for the 40 MiB
-of a few-channel layer, more than its arithmetic). jtconv's fast lowerings
+fresh pages on every call and pays a page fault per 4 KiB page, which for a
+few-channel layer can cost more than its arithmetic (``python
+benchmarks/run.py --retain-freed-memory`` measures the difference). jtconv's fast lowerings
 build such temporaries for large few-channel layers (the tap products ``Z``
 are ``T·Cout`` values per input position).
 

@@ -18,8 +18,8 @@ row-major without a transposing copy.
 The im2col is a tree of ``stack`` ops of at most
 :data:`jtconv.lowering.common.MAX_FUSED_OPERANDS` strided slices each: XLA's CPU backend fuses such a
 tree into one parallel loop, while a single 16-operand concatenate stays an
-unfused copy after 16 separate slice loops (measured 2 ms vs 10 ms for the
-DCGAN cotangent).
+unfused copy after 16 separate slice loops (``python benchmarks/run.py
+--shapes dcgan`` times the DCGAN cotangent's im2col inside its backward).
 
 These functions are ordinary JAX code, so they are differentiable themselves
 (second-order derivatives of the lowering go through them).
@@ -73,8 +73,8 @@ def _weight_order_columns(cols: jax.Array, geom: ConvTransposeGeometry) -> jax.A
 
 def _weight_is_larger(geom: ConvTransposeGeometry, cols: jax.Array) -> bool:
     """Whether to reorder the im2col rather than the weight (a transposing copy
-    of either is needed; 2d k5 512→256 channels at 8×8: the 13 MiB weight's
-    copy took 8 of the input gradient's 11.6 ms)."""
+    of either is needed, and the larger one's copy can cost more than the
+    GEMM: ``python benchmarks/run.py --suite random --layer-seed 2026``)."""
     return geom.in_channels * geom.out_per_group * math.prod(geom.kernel_size) > cols.size
 
 

@@ -140,7 +140,8 @@ def _shift_windows(a: jax.Array, axes, stack_axis: int) -> jax.Array:
     stacked at ``stack_axis``.
 
     A stack of slices (few: ``D`` is about ``k / s``), which XLA fuses into
-    one loop; as a gather it ran 2.3× slower (DCGAN layer: 6.1 vs 2.7 ms).
+    one loop; as a gather it ran slower (``python benchmarks/run.py --shapes dcgan
+    --algorithms phase``).
     """
     config = [(0, 0, 0)] * 3 + [(ax.input_low, ax.input_high, 0) for ax in axes]
     padded = lax.pad(a, jnp.zeros((), a.dtype), config)
