@@ -8,7 +8,10 @@ copy: ``torch weight`` ↔ ``params["kernel"]``, ``torch bias`` ↔ ``params["bi
   to a :mod:`jtconv.linen` or :mod:`jtconv.nnx` module and back.
 * :func:`state_dict_to_params` / :func:`params_to_state_dict` convert the
   ``ConvTranspose`` entries of a whole state dict; :func:`conv_transpose_layer_names`
-  lists them for a torch model.
+  lists them for a torch model. :mod:`jtconv.state_dict` converts whole models
+  (convolutions, linear, normalisation and embedding layers too).
+* Weight-normed and spectral-normed layers (both torch APIs) convert to the
+  weight torch's forward computes from the stored factors (:func:`layer_weight`).
 * :func:`load_state_dict` reads a checkpoint without unpickling arbitrary
   objects (``torch.load(..., weights_only=True)`` or safetensors).
 * :func:`kernel_to_flax_layout` / :func:`kernel_from_flax_layout` convert to and
@@ -273,7 +276,9 @@ def _module_parts(module, variables) -> tuple[dict[str, Any], Any, Any]:
             raise ValueError("variables must be {'params': {'kernel': ..., 'bias': ...}} (or that params dict)")
         kernel, bias = params["kernel"], params.get("bias")
         if module.use_bias != (bias is not None):
-            raise ValueError(f"variables must {'' if module.use_bias else 'not '}hold a bias (use_bias={module.use_bias})")
+            raise ValueError(
+                f"variables must {'' if module.use_bias else 'not '}hold a bias (use_bias={module.use_bias})"
+            )
     elif isinstance(module, jtconv_nnx.ConvTranspose):
         if variables is not None:
             raise ValueError("variables must be None with an nnx module (it holds its parameters)")
@@ -293,7 +298,9 @@ def _module_parts(module, variables) -> tuple[dict[str, Any], Any, Any]:
     return hyper, kernel, bias
 
 
-def to_torch(module, variables: Mapping[str, Any] | None = None):
+def to_torch(
+    module, variables: Mapping[str, Any] | None = None, *, weight_norm: bool = False, weight_norm_dim: int | None = 0
+):
     """Build the ``torch.nn.ConvTranspose{1,2,3}d`` equal to a jtconv module.
 
     ``to_torch(linen_module, variables)`` or ``to_torch(nnx_module)``. The
@@ -301,13 +308,25 @@ def to_torch(module, variables: Mapping[str, Any] | None = None):
     dtype). The torch module takes channels-first input whatever the jtconv
     module's ``channels_first``.
 
+    With ``weight_norm=True`` the layer comes back weight-normed with
+    ``torch.nn.utils.parametrizations.weight_norm(layer, dim=weight_norm_dim)``:
+    torch sets ``g = ‖kernel‖`` (over every axis but ``weight_norm_dim``;
+    ``None``: the whole tensor) and ``v = kernel``, so ``g · v / ‖v‖``
+    reproduces the kernel up to float rounding. Its state dict holds
+    ``parametrizations.weight.original0`` / ``original1``, and it also loads
+    old-style ``weight_g`` / ``weight_v`` checkpoints (torch converts them).
+
     Raises:
       ValueError: if the module's padding has no torch equivalent (torch
         crops the same amount from both ends; per-side or ``"SAME"`` padding
-        translates only when the difference fits in ``output_padding``).
+        translates only when the difference fits in ``output_padding``), or
+        ``weight_norm_dim`` is not an axis of the kernel.
+      TypeError: if ``weight_norm`` is not a bool.
     """
     import torch
 
+    if not isinstance(weight_norm, bool):
+        raise TypeError(f"weight_norm must be a bool, got {type(weight_norm).__name__}")
     hyper, kernel, bias = _module_parts(module, variables)
     kernel_size = tuple(kernel.shape[2:])
     padding, output_padding = _torch_padding(
@@ -331,6 +350,17 @@ def to_torch(module, variables: Mapping[str, Any] | None = None):
         torch_module.weight.copy_(weight)
         if bias is not None:
             torch_module.bias.copy_(_to_tensor(bias))
+    if weight_norm:
+        rank = kernel.ndim
+        if weight_norm_dim is not None and (
+            not isinstance(weight_norm_dim, int)
+            or isinstance(weight_norm_dim, bool)
+            or not -rank <= weight_norm_dim < rank
+        ):
+            raise ValueError(
+                f"weight_norm_dim must be None or an axis of the rank-{rank} kernel, got {weight_norm_dim!r}"
+            )
+        torch_module = torch.nn.utils.parametrizations.weight_norm(torch_module, dim=weight_norm_dim)  # type: ignore[arg-type]
     return torch_module
 
 
@@ -342,9 +372,7 @@ def conv_transpose_layer_names(torch_model) -> list[str]:
     import torch
 
     return [
-        name
-        for name, sub in torch_model.named_modules()
-        if isinstance(sub, torch.nn.modules.conv._ConvTransposeNd)
+        name for name, sub in torch_model.named_modules() if isinstance(sub, torch.nn.modules.conv._ConvTransposeNd)
     ]
 
 
@@ -362,28 +390,44 @@ def state_dict_to_params(
     """jtconv parameters of the ConvTranspose layers of a torch state dict.
 
     For each torch layer name ``t`` (a list, or a mapping ``t → flax_name``),
-    ``f"{t}.weight"`` becomes ``kernel`` and ``f"{t}.bias"`` (if present)
-    ``bias``, unchanged: jtconv uses torch's layout. Values may be torch
-    tensors or arrays. Returns ``{flax_name: {"kernel": ..., "bias": ...}}``.
+    the weight becomes ``kernel`` and ``f"{t}.bias"`` (if present) ``bias``,
+    in torch's layout (jtconv's). The weight may be stored plainly
+    (``f"{t}.weight"``), weight-normed (``weight_g``/``weight_v``, or
+    ``parametrizations.weight.original0/1``: ``kernel = v · g / ‖v‖``) or
+    spectral-normed (``kernel`` as torch's eval-mode forward computes it).
+    Values may be torch tensors or arrays. Returns
+    ``{flax_name: {"kernel": ..., "bias": ...}}``. For whole models with other
+    layers, see :func:`jtconv.state_dict.torch_to_flax`.
 
     Raises:
       ValueError: naming ``state_dict`` when a layer's weight is missing or
         is not a transposed-conv weight (fewer than 3 dimensions).
     """
+    from jtconv import torch_keys
+
+    layers, _ = torch_keys.group_by_layer(state_dict)
     params = {}
     for torch_name, flax_name in _name_map(names).items():
-        key = f"{torch_name}.weight"
-        if key not in state_dict:
-            raise ValueError(f"state_dict has no {key!r} (layers present: {sorted({k.rsplit('.', 1)[0] for k in state_dict})})")
-        kernel = to_numpy(state_dict[key])
-        if kernel.ndim < 3:
+        parameters = layers.get(torch_name, {})
+        try:
+            form = torch_keys.weight_form(parameters)
+        except ValueError as error:
+            raise ValueError(f"state_dict layer {torch_name!r}: {error}") from None
+        if form is None:
+            forms = " or ".join(f"{torch_name}.{keys[0]}" for keys in torch_keys.WEIGHT_FORMS.values())
             raise ValueError(
-                f"state_dict[{key!r}] must be a ConvTranspose weight (in, out // groups, *kernel_size), "
-                f"got shape {kernel.shape}"
+                f"state_dict has no {torch_name + '.weight'!r} (nor {forms}; layers present: {sorted(layers)})"
             )
-        layer = {"kernel": jnp.asarray(kernel)}
-        if f"{torch_name}.bias" in state_dict and state_dict[f"{torch_name}.bias"] is not None:
-            layer["bias"] = jnp.asarray(to_numpy(state_dict[f"{torch_name}.bias"]))
+        values = {p: to_numpy(state_dict[k]) for p, k in parameters.items() if state_dict[k] is not None}
+        shape = torch_keys.weight_shape(form, {p: v.shape for p, v in values.items()})
+        if len(shape) < 3:
+            raise ValueError(
+                f"state_dict[{parameters[torch_keys.WEIGHT_FORMS[form][0]]!r}] must be a ConvTranspose weight "
+                f"(in, out // groups, *kernel_size), got shape {shape}"
+            )
+        layer = {"kernel": torch_keys.read_weight(form, values, spectral_dim=1)}
+        if "bias" in values:
+            layer["bias"] = jnp.asarray(values["bias"])
         params[flax_name] = layer
     return params
 

@@ -112,7 +112,9 @@ def weight_from_weight_norm(
       ValueError: if ``g``'s shape does not match ``dim``.
     """
     g, v = jnp.asarray(g), jnp.asarray(v)
-    if dim == "infer":
+    if isinstance(dim, str):
+        if dim != "infer":
+            raise ValueError(f"dim must be an int, None or 'infer', got {dim!r}")
         dim = weight_norm_dim(g.shape, v.shape)
     axis = _normalized_dim(dim, v.ndim)
     expected = () if axis is None else tuple(size if a == axis else 1 for a, size in enumerate(v.shape))

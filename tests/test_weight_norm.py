@@ -16,6 +16,7 @@ import pytest
 import torch
 from flax import nnx
 
+import jtconv
 from jtconv import reparametrization
 from jtconv.interop import from_torch, layer_weight
 
@@ -247,3 +248,31 @@ def test_nnx_module_from_weight_norm_layer_is_plain_nnx():
     layer = from_torch(m, api="nnx")
     assert isinstance(layer, nnx.Module)
     np.testing.assert_allclose(np.asarray(layer.kernel[...]), m.weight.detach().numpy(), rtol=2e-6, atol=1e-7)
+
+
+def test_to_torch_weight_norm_round_trip():
+    """to_torch(weight_norm=True) gives a parametrized layer whose g, v reproduce the kernel."""
+    t = torch.nn.ConvTranspose2d(6, 4, 3, stride=2, padding=1, output_padding=1, groups=2)
+    module, variables = from_torch(t)
+    for dim in (0, 1, None):
+        back = jtconv.to_torch(module, variables, weight_norm=True, weight_norm_dim=dim)
+        assert torch.nn.utils.parametrize.is_parametrized(back, "weight")
+        assert isinstance(back.parametrizations.weight[0], parametrizations._WeightNorm)
+        assert back.parametrizations.weight[0].dim == (-1 if dim is None else dim)
+        g = back.parametrizations.weight.original0
+        expected_g = torch.norm_except_dim(t.weight, 2, -1 if dim is None else dim)
+        torch.testing.assert_close(g, expected_g, rtol=0, atol=0)
+        torch.testing.assert_close(back.weight, t.weight, rtol=1e-6, atol=1e-7)
+        x = torch.randn(2, 6, 3, 3)
+        assert_close(torch_output(back, x), torch_output(t, x))
+        assert_close(jtconv_output(back, x), torch_output(t, x))
+    plain = jtconv.to_torch(module, variables)
+    assert not torch.nn.utils.parametrize.is_parametrized(plain)
+
+
+def test_to_torch_weight_norm_arguments_are_checked():
+    module, variables = from_torch(torch.nn.ConvTranspose1d(2, 2, 3))
+    with pytest.raises(TypeError, match="weight_norm"):
+        jtconv.to_torch(module, variables, weight_norm="yes")
+    with pytest.raises(ValueError, match="weight_norm_dim"):
+        jtconv.to_torch(module, variables, weight_norm=True, weight_norm_dim=3)
