@@ -86,6 +86,14 @@ def test_every_api_page_is_in_the_nav():
         assert f"api/{page.name}" in config, f"docs/api/{page.name} is not in mkdocs.yml's nav"
 
 
+def test_every_algorithm_name_is_in_the_functional_page():
+    import jtconv
+
+    page = (ROOT / "docs" / "functional.md").read_text(encoding="utf-8")
+    missing = [name for name in ("auto", *jtconv.ALGORITHMS) if f'| `"{name}"` |' not in page]
+    assert not missing, f"docs/functional.md's algorithm= table lacks {missing}"
+
+
 def test_readme_links_point_into_the_repository():
     """Every relative link of README.md names a file of the repository."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
