@@ -34,6 +34,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from jtconv.geometry import ConvTransposeGeometry, IntOrTuple, make_geometry, normalize_tuple
+from jtconv.lowering.axes import overlap_phase_counts
 from jtconv.matrix import placement_tensor
 
 __all__ = [
@@ -390,18 +391,6 @@ def _scatter(copies: Sequence[KernelCopy], geom: ConvTransposeGeometry):
     for copy in copies:
         canvas[copy.canvas_taps(geom.dilation)] += copy.values
     return canvas, window
-
-
-def overlap_phase_counts(kernel_size: int, stride: int, dilation: int) -> tuple[int, ...]:
-    """Taps reaching an interior output position of each phase ``0 … s − 1``.
-
-    Tap ``t`` reaches phase ``t·d mod s``; so the counts are equal exactly when
-    ``k`` is divisible by ``s`` and ``gcd(d, s) = 1``.
-    """
-    counts = [0] * stride
-    for t in range(kernel_size):
-        counts[t * dilation % stride] += 1
-    return tuple(counts)
 
 
 def _checkerboard(geom: ConvTransposeGeometry) -> Checkerboard:

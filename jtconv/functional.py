@@ -130,8 +130,14 @@ def _explicit_out_sharding(x, weight, geom: ConvTransposeGeometry, channels_last
     meshes = [s.mesh for s in shardings if isinstance(s, NamedSharding) and not s.mesh.empty]
     if not any(AxisType.Explicit in m.axis_types for m in meshes):
         return None
-    x_spec = tuple(shardings[0].spec) + (None,) * x.ndim if isinstance(shardings[0], NamedSharding) else (None,) * x.ndim
-    w_spec = tuple(shardings[1].spec) + (None,) * weight.ndim if isinstance(shardings[1], NamedSharding) else (None,) * weight.ndim
+    x_spec = (
+        tuple(shardings[0].spec) + (None,) * x.ndim if isinstance(shardings[0], NamedSharding) else (None,) * x.ndim
+    )
+    w_spec = (
+        tuple(shardings[1].spec) + (None,) * weight.ndim
+        if isinstance(shardings[1], NamedSharding)
+        else (None,) * weight.ndim
+    )
     channel = w_spec[1] if geom.groups == 1 else None
     spatial = (None,) * geom.ndim
     batched = x.ndim == geom.ndim + 2
@@ -197,7 +203,8 @@ def _fixed_rank(ndim: int):
         )
 
     conv_transpose_nd.__name__ = conv_transpose_nd.__qualname__ = f"conv_transpose{ndim}d"
-    conv_transpose_nd.__doc__ = f"""{ndim}-d transposed convolution, ``torch.nn.functional.conv_transpose{ndim}d``'s signature.
+    conv_transpose_nd.__doc__ = f"""{ndim}-d transposed convolution with the signature of
+    ``torch.nn.functional.conv_transpose{ndim}d``.
 
     ``input``: ``(N, Cin, {_SPATIAL[ndim]})`` or unbatched ``(Cin, {_SPATIAL[ndim]})``;
     ``weight``: ``(Cin, Cout // groups, {_KERNEL[ndim]})``; ``bias``: ``(Cout,)``.

@@ -67,7 +67,9 @@ def plan_for(
     Raises ``ValueError`` for a layer torch rejects, or for an ``algorithm``
     that names an unknown or unsupported method.
     """
-    geom, batch = _layer(x_shape, w_shape, stride, padding, output_padding, groups, dilation, output_size, channels_last)
+    geom, batch = _layer(
+        x_shape, w_shape, stride, padding, output_padding, groups, dilation, output_size, channels_last
+    )
     return resolve(
         algorithm, geom, batch, jnp.dtype(dtype), backend or jax.default_backend(), preferred_element_type, precision
     )
@@ -91,5 +93,7 @@ def candidate_plans(
     """Every valid plan for the layer (arguments as :func:`plan_for`): the
     cross product of the forward, input-transpose and weight-transpose
     methods that support it, each with the estimate's scheduling."""
-    geom, batch = _layer(x_shape, w_shape, stride, padding, output_padding, groups, dilation, output_size, channels_last)
+    geom, batch = _layer(
+        x_shape, w_shape, stride, padding, output_padding, groups, dilation, output_size, channels_last
+    )
     return candidates(geom, batch, jnp.dtype(dtype), backend or jax.default_backend(), preferred_element_type)

@@ -17,8 +17,13 @@ from jtconv.lowering.matmul import axis_plans
 from jtconv.lowering.planner import algorithm_plan, cpu_algorithm, estimate, gemm_layout, xla_convolutions_win
 from jtconv.testing import relative_tolerance
 
-TORCH_FN = {1: torch.nn.functional.conv_transpose1d, 2: torch.nn.functional.conv_transpose2d,
-            3: torch.nn.functional.conv_transpose3d}
+import tiers
+
+TORCH_FN = {
+    1: torch.nn.functional.conv_transpose1d,
+    2: torch.nn.functional.conv_transpose2d,
+    3: torch.nn.functional.conv_transpose3d,
+}
 
 # lhs-dilated convolutions that abort XLA's CPU compiler (jaxlib 0.10.2)
 # when written with lhs_dilation: the reference lowering inserts zeros itself.
@@ -33,8 +38,12 @@ XLA_CRASH_CASES = [
 ]
 
 
-@pytest.mark.parametrize("algorithm", jtconv.ALGORITHMS)
-@pytest.mark.parametrize("x_shape, w_shape, kwargs", XLA_CRASH_CASES)
+@pytest.mark.parametrize(
+    *tiers.product(
+        {"x_shape, w_shape, kwargs": XLA_CRASH_CASES, "algorithm": jtconv.ALGORITHMS},
+        every=("x_shape, w_shape, kwargs",),
+    )
+)
 def test_shapes_that_crashed_xla_match_torch(algorithm, x_shape, w_shape, kwargs):
     rng = np.random.default_rng(0)
     x = rng.standard_normal(x_shape).astype(np.float32)
@@ -54,26 +63,28 @@ def test_shapes_that_crashed_xla_match_torch(algorithm, x_shape, w_shape, kwargs
     assert y.shape == tuple(expected.shape)
     for got, want in [(y, expected), *zip(grads, expected_grads)]:
         want = want.detach().numpy()
-        np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=relative_tolerance(np.float32) * np.abs(want).max())
+        np.testing.assert_allclose(
+            np.asarray(got), want, rtol=0, atol=relative_tolerance(np.float32) * np.abs(want).max()
+        )
 
 
 @pytest.mark.parametrize(
     "x_shape, w_shape, kwargs, on_cpu",
     [
         ((1, 4, 5, 5), (4, 2, 4, 4), dict(stride=2, padding=1), "matmul"),
-        ((1, 4, 5, 5), (4, 2, 5, 5), dict(stride=1, padding=2), "split"),    # 2d stride 1, k >= 5, 2·Cout >= Cin
+        ((1, 4, 5, 5), (4, 2, 5, 5), dict(stride=1, padding=2), "split"),  # 2d stride 1, k >= 5, 2·Cout >= Cin
         ((2, 16, 64, 64), (16, 16, 7, 7), dict(stride=1, padding=3), "split"),
         ((1, 128, 8, 8), (128, 64, 5, 5), dict(stride=1, padding=2), "split"),
         ((1, 256, 8, 8), (256, 128, 5, 5), dict(stride=1, padding=2), "matmul"),  # over 128 input channels
         ((4, 32, 64, 64), (32, 8, 5, 5), dict(stride=1, padding=2), "conv"),  # Cout < Cin/2: few channels, k >= 5
-        ((1, 4, 9), (4, 2, 7), dict(stride=1, dilation=2), "matmul"),        # 1d with Cout < Cin
-        ((1, 2, 9), (2, 4, 7), dict(stride=1, dilation=2), "conv"),          # 1d, few channels, k >= 5
-        ((1, 4, 5, 5), (4, 2, 3, 3), dict(stride=1, padding=1), "matmul"),   # k3: the tap products stay small
+        ((1, 4, 9), (4, 2, 7), dict(stride=1, dilation=2), "matmul"),  # 1d with Cout < Cin
+        ((1, 2, 9), (2, 4, 7), dict(stride=1, dilation=2), "conv"),  # 1d, few channels, k >= 5
+        ((1, 4, 5, 5), (4, 2, 3, 3), dict(stride=1, padding=1), "matmul"),  # k3: the tap products stay small
         ((1, 4, 5, 5), (4, 2, 3, 5), dict(stride=1, dilation=2), "matmul"),
-        ((1, 4, 5, 5, 5), (4, 2, 5, 5, 5), dict(stride=1), "matmul"),        # XLA's 3d convolutions are slow
+        ((1, 4, 5, 5, 5), (4, 2, 5, 5, 5), dict(stride=1), "matmul"),  # XLA's 3d convolutions are slow
         ((1, 64, 32, 32), (64, 64, 3, 3), dict(stride=1, padding=1), "matmul"),  # 64 channels, 9 MiB of taps
         ((8, 128, 32, 32), (128, 128, 3, 3), dict(stride=1, padding=1), "conv"),  # 36 MiB of taps
-        ((1, 4, 5, 5), (4, 1, 3, 3), dict(stride=1, groups=4), "matmul"),    # XLA's grouped convolutions are slow
+        ((1, 4, 5, 5), (4, 1, 3, 3), dict(stride=1, groups=4), "matmul"),  # XLA's grouped convolutions are slow
         ((1, 4, 5), (4, 2, 16), dict(stride=8, padding=4), "matmul"),
         ((12, 16, 64, 64), (16, 16, 3, 3), dict(padding=2, dilation=2), "conv"),  # few channels, k3, 28 MiB
         ((16, 32, 4096), (32, 32, 3), dict(padding=1), "conv"),  # 1d, 25 MiB
@@ -102,11 +113,11 @@ def test_planner_choice_per_backend(x_shape, w_shape, kwargs, on_cpu):
 @pytest.mark.parametrize(
     "kernel, stride, dilation, padding, phases, shifts",
     [
-        (4, 2, 1, 0, (0, 1, 0, 1), (0, 0, 1, 1)),    # DCGAN without padding: two taps per phase
-        (4, 2, 1, 1, (1, 0, 1, 0), (-1, 0, 0, 1)),   # DCGAN: the crop moves tap 0 one block back
-        (3, 2, 2, 0, (0, 0, 0), (0, 1, 2)),          # gcd(d, s) = 2: phase 1 gets nothing
-        (2, 2, 1, 0, (0, 1), (0, 0)),                # kernel == stride: depth-to-space
-        (3, 1, 1, 1, (0, 0, 0), (-1, 0, 1)),         # stride 1: one phase, pure shifts
+        (4, 2, 1, 0, (0, 1, 0, 1), (0, 0, 1, 1)),  # DCGAN without padding: two taps per phase
+        (4, 2, 1, 1, (1, 0, 1, 0), (-1, 0, 0, 1)),  # DCGAN: the crop moves tap 0 one block back
+        (3, 2, 2, 0, (0, 0, 0), (0, 1, 2)),  # gcd(d, s) = 2: phase 1 gets nothing
+        (2, 2, 1, 0, (0, 1), (0, 0)),  # kernel == stride: depth-to-space
+        (3, 1, 1, 1, (0, 0, 0), (-1, 0, 1)),  # stride 1: one phase, pure shifts
     ],
 )
 def test_axis_plan_maps_taps_to_phase_and_shift(kernel, stride, dilation, padding, phases, shifts):
@@ -184,9 +195,13 @@ def test_both_weight_gradient_methods_match_torch(method, x_shape, w_shape, kwar
     (y * y).sum().backward()
     for algorithm in ("matmul", "conv", "split"):
         plan = jtconv.plan_for(x_shape, w_shape, algorithm=algorithm, **kwargs).replace(weight_transpose=method)
-        got = jax.jit(jax.grad(lambda w: jnp.sum(jtconv.conv_transpose(x, w, algorithm=plan, **kwargs) ** 2)))(w)
+        got = jax.jit(
+            jax.grad(lambda w, plan=plan: jnp.sum(jtconv.conv_transpose(x, w, algorithm=plan, **kwargs) ** 2))
+        )(w)
         want = tw.grad.numpy()
-        np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=relative_tolerance(np.float32) * np.abs(want).max())
+        np.testing.assert_allclose(
+            np.asarray(got), want, rtol=0, atol=relative_tolerance(np.float32) * np.abs(want).max()
+        )
 
 
 def test_weight_gradient_method_per_layer():
@@ -262,9 +277,14 @@ def test_matmul_gradients_with_either_operand_reordered(x_shape, w_shape, kwargs
     w = rng.standard_normal(w_shape).astype(np.float32)
     tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
     (TORCH_FN[len(w_shape) - 2](tx, tw, **kwargs) ** 2).sum().backward()
-    loss = lambda x, w: jnp.sum(jtconv.conv_transpose(x, w, algorithm="matmul", **kwargs) ** 2)
+
+    def loss(x, w):
+        return jnp.sum(jtconv.conv_transpose(x, w, algorithm="matmul", **kwargs) ** 2)
+
     for got, want in zip(jax.jit(jax.grad(loss, argnums=(0, 1)))(x, w), (tx.grad.numpy(), tw.grad.numpy())):
-        np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=relative_tolerance(np.float32) * np.abs(want).max())
+        np.testing.assert_allclose(
+            np.asarray(got), want, rtol=0, atol=relative_tolerance(np.float32) * np.abs(want).max()
+        )
 
 
 @pytest.mark.parametrize(
@@ -309,4 +329,6 @@ def test_xla_transposes_match_torch_and_are_convolutions():
     lengths = (16 * 3 * 3, 8 * 64 * 64)  # terms summed per element of x̄ and of w̄
     for got, want, length in zip(grad(x, w), expected_grads, lengths):
         want = want.numpy()
-        np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=relative_tolerance(np.float32, length) * np.abs(want).max())
+        np.testing.assert_allclose(
+            np.asarray(got), want, rtol=0, atol=relative_tolerance(np.float32, length) * np.abs(want).max()
+        )

@@ -22,8 +22,11 @@ from jtconv.lowering.plan import Plan
 
 import tiers
 
-TORCH_FN = {1: torch.nn.functional.conv_transpose1d, 2: torch.nn.functional.conv_transpose2d,
-            3: torch.nn.functional.conv_transpose3d}
+TORCH_FN = {
+    1: torch.nn.functional.conv_transpose1d,
+    2: torch.nn.functional.conv_transpose2d,
+    3: torch.nn.functional.conv_transpose3d,
+}
 
 # Layers that between them let every method take every role it can: stride 1
 # one-group 1d/2d (split), kernels tiling strides (phase), groups, depthwise,
@@ -65,10 +68,14 @@ def _torch_reference(x, w, kwargs, cotangent):
 
 def _close(got, want, length=64):
     scale = max(float(np.abs(want).max(initial=0.0)), 1.0)
-    np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=testing.relative_tolerance(np.float32, length) * scale)
+    np.testing.assert_allclose(
+        np.asarray(got), want, rtol=0, atol=testing.relative_tolerance(np.float32, length) * scale
+    )
 
 
-@pytest.mark.parametrize("index, plan", _selected_cases(), ids=lambda v: str(v).replace("  ", " ") if isinstance(v, Plan) else f"layer{v}")
+@pytest.mark.parametrize(
+    "index, plan", _selected_cases(), ids=lambda v: str(v).replace("  ", " ") if isinstance(v, Plan) else f"layer{v}"
+)
 def test_every_valid_plan_matches_torch(index, plan):
     """Values and both gradients equal torch's, and second order / jvp / vmap
     over weights equal the reference plan's, for this combination of methods."""
@@ -77,7 +84,10 @@ def test_every_valid_plan_matches_torch(index, plan):
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = (rng.standard_normal(w_shape) / 3).astype(np.float32)
     reproducer = f"layer {LAYERS[index]}, plan {plan}"
-    f = lambda x, w: jtconv.conv_transpose(x, w, algorithm=plan, **kwargs)
+
+    def f(x, w):
+        return jtconv.conv_transpose(x, w, algorithm=plan, **kwargs)
+
     y = jax.jit(f)(x, w)
     cotangent = rng.standard_normal(y.shape).astype(np.float32)
     want_y, want_grads = _torch_reference(x, w, kwargs, cotangent)
@@ -87,8 +97,12 @@ def test_every_valid_plan_matches_torch(index, plan):
     for got, want in zip(grads, want_grads):
         _close(got, want, length=4096)
 
-    ref = lambda x, w: jtconv.conv_transpose(x, w, algorithm="reference", **kwargs)
-    second = lambda g: jax.grad(lambda x, w: jnp.sum(jax.grad(lambda x: jnp.sum(g(x, w) ** 2))(x) ** 2), (0, 1))
+    def ref(x, w):
+        return jtconv.conv_transpose(x, w, algorithm="reference", **kwargs)
+
+    def second(g):
+        return jax.grad(lambda x, w: jnp.sum(jax.grad(lambda x: jnp.sum(g(x, w) ** 2))(x) ** 2), (0, 1))
+
     for got, want in zip(jax.jit(second(f))(x, w), jax.jit(second(ref))(x, w)):
         _close(got, np.asarray(want), length=4096)
     tangents = (np.ones_like(x), np.ones_like(w))
@@ -121,11 +135,14 @@ def test_plan_is_a_printable_hashable_value():
     assert Plan.parse(str(with_layout)) == with_layout
 
 
-@pytest.mark.parametrize("text, message", [
-    ("forward=phase dx=gemm", "lacks dw"),
-    ("forward=phase dx=gemm dw=gemm waits=maybe", "waits must be yes or no"),
-    ("forward=phase dx=gemm dw=gemm speed=fast", "cannot read plan item"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("forward=phase dx=gemm", "lacks dw"),
+        ("forward=phase dx=gemm dw=gemm waits=maybe", "waits must be yes or no"),
+        ("forward=phase dx=gemm dw=gemm speed=fast", "cannot read plan item"),
+    ],
+)
 def test_plan_text_errors(text, message):
     with pytest.raises(ValueError, match=message):
         Plan.parse(text)
@@ -145,8 +162,14 @@ def test_plan_fields_are_type_checked():
 @pytest.mark.parametrize("seed", range(40))
 def test_plan_for_prints_a_plan_for_any_torch_valid_layer(seed):
     config = dataclasses.replace(testing.random_config(np.random.default_rng(seed)), bias_shape=None)
-    kwargs = dict(stride=config.stride, padding=config.padding, output_padding=config.output_padding,
-                  groups=config.groups, dilation=config.dilation, output_size=config.output_size)
+    kwargs = dict(
+        stride=config.stride,
+        padding=config.padding,
+        output_padding=config.output_padding,
+        groups=config.groups,
+        dilation=config.dilation,
+        output_size=config.output_size,
+    )
     if testing.torch_rejection(config) is not None:
         with pytest.raises(ValueError):
             jtconv.plan_for(config.input_shape, config.weight_shape, **kwargs)
@@ -164,12 +187,15 @@ def test_gpu_and_tpu_run_torch_s_three_convolution_patterns():
         assert (plan.forward, plan.input_transpose, plan.weight_transpose) == ("xla", "xla", "xla-wgrad")
 
 
-@pytest.mark.parametrize("x_shape, w_shape, kwargs", [
-    ((2, 4, 5, 6), (4, 3, 3, 2), dict(stride=(2, 3), padding=(1, 0), output_padding=(1, 2))),
-    ((2, 6, 7), (6, 2, 4), dict(stride=2, output_padding=1, groups=3, dilation=2)),
-    ((1, 4, 3, 3, 3), (4, 1, 2, 3, 2), dict(stride=(1, 2, 3), groups=4)),
-    ((2, 4, 7), (4, 3, 3), dict(stride=2, padding=1)),
-])
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((2, 4, 5, 6), (4, 3, 3, 2), dict(stride=(2, 3), padding=(1, 0), output_padding=(1, 2))),
+        ((2, 6, 7), (6, 2, 4), dict(stride=2, output_padding=1, groups=3, dilation=2)),
+        ((1, 4, 3, 3, 3), (4, 1, 2, 3, 2), dict(stride=(1, 2, 3), groups=4)),
+        ((2, 4, 7), (4, 3, 3), dict(stride=2, padding=1)),
+    ],
+)
 def test_torch_pattern_weight_gradient_is_no_lhs_dilated_convolution(x_shape, w_shape, kwargs):
     """``dw=xla-wgrad`` optimises to a backward-filter convolution, with no lhs (base) dilation."""
     x = jnp.ones(x_shape, jnp.float32)
@@ -177,7 +203,10 @@ def test_torch_pattern_weight_gradient_is_no_lhs_dilated_convolution(x_shape, w_
 
     def weight_gradient_hlo(algorithm):
         """The optimised HLO's convolutions of ``w ↦ ∂⟨y, c⟩/∂w`` (a linear loss: no forward in it)."""
-        loss = lambda w: jnp.sum(jtconv.conv_transpose(x, w, algorithm=algorithm, **kwargs))
+
+        def loss(w):
+            return jnp.sum(jtconv.conv_transpose(x, w, algorithm=algorithm, **kwargs))
+
         hlo = jax.jit(jax.grad(loss)).lower(w).compile().as_text()
         convolutions = [line for line in hlo.splitlines() if " convolution(" in line]
         assert convolutions
@@ -188,16 +217,22 @@ def test_torch_pattern_weight_gradient_is_no_lhs_dilated_convolution(x_shape, w_
     assert "lhs_dilate" not in weight_gradient_hlo(torch_pattern)
 
 
-@pytest.mark.parametrize("algorithm, message", [
-    (Plan("split", "gemm", "gemm"), r"Plan.forward='split' does not support this layer \(2d 4→4 channels, kernel \(3, 3\), stride \(2, 2\), groups 4"),
-    (Plan("matmul", "phase", "gemm"), "Plan.input_transpose='phase' does not support"),
-    (Plan("matmul", "gemm", "fft"), "Plan.weight_transpose must be one of"),
-    (Plan("xla-wgrad", "gemm", "gemm"), "Plan.forward must be one of"),
-    ({"weight_transpose": "split"}, "Plan.weight_transpose='split' does not support"),
-    ({"speed": "fast"}, "unknown Plan fields"),
-    ("fastest", "algorithm must be 'auto', a Plan, or one of"),
-    ("forward=matmul dx=gemm dw=nope", "Plan.weight_transpose must be one of"),
-])
+@pytest.mark.parametrize(
+    "algorithm, message",
+    [
+        (
+            Plan("split", "gemm", "gemm"),
+            r"Plan.forward='split' does not support this layer \(2d 4→4 channels, kernel \(3, 3\), stride \(2, 2\), groups 4",
+        ),
+        (Plan("matmul", "phase", "gemm"), "Plan.input_transpose='phase' does not support"),
+        (Plan("matmul", "gemm", "fft"), "Plan.weight_transpose must be one of"),
+        (Plan("xla-wgrad", "gemm", "gemm"), "Plan.forward must be one of"),
+        ({"weight_transpose": "split"}, "Plan.weight_transpose='split' does not support"),
+        ({"speed": "fast"}, "unknown Plan fields"),
+        ("fastest", "algorithm must be 'auto', a Plan, or one of"),
+        ("forward=matmul dx=gemm dw=nope", "Plan.weight_transpose must be one of"),
+    ],
+)
 def test_invalid_plans_raise_naming_the_part_and_the_layer(algorithm, message):
     x = jnp.ones((1, 4, 3, 3))
     w = jnp.ones((4, 1, 3, 3))  # depthwise, strided: split and phase cannot express it
@@ -220,8 +255,14 @@ def test_one_part_can_be_forced_and_the_rest_follows_auto():
     x = np.random.default_rng(0).standard_normal(shape["x_shape"]).astype(np.float32)
     w = np.random.default_rng(1).standard_normal(shape["w_shape"]).astype(np.float32)
     for algorithm in (forced, str(forced), {"weight_transpose": "xla-wgrad"}):
-        got = jax.grad(lambda w: jnp.sum(jtconv.conv_transpose2d(x, w, stride=2, padding=1, algorithm=algorithm) ** 2))(w)
-        want = jax.grad(lambda w: jnp.sum(jtconv.conv_transpose2d(x, w, stride=2, padding=1, algorithm="reference") ** 2))(w)
+        got = jax.grad(
+            lambda w, algorithm=algorithm: jnp.sum(
+                jtconv.conv_transpose2d(x, w, stride=2, padding=1, algorithm=algorithm) ** 2
+            )
+        )(w)
+        want = jax.grad(
+            lambda w: jnp.sum(jtconv.conv_transpose2d(x, w, stride=2, padding=1, algorithm="reference") ** 2)
+        )(w)
         _close(got, np.asarray(want), length=4096)
 
 
@@ -229,7 +270,8 @@ def test_old_algorithm_names_keep_their_plans():
     """Each name in ALGORITHMS means a full plan; ``auto`` on CPU is one of them."""
     geom = make_geometry((16, 128, 16, 16), (128, 64, 4, 4), stride=2, padding=1)
     assert planner.algorithm_plan("matmul", geom, 16) == Plan(
-        "matmul", "gemm", "gemm", waits=True, stores_output=True, gemm_layout="weight_copy")
+        "matmul", "gemm", "gemm", waits=True, stores_output=True, gemm_layout="weight_copy"
+    )
     assert planner.algorithm_plan("reference", geom, 16) == Plan("xla", "xla", "xla")
     assert planner.algorithm_plan("phase", geom, 16).forward == "phase"
     assert planner.algorithm_plan("split", geom, 16).forward == "matmul"  # split cannot express stride 2
@@ -275,7 +317,8 @@ def test_vmap_over_weights_adapts_a_split_plan():
         _close(got[b], TORCH_FN[2](torch.tensor(x), torch.tensor(ws[b]), padding=2).numpy())
     geom = make_geometry((2, 12, 6, 6), (12, 3, 5, 5), padding=2, groups=3)
     assert planner.adapt(plan, geom) == plan.replace(
-        forward="matmul", input_transpose="gemm", weight_transpose="gemm", gemm_layout="weight_copy")
+        forward="matmul", input_transpose="gemm", weight_transpose="gemm", gemm_layout="weight_copy"
+    )
 
 
 def test_registry_records_fill_their_roles():

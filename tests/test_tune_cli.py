@@ -26,7 +26,8 @@ def fresh_cache(tmp_path, monkeypatch):
 
 def test_layer_syntax():
     assert parse_layer("x=2,8,16 w=8,4,4 stride=2 padding=1 groups=1 dtype=bfloat16") == dict(
-        x=(2, 8, 16), w=(8, 4, 4), stride=2, padding=1, groups=1, dtype="bfloat16")
+        x=(2, 8, 16), w=(8, 4, 4), stride=2, padding=1, groups=1, dtype="bfloat16"
+    )
     assert parse_layer("x=1,2,3,3 w=2,2,3,3 stride=1,2")["stride"] == (1, 2)
     for bad, message in [("x=1,2,3", "needs w"), ("x=1,2,3 w=2,2,3 speed=9", "unknown"), ("x", "key=value")]:
         with pytest.raises(ValueError, match=message):

@@ -27,11 +27,19 @@ _INT_TUPLES = ("x", "w", "stride", "padding", "output_padding", "dilation")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--layer", action="append", default=[], metavar="SPEC",
-                        help="a layer: 'x=N,C,H,W w=Cin,Cout/G,kH,kW stride=2 padding=1 [groups=G dilation=D dtype=float32]'")
+    parser.add_argument(
+        "--layer",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="a layer: 'x=N,C,H,W w=Cin,Cout/G,kH,kW stride=2 padding=1 [groups=G dilation=D dtype=float32]'",
+    )
     parser.add_argument("--layers", metavar="FILE", help="JSON list of layers (objects with the --layer keys)")
-    parser.add_argument("--model", metavar="MODULE:FUNCTION",
-                        help="call FUNCTION() (it builds inputs and runs a model) and measure every layer it traces")
+    parser.add_argument(
+        "--model",
+        metavar="MODULE:FUNCTION",
+        help="call FUNCTION() (it builds inputs and runs a model) and measure every layer it traces",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--forget", action="store_true", help="clear stored wisdom first")
 
@@ -66,7 +74,11 @@ def _layers_from_file(path: str) -> list[dict]:
     layers = []
     for item in data:
         layer = {k: (tuple(v) if isinstance(v, list) else v) for k, v in item.items()}
-        layers.append(parse_layer(" ".join(f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in layer.items())))
+        layers.append(
+            parse_layer(
+                " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in layer.items())
+            )
+        )
     return layers
 
 
@@ -148,17 +160,27 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _as_json(m) -> dict:
-    return {"layer": json.loads(m.key), "plan": str(m.plan), "estimate": str(m.estimate),
-            "times_s": m.times, "skipped": m.skipped, "measure_s": m.seconds}
+    return {
+        "layer": json.loads(m.key),
+        "plan": str(m.plan),
+        "estimate": str(m.estimate),
+        "times_s": m.times,
+        "skipped": m.skipped,
+        "measure_s": m.seconds,
+    }
 
 
 def _print_measurement(m) -> None:
     layer = json.loads(m.key)
-    print(f"layer {layer['ndim']}d {layer['in']}→{layer['out']} k{layer['kernel']} s{layer['stride']} "
-          f"batch {layer['batch']} {layer['dtype']}  (measured in {m.seconds:.1f} s)")
+    print(
+        f"layer {layer['ndim']}d {layer['in']}→{layer['out']} k{layer['kernel']} s{layer['stride']} "
+        f"batch {layer['batch']} {layer['dtype']}  (measured in {m.seconds:.1f} s)"
+    )
     for role, times in m.times.items():
-        cells = [f"{name} {'skipped' if t is None else f'{t * 1e3:.3f} ms'}" for name, t in sorted(
-            times.items(), key=lambda kv: (kv[1] is None, kv[1] or 0))]
+        cells = [
+            f"{name} {'skipped' if t is None else f'{t * 1e3:.3f} ms'}"
+            for name, t in sorted(times.items(), key=lambda kv: (kv[1] is None, kv[1] or 0))
+        ]
         print(f"  {role:17s} " + ", ".join(cells))
     print(f"  chosen:   {m.plan}")
     print(f"  estimate: {m.estimate}")

@@ -13,4 +13,14 @@ from jtconv.lowering.methods import METHODS, Method
 from jtconv.lowering.plan import Plan
 from jtconv.lowering.planner import ALGORITHMS, THRESHOLDS, algorithm_plan, candidates, estimate, resolve
 
-__all__ = ["ALGORITHMS", "METHODS", "THRESHOLDS", "Method", "Plan", "algorithm_plan", "candidates", "estimate", "resolve"]
+__all__ = [
+    "ALGORITHMS",
+    "METHODS",
+    "THRESHOLDS",
+    "Method",
+    "Plan",
+    "algorithm_plan",
+    "candidates",
+    "estimate",
+    "resolve",
+]

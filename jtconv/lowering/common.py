@@ -108,4 +108,6 @@ def shifted_sum(parts: jax.Array, axis: int, starts: list[int], length: int) -> 
         config[axis] = (start, length - part.shape[axis] - start, 0)
         shifted = lax.pad(part, zero, config)
         total = shifted if total is None else total + shifted
+    if total is None:
+        raise ValueError("shifted_sum needs at least one part")
     return total

@@ -33,7 +33,6 @@ The gradients are not derived from this code: the primitive in
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from collections.abc import Callable
@@ -44,38 +43,8 @@ import numpy as np
 from jax import lax
 
 from jtconv.geometry import ConvTransposeGeometry
+from jtconv.lowering.axes import AxisPlan, axis_plans
 from jtconv.lowering.common import accumulation_dtype, fusable_stack, output_dtype
-
-
-@dataclasses.dataclass(frozen=True)
-class AxisPlan:
-    """How the taps of one spatial axis map to output phases.
-
-    Attributes:
-      stride: ``s``.
-      tap_phase: ``ρ_t = (t·d − lo) mod s`` per tap ``t``.
-      tap_shift: ``m_t = ⌊(t·d − lo) / s⌋`` per tap ``t`` (negative when the
-        crop removes the tap's first positions).
-      blocks: number of blocks ``B = ⌈out / s⌉`` per phase.
-    """
-
-    stride: int
-    tap_phase: tuple[int, ...]
-    tap_shift: tuple[int, ...]
-    blocks: int
-
-    def taps_of_phase(self, phase: int) -> list[int]:
-        return [t for t, r in enumerate(self.tap_phase) if r == phase]
-
-
-def axis_plans(geom: ConvTransposeGeometry) -> tuple[AxisPlan, ...]:
-    """One :class:`AxisPlan` per spatial axis of ``geom``."""
-    plans = []
-    for k, s, d, (lo, _), out in zip(geom.kernel_size, geom.stride, geom.dilation, geom.crop, geom.output_size):
-        phase = tuple((t * d - lo) % s for t in range(k))
-        shift = tuple((t * d - lo) // s for t in range(k))
-        plans.append(AxisPlan(s, phase, shift, -(-out // s)))
-    return tuple(plans)
 
 
 def tap_products(
@@ -187,7 +156,9 @@ def depthwise_term(x: jax.Array, weight: jax.Array, geom: ConvTransposeGeometry,
     spatial = tuple(x.shape[2:])
     low = [max(0, *p.tap_shift) for p in plans]
     high = [max(0, p.blocks - min(p.tap_shift) - i) for p, i in zip(plans, spatial)]
-    xp = lax.pad(x.astype(acc_dtype), jnp.zeros((), acc_dtype), [(0, 0, 0)] * 2 + [(lo, hi, 0) for lo, hi in zip(low, high)])
+    xp = lax.pad(
+        x.astype(acc_dtype), jnp.zeros((), acc_dtype), [(0, 0, 0)] * 2 + [(lo, hi, 0) for lo, hi in zip(low, high)]
+    )
     xp = xp.reshape((n, g, 1) + xp.shape[2:])
     w = weight.reshape(g, cg, math.prod(geom.kernel_size)).astype(acc_dtype)
     expand = (None, slice(None), slice(None)) + (None,) * len(spatial)

@@ -36,6 +36,7 @@ from jax import lax
 from jtconv.geometry import ConvTransposeGeometry
 from jtconv.lowering.common import fusable_stack
 
+
 def cotangent_columns(ct: jax.Array, geom: ConvTransposeGeometry) -> jax.Array:
     """``C[g, n, *i, *t, co] = ȳ_full[n, g·Cg + co, *(i·s + t·d)]``, shape ``(G, N, *S, *K, Cg)``."""
     n = ct.shape[0]
@@ -43,8 +44,8 @@ def cotangent_columns(ct: jax.Array, geom: ConvTransposeGeometry) -> jax.Array:
     ct = ct.reshape((n, g, cg) + geom.output_size)
     ct = jnp.transpose(ct, (1, 0, *range(3, 3 + ndim), 2))  # (G, N, *O, Cg)
     config = [(0, 0, 0)] * 2
-    for full, (lo, _), out in zip(geom.full_size, geom.crop, geom.output_size):
-        config.append((lo, full - lo - out, 0))  # negative amounts crop (output_padding past the full size)
+    for full_length, (lo, _), out in zip(geom.full_size, geom.crop, geom.output_size):
+        config.append((lo, full_length - lo - out, 0))  # negative amounts crop (output_padding past the full size)
     config.append((0, 0, 0))
     full = lax.pad(ct, jnp.zeros((), ct.dtype), config)  # (G, N, *F, Cg)
 

@@ -42,7 +42,7 @@ from jtconv import wisdom
 from jtconv.geometry import ConvTransposeGeometry
 from jtconv.lowering.methods import ROLES, methods_for
 from jtconv.lowering.plan import Plan
-from jtconv.lowering.planner import scheduled_plan, describe_layer, estimate, validate
+from jtconv.lowering.planner import describe_layer, estimate, scheduled_plan, validate
 
 __all__ = ["Measurement", "layer_key", "measure", "measured_plan", "TIE_FRACTION"]
 
@@ -100,8 +100,15 @@ class Measurement:
     seconds (``None`` where skipped, with the reason in ``skipped``), the
     chosen plan, the estimate's plan and how long measuring took."""
 
-    def __init__(self, key: str, times: dict[str, dict[str, float | None]], skipped: dict[str, str],
-                 plan: Plan, estimate: Plan, seconds: float) -> None:
+    def __init__(
+        self,
+        key: str,
+        times: dict[str, dict[str, float | None]],
+        skipped: dict[str, str],
+        plan: Plan,
+        estimate: Plan,
+        seconds: float,
+    ) -> None:
         self.key, self.times, self.skipped = key, times, skipped
         self.plan, self.estimate, self.seconds = plan, estimate, seconds
 
@@ -178,13 +185,24 @@ def measure(
                     skipped[f"{role}:{name}"] = reason
     chosen = {role: _fastest(times[role], getattr(guess, role)) for role in ROLES}
     plan = scheduled_plan(
-        chosen["forward"], chosen["input_transpose"], chosen["weight_transpose"],
-        geom, batch, dtype, preferred_element_type, backend,
+        chosen["forward"],
+        chosen["input_transpose"],
+        chosen["weight_transpose"],
+        geom,
+        batch,
+        dtype,
+        preferred_element_type,
+        backend,
     )
     found = Measurement(key, times, skipped, plan, guess, time.perf_counter() - start)
     _log.info(
         "jtconv: measured %s, batch %d, %s in %.2f s: %s (estimate: %s)",
-        describe_layer(geom), batch, dtype.name, found.seconds, plan, guess,
+        describe_layer(geom),
+        batch,
+        dtype.name,
+        found.seconds,
+        plan,
+        guess,
     )
     for listener in list(_listeners):
         listener(found)
@@ -205,8 +223,16 @@ def _isolated(guess: Plan, role: str, name: str, geom, batch, dtype, preferred_e
     """A plan that runs ``name`` in ``role`` with nothing ordering it after another part."""
     parts = {r: getattr(guess, r) for r in ROLES}
     parts[role] = name
-    plan = scheduled_plan(parts["forward"], parts["input_transpose"], parts["weight_transpose"],
-                      geom, batch, dtype, preferred_element_type, backend)
+    plan = scheduled_plan(
+        parts["forward"],
+        parts["input_transpose"],
+        parts["weight_transpose"],
+        geom,
+        batch,
+        dtype,
+        preferred_element_type,
+        backend,
+    )
     return plan.replace(waits=False, stores_output=False)
 
 
@@ -226,7 +252,9 @@ def _program(role: str, plan: Plan, geom, x, w, ct, precision, preferred_element
     from jtconv.lowering.primitive import conv_transpose_planned  # the primitive imports the planner
 
     def f(x, w):
-        return conv_transpose_planned(x, w, geom, plan, precision=precision, preferred_element_type=preferred_element_type)
+        return conv_transpose_planned(
+            x, w, geom, plan, precision=precision, preferred_element_type=preferred_element_type
+        )
 
     if role == "forward":
         return jax.jit(f), (x, w)

@@ -46,9 +46,7 @@ group) are not expressed (:func:`supports`): their contraction would have
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -56,6 +54,7 @@ import numpy as np
 from jax import lax
 
 from jtconv.geometry import ConvTransposeGeometry
+from jtconv.lowering.axes import phase_axes, phase_counts
 from jtconv.lowering.common import accumulation_dtype, conv_dimension_numbers, fusable_stack, output_dtype, shifted_sum
 
 
@@ -64,73 +63,11 @@ def supports(geom: ConvTransposeGeometry) -> bool:
     return geom.in_per_group > 1
 
 
-@dataclasses.dataclass(frozen=True)
-class PhaseAxis:
-    """How one spatial axis splits into blocks, phases and shifts.
-
-    Attributes:
-      stride: ``s``, the number of phases.
-      shifts: ``D``, the number of block shifts ``q_t``.
-      first_block: the first block computed, ``⌊lo / s⌋``.
-      blocks: ``B``, blocks computed from ``first_block`` on, enough to cover
-        the cropped output.
-      offset: where the output starts in the computed blocks, ``lo − first_block·s``.
-      tap_phase, tap_shift: ``r_t`` and ``q_t`` per tap.
-      input_low: padding of the input at the low end so that
-        ``P[u][b] = x_pad[b + u]`` (negative: a crop).
-      input_high: padding at the high end (negative: a crop).
-    """
-
-    stride: int
-    shifts: int
-    first_block: int
-    blocks: int
-    offset: int
-    tap_phase: tuple[int, ...]
-    tap_shift: tuple[int, ...]
-    input_low: int
-    input_high: int
-
-    def tap_table(self, kernel: int) -> np.ndarray:
-        """``(s, D)`` array of the tap at phase ``r`` and column ``u`` (``q = D − 1 − u``), ``kernel`` if none."""
-        table = np.full((self.stride, self.shifts), kernel, dtype=np.int32)
-        for t, (r, q) in enumerate(zip(self.tap_phase, self.tap_shift)):
-            table[r, self.shifts - 1 - q] = t
-        return table
-
-
-def phase_axes(geom: ConvTransposeGeometry) -> tuple[PhaseAxis, ...]:
-    """One :class:`PhaseAxis` per spatial axis of ``geom``."""
-    axes = []
-    for k, s, d, (lo, _), out, size in zip(
-        geom.kernel_size, geom.stride, geom.dilation, geom.crop, geom.output_size, geom.input_size
-    ):
-        shifts = d * (k - 1) // s + 1
-        first = lo // s
-        offset = lo - first * s
-        blocks = -(-(offset + out) // s)
-        low = shifts - 1 - first  # P[u][b] = x[first + b − (D − 1 − u)] = x_pad[b + u]
-        high = blocks + shifts - 1 - low - size
-        tap_phase = tuple(t * d % s for t in range(k))
-        tap_shift = tuple(t * d // s for t in range(k))
-        axes.append(PhaseAxis(s, shifts, first, blocks, offset, tap_phase, tap_shift, low, high))
-    return tuple(axes)
-
-
-def _phase_counts(axes) -> tuple[int, int, int]:
-    """``(Π s, Π D, Π B)``."""
-    return (
-        math.prod(a.stride for a in axes),
-        math.prod(a.shifts for a in axes),
-        math.prod(a.blocks for a in axes),
-    )
-
-
 def input_columns(x: jax.Array, geom: ConvTransposeGeometry, axes) -> jax.Array:
     """``P`` as ``(G, ΠD·Cin/G, N·ΠB)``, rows ordered ``(u_1, …, u_n, ci)``."""
     n, g, cin_g = x.shape[0], geom.groups, geom.in_per_group
     xg = jnp.moveaxis(x.reshape((n, g, cin_g) + geom.input_size), 0, 2)  # (G, Cin/G, N, *S)
-    _, shifts, blocks = _phase_counts(axes)
+    _, shifts, blocks = phase_counts(axes)
     return _shift_windows(xg, axes, stack_axis=1).reshape(g, shifts * cin_g, n * blocks)
 
 
@@ -170,7 +107,7 @@ def weight_matrix(weight: jax.Array, geom: ConvTransposeGeometry, axes) -> jax.A
     m = padded[(slice(None), slice(None)) + tuple(index)]  # (Cin, Cg, s_1, D_1, …, s_n, D_n)
     m = m.reshape((g, cin_g, cg) + m.shape[2:])
     order = (0, 2) + tuple(3 + 2 * i for i in range(ndim)) + tuple(4 + 2 * i for i in range(ndim)) + (1,)
-    phases, shifts, _ = _phase_counts(axes)
+    phases, shifts, _ = phase_counts(axes)
     return jnp.transpose(m, order).reshape(g, cg * phases, shifts * cin_g)
 
 
@@ -184,7 +121,9 @@ def _weight_from_matrix(m: jax.Array, geom: ConvTransposeGeometry, axes) -> jax.
         shape[axis] = len(a.tap_phase)
         phase_index.append(np.asarray(a.tap_phase).reshape(shape))
         shift_index.append((a.shifts - 1 - np.asarray(a.tap_shift)).reshape(shape))
-    taps = m[(slice(None), slice(None)) + tuple(phase_index) + tuple(shift_index) + (slice(None),)]  # (G, Cg, *K, Cin/G)
+    taps = m[
+        (slice(None), slice(None)) + tuple(phase_index) + tuple(shift_index) + (slice(None),)
+    ]  # (G, Cg, *K, Cin/G)
     taps = jnp.transpose(taps, (0, ndim + 2, 1) + tuple(range(2, 2 + ndim)))  # (G, Cin/G, Cg, *K)
     return taps.reshape((geom.in_channels, cg) + geom.kernel_size)
 
@@ -236,7 +175,7 @@ def phase_conv_forward(
 def gemm_temporary_bytes(geom: ConvTransposeGeometry, batch: int, itemsize: int) -> int:
     """Size of ``P`` and ``Z`` together for ``batch`` examples (the GEMM forward's temporaries)."""
     axes = phase_axes(geom)
-    phases, shifts, blocks = _phase_counts(axes)
+    phases, shifts, blocks = phase_counts(axes)
     per_block = shifts * geom.in_per_group + phases * geom.out_per_group
     return batch * blocks * geom.groups * per_block * itemsize
 
@@ -247,7 +186,7 @@ def _convolve(x: jax.Array, m: jax.Array, geom: ConvTransposeGeometry, axes, **o
     XLA's convolution blocks its own im2col, so ``P`` never exists.
     """
     g, ndim = geom.groups, geom.ndim
-    phases, _, _ = _phase_counts(axes)
+    phases, _, _ = phase_counts(axes)
     kernel = m.reshape((g * phases * geom.out_per_group,) + tuple(a.shifts for a in axes) + (geom.in_per_group,))
     kernel = jnp.moveaxis(kernel, -1, 1)  # (G·Cg·Πs, Cin/G, *D): (O, I, *K)
     return lax.conv_general_dilated(
@@ -276,29 +215,35 @@ def _interleave(z: jax.Array, n: int, geom: ConvTransposeGeometry, axes, *, batc
         # (G, Cg, s_1..s_n, N, B_1..B_n) → (N, G, Cg, B_1, s_1, …, B_n, s_n)
         order = (ndim + 2, 0, 1) + sum(((ndim + 3 + i, 2 + i) for i in range(ndim)), ())
     full = jnp.transpose(z, order).reshape((n, geom.out_channels) + tuple(b * s for b, s in zip(blocks, strides)))
-    return full[(slice(None), slice(None)) + tuple(slice(a.offset, a.offset + o) for a, o in zip(axes, geom.output_size))]
+    return full[
+        (slice(None), slice(None)) + tuple(slice(a.offset, a.offset + o) for a, o in zip(axes, geom.output_size))
+    ]
 
 
 def cotangent_phases(ct: jax.Array, geom: ConvTransposeGeometry, axes) -> jax.Array:
     """``Z̄`` as ``(G, Cg·Πs, N·ΠB)``: the transpose of :func:`_interleave`."""
     n, ndim = ct.shape[0], geom.ndim
     order = (1, 2) + tuple(4 + 2 * i for i in range(ndim)) + (0,) + tuple(3 + 2 * i for i in range(ndim))
-    phases, _, blocks = _phase_counts(axes)
-    return jnp.transpose(_cotangent_blocks(ct, geom, axes), order).reshape(geom.groups, geom.out_per_group * phases, n * blocks)
+    phases, _, blocks = phase_counts(axes)
+    return jnp.transpose(_cotangent_blocks(ct, geom, axes), order).reshape(
+        geom.groups, geom.out_per_group * phases, n * blocks
+    )
 
 
 def cotangent_phases_batch_first(ct: jax.Array, geom: ConvTransposeGeometry, axes) -> jax.Array:
     """``Z̄`` as ``(N, G·Cg·Πs, *B)``: the transpose of :func:`_interleave` with ``batch_first``."""
     n, ndim = ct.shape[0], geom.ndim
     order = (0, 1, 2) + tuple(4 + 2 * i for i in range(ndim)) + tuple(3 + 2 * i for i in range(ndim))
-    phases, _, _ = _phase_counts(axes)
+    phases, _, _ = phase_counts(axes)
     shape = (n, geom.groups * geom.out_per_group * phases) + tuple(a.blocks for a in axes)
     return jnp.transpose(_cotangent_blocks(ct, geom, axes), order).reshape(shape)
 
 
 def _cotangent_blocks(ct: jax.Array, geom: ConvTransposeGeometry, axes) -> jax.Array:
     """``ȳ`` uncropped to whole blocks and split into them: ``(N, G, Cg, B_1, s_1, …, B_n, s_n)``."""
-    config = [(0, 0, 0)] * 2 + [(a.offset, a.blocks * a.stride - a.offset - o, 0) for a, o in zip(axes, geom.output_size)]
+    config = [(0, 0, 0)] * 2 + [
+        (a.offset, a.blocks * a.stride - a.offset - o, 0) for a, o in zip(axes, geom.output_size)
+    ]
     full = lax.pad(ct, jnp.zeros((), ct.dtype), config)
     return full.reshape((ct.shape[0], geom.groups, geom.out_per_group) + sum(((a.blocks, a.stride) for a in axes), ()))
 
@@ -306,7 +251,7 @@ def _cotangent_blocks(ct: jax.Array, geom: ConvTransposeGeometry, axes) -> jax.A
 def input_columns_batch_first(x: jax.Array, geom: ConvTransposeGeometry, axes) -> jax.Array:
     """``P`` as ``(N, G, ΠD·Cin/G, ΠB)``: :func:`input_columns` without moving the batch axis."""
     n, g, cin_g = x.shape[0], geom.groups, geom.in_per_group
-    _, shifts, blocks = _phase_counts(axes)
+    _, shifts, blocks = phase_counts(axes)
     windows = _shift_windows(x.reshape((n, g, cin_g) + geom.input_size), axes, stack_axis=2)
     return windows.reshape(n, g, shifts * cin_g, blocks)
 
@@ -349,18 +294,26 @@ def _convolve_transpose(ct: jax.Array, m: jax.Array, geom: ConvTransposeGeometry
     and its channel axes swapped, stride 1.
     """
     g, ndim = geom.groups, geom.ndim
-    phases, _, _ = _phase_counts(axes)
+    phases, _, _ = phase_counts(axes)
     z_bar = cotangent_phases_batch_first(ct, geom, axes)
     shifts = tuple(a.shifts for a in axes)
     kernel = m.reshape((g, phases * geom.out_per_group) + shifts + (geom.in_per_group,))
     kernel = jnp.moveaxis(kernel, -1, 1)  # (G, Cin/G, Cg·Πs, *D)
-    kernel = jnp.flip(kernel, tuple(range(3, 3 + ndim))).reshape((geom.in_channels, phases * geom.out_per_group) + shifts)
+    kernel = jnp.flip(kernel, tuple(range(3, 3 + ndim))).reshape(
+        (geom.in_channels, phases * geom.out_per_group) + shifts
+    )
     padding = []
     for a, size in zip(axes, geom.input_size):
         low = a.shifts - 1 - a.input_low
         padding.append((low, size + a.shifts - 1 - a.blocks - low))
     return lax.conv_general_dilated(
-        z_bar, kernel, (1,) * ndim, padding, dimension_numbers=conv_dimension_numbers(ndim), feature_group_count=g, **options
+        z_bar,
+        kernel,
+        (1,) * ndim,
+        padding,
+        dimension_numbers=conv_dimension_numbers(ndim),
+        feature_group_count=g,
+        **options,
     )
 
 
@@ -383,7 +336,7 @@ def batch_first_transpose_weight(
     axes = phase_axes(geom)
     n = ct.shape[0]
     options = dict(precision=precision, preferred_element_type=acc_dtype)
-    phases, _, blocks = _phase_counts(axes)
+    phases, _, blocks = phase_counts(axes)
     z_bar = cotangent_phases_batch_first(ct, geom, axes).reshape(n, geom.groups, phases * geom.out_per_group, blocks)
     p = input_columns_batch_first(x, geom, axes)
     dm = lax.dot_general(z_bar, p, (((3,), (3,)), ((0, 1), (0, 1))), **options).sum(0)

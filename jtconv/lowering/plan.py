@@ -101,8 +101,7 @@ class Plan:
             key, sep, value = item.partition("=")
             if not sep or key not in by_short:
                 raise ValueError(
-                    f"cannot read plan item {item!r}: expected one of "
-                    f"{', '.join(k + '=…' for k in by_short)}"
+                    f"cannot read plan item {item!r}: expected one of {', '.join(k + '=…' for k in by_short)}"
                 )
             field = by_short[key]
             if field in _FLAGS:

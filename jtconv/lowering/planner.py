@@ -156,8 +156,7 @@ THRESHOLDS: Mapping[str, Threshold] = {
     "cache_resident_bytes": Threshold(
         2 * _MIB,
         "bytes of the matmul forward's tap products Z",
-        "up to this size Z is read back from cache, so the GEMM may leave the weight in place "
-        "(gemm_layout weight_rhs)",
+        "up to this size Z is read back from cache, so the GEMM may leave the weight in place (gemm_layout weight_rhs)",
         f"{_RUN} --suite holdout --shapes biggan,pix2pix",
     ),
 }
@@ -389,7 +388,8 @@ def candidates(
     support it in each role, each with the estimate's scheduling for its forward."""
     roles = [methods_for(role, geom) for role in ROLES]
     return tuple(
-        scheduled_plan(f, dx, dw, geom, batch, dtype, preferred_element_type, backend) for f, dx, dw in itertools.product(*roles)
+        scheduled_plan(f, dx, dw, geom, batch, dtype, preferred_element_type, backend)
+        for f, dx, dw in itertools.product(*roles)
     )
 
 
@@ -442,7 +442,9 @@ def resolve(
             raise ValueError(f"algorithm= dict has unknown Plan fields {unknown}")
         changes = dict(algorithm)
         if "forward" in changes and changes["forward"] != base.forward and "gemm_layout" not in changes:
-            changes["gemm_layout"] = _matmul_layout(geom, batch, dtype, preferred_element_type) if changes["forward"] == "matmul" else None
+            changes["gemm_layout"] = (
+                _matmul_layout(geom, batch, dtype, preferred_element_type) if changes["forward"] == "matmul" else None
+            )
         return validate(base.replace(**changes), geom)
     if not isinstance(algorithm, str):
         raise TypeError(f"algorithm must be a str, a Plan or a dict of Plan fields, got {type(algorithm).__name__}")

@@ -73,7 +73,7 @@ def auto_plan(
 ) -> Plan:
     """The plan ``algorithm="auto"`` runs in the current planning mode."""
     if current_planning() == "measure":
-        from jtconv.lowering import measure  # timing machinery, loaded on first use
+        from jtconv.lowering.measure import measured_plan  # timing machinery, loaded on first use
 
-        return measure.measured_plan(geom, batch, dtype, backend, preferred_element_type, precision)
+        return measured_plan(geom, batch, dtype, backend, preferred_element_type, precision)
     return estimate(geom, batch, dtype, backend, preferred_element_type)

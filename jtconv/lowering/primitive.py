@@ -53,18 +53,23 @@ from jtconv.lowering.methods import METHODS
 from jtconv.lowering.plan import Plan
 from jtconv.lowering.planner import adapt
 
-
 conv_transpose_p = Primitive("jtconv_conv_transpose")
 
 
 def _forward(x, w, after, *, plan, geom, precision, preferred_element_type):
     del after
-    return _run_forward(plan.forward, x, w, plan=plan, geom=geom, precision=precision, preferred_element_type=preferred_element_type)
+    return _run_forward(
+        plan.forward, x, w, plan=plan, geom=geom, precision=precision, preferred_element_type=preferred_element_type
+    )
 
 
 def _run_forward(name: str, x, w, *, plan: Plan, geom, precision, preferred_element_type):
     forward = METHODS[name].forward
-    return forward(x, w, geom, precision=precision, preferred_element_type=preferred_element_type, layout=plan.gemm_layout)
+    if forward is None:
+        raise ValueError(f"method {name!r} has no forward")
+    return forward(
+        x, w, geom, precision=precision, preferred_element_type=preferred_element_type, layout=plan.gemm_layout
+    )
 
 
 def _abstract_eval(x, w, after, *, plan, geom, precision, preferred_element_type):
@@ -75,9 +80,7 @@ def _abstract_eval(x, w, after, *, plan, geom, precision, preferred_element_type
 
 
 conv_transpose_p.def_abstract_eval(_abstract_eval)
-conv_transpose_p.def_impl(
-    lambda *args, **params: jax.jit(functools.partial(_forward, **params))(*args)
-)
+conv_transpose_p.def_impl(lambda *args, **params: jax.jit(functools.partial(_forward, **params))(*args))
 mlir.register_lowering(conv_transpose_p, mlir.lower_fun(_forward, multiple_results=False))
 
 
@@ -107,9 +110,7 @@ def _bind(x, w, after, **params):
     varying = frozenset().union(*(_varying_axes(a) for a in operands))
     if varying:
         operands = tuple(
-            lax.pcast(a, tuple(sorted(varying - _varying_axes(a))), to="varying")
-            if varying - _varying_axes(a)
-            else a
+            lax.pcast(a, tuple(sorted(varying - _varying_axes(a))), to="varying") if varying - _varying_axes(a) else a
             for a in operands
         )
     return conv_transpose_p.bind(*operands, **params)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -72,9 +71,7 @@ def conv_transpose_reference(
     """
     options = dict(precision=precision, preferred_element_type=preferred_element_type)
     if geom.groups > 1 and geom.in_per_group > 1:
-        per_group = dataclasses.replace(
-            geom, groups=1, in_channels=geom.in_per_group, out_channels=geom.out_per_group
-        )
+        per_group = dataclasses.replace(geom, groups=1, in_channels=geom.in_per_group, out_channels=geom.out_per_group)
         outputs = [
             _lhs_dilated_conv(xg, wg, per_group, **options)
             for xg, wg in zip(jnp.split(x, geom.groups, axis=1), jnp.split(weight, geom.groups, axis=0))
@@ -103,7 +100,9 @@ def _lhs_dilated_conv(x, weight, geom: ConvTransposeGeometry, *, precision, pref
     )
 
 
-def strided_convolution(u: jax.Array, weight: jax.Array, geom: ConvTransposeGeometry, *, precision=None, preferred_element_type=None) -> jax.Array:
+def strided_convolution(
+    u: jax.Array, weight: jax.Array, geom: ConvTransposeGeometry, *, precision=None, preferred_element_type=None
+) -> jax.Array:
     """The convolution whose adjoint the layer is: ``c(u, w)`` maps
     ``(N, Cout, *O)`` to ``(N, Cin, *S)`` with stride ``s``, dilation ``d``,
     padding the layer's crop ``(lo, hi)`` and ``w`` in its own layout

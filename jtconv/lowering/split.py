@@ -162,4 +162,3 @@ def transpose_weight(
     p = input_columns(x, geom)
     dm = lax.dot_general(g, p, (((1,), (1,)), ((), ())), precision=precision, preferred_element_type=acc_dtype)
     return _weight_from_matrix(dm, geom).astype(out_dtype)
-

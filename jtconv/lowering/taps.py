@@ -188,6 +188,7 @@ def _shifted_copies_sum(z: jax.Array, shifts: tuple[int, ...]) -> jax.Array:
             config += [(q, count - 1 - q, 0), (0, 0, 0)]
         shifted = lax.pad(part, zero, config)
         total = shifted if total is None else total + shifted
+    assert total is not None  # product() of non-empty ranges yields at least one combination
     return total
 
 

@@ -60,8 +60,7 @@ def supports(geom: ConvTransposeGeometry) -> bool:
     (``d·(k − 1) + 1 ≤ s``), or it covers a whole number of strides (``d = 1``,
     ``k = m·s``)."""
     return all(
-        d * (k - 1) + 1 <= s or (d == 1 and k % s == 0)
-        for k, s, d in zip(geom.kernel_size, geom.stride, geom.dilation)
+        d * (k - 1) + 1 <= s or (d == 1 and k % s == 0) for k, s, d in zip(geom.kernel_size, geom.stride, geom.dilation)
     )
 
 
