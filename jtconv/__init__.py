@@ -14,7 +14,13 @@ from jtconv.wisdom import export_wisdom, forget_wisdom, import_wisdom
 __version__ = "0.1.0"
 
 # Imported on first use: they pull in Flax (and torch, when called).
-_LAZY = {"from_torch": "jtconv.interop", "to_torch": "jtconv.interop", "linen": "jtconv.linen", "nnx": "jtconv.nnx"}
+_LAZY = {
+    "from_torch": "jtconv.interop",
+    "to_torch": "jtconv.interop",
+    "linen": "jtconv.linen",
+    "nnx": "jtconv.nnx",
+    "state_dict": "jtconv.state_dict",
+}
 
 
 def __getattr__(name: str):
