@@ -61,7 +61,9 @@ def test_correct_function_passes_with_gradients():
     assert comparison.max_abs_err < 1e-4
 
 
-@pytest.mark.parametrize("wrong", [wrong_padding_convention, output_padding_on_the_wrong_side, flipped_kernel, off_by_one_output_padding])
+@pytest.mark.parametrize(
+    "wrong", [wrong_padding_convention, output_padding_on_the_wrong_side, flipped_kernel, off_by_one_output_padding]
+)
 def test_wrong_functions_raise_assertion_error(wrong):
     with pytest.raises(AssertionError, match="differ") as info:
         testing.assert_matches_torch(wrong, torch_ct, *_inputs())
