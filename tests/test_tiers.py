@@ -52,3 +52,34 @@ def test_a_sample_never_exceeds_the_sweep(monkeypatch):
 def test_chunk_must_divide_the_sweep():
     with pytest.raises(ValueError, match="chunk must divide size"):
         tiers.chunks(10, 3, quick=2)
+
+
+def _marked_slow(param) -> bool:
+    return any(mark.name == "slow" for mark in param.marks)
+
+
+def test_product_keeps_every_combination_of_the_named_axes_and_every_value(monkeypatch):
+    argnames, params = tiers.product(
+        {"name": ["a", "b", "c", "d"], "dtype": ["float32", "bfloat16"], "algorithm": ["reference", "matmul", "conv"]},
+        every=("dtype", "algorithm"),
+    )
+    assert argnames == "name, dtype, algorithm"
+    assert len(params) == 24 and len({p.id for p in params}) == 24
+    assert params[0].id == "a-float32-reference" and params[0].values == ("a", "float32", "reference")
+    quick = [p.values for p in params if not _marked_slow(p)]
+    assert len(quick) == 6
+    assert {(dtype, algorithm) for _, dtype, algorithm in quick} == {
+        (d, a) for d in ("float32", "bfloat16") for a in ("reference", "matmul", "conv")
+    }
+    assert {name for name, _, _ in quick} == {"a", "b", "c", "d"}
+
+
+def test_product_flattens_several_argnames_and_names_their_ids_like_pytest():
+    cases = [((1, 2), dict(stride=2)), ((3, 4), dict(stride=1))]
+    argnames, params = tiers.product({"x_shape, kwargs": cases, "algorithm": ["matmul"]}, every=())
+    assert argnames == "x_shape, kwargs, algorithm"
+    assert [p.id for p in params] == ["x_shape0-kwargs0-matmul", "x_shape1-kwargs1-matmul"]
+    assert params[1].values == ((3, 4), dict(stride=1), "matmul")
+    assert sum(not _marked_slow(p) for p in params) == 2  # one per value of the longest axis
+    with pytest.raises(ValueError, match="every must name axes"):
+        tiers.product({"a": [1]}, every=("b",))

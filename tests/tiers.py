@@ -14,15 +14,23 @@ A sweep test is parametrized by :func:`chunks`::
     def test_sweep(chunk, algorithm):
         for i in chunk.indices(salt=algorithm):
             check(CONFIGS[i])   # on failure, report i and chunk.reproducer()
+
+A grid of cases (configuration × dtype × lowering, say) is parametrized by :func:`product`,
+which keeps every combination in the full tier and a covering subset in the quick tier.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
 import os
 import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
+import pytest
 
 FULL_ENV = "JTCONV_FULL_TESTS"
 SEED_ENV = "JTCONV_SAMPLE_SEED"
@@ -75,3 +83,47 @@ def chunks(size: int, chunk: int, *, quick: int) -> list[Chunk]:
     if FULL:
         return [Chunk(size, start, start + chunk, quick) for start in range(0, size, chunk)]
     return [Chunk(size, None, size, quick)]
+
+
+def _id(argname: str, index: int, value: Any) -> str:
+    """pytest's id for one parameter value: the value if it is a str or number, else name + index."""
+    if isinstance(value, str):
+        return value
+    if value is None or isinstance(value, (bool, int, float)):
+        return str(value)
+    if callable(value) and hasattr(value, "__name__"):
+        return value.__name__
+    return f"{argname}{index}"
+
+
+def product(axes: Mapping[str, Sequence[Any]], *, every: Sequence[str]) -> tuple[str, list[Any]]:
+    """``(argnames, params)`` for ``pytest.mark.parametrize``: the cartesian product of ``axes``.
+
+    ``axes`` maps argnames (one, or several separated by commas, whose values are then
+    tuples) to their values; ids are those of stacked ``parametrize`` decorators, the
+    first axis first. The quick tier runs every combination of the axes named in
+    ``every``, with each other axis cycling through its values (so every value of every
+    axis still runs); the other combinations are marked ``slow``.
+    """
+    names = list(axes)
+    if not set(every) <= set(names):
+        raise ValueError(f"every must name axes of {names}, got {list(every)}")
+    sizes = [len(axes[name]) for name in names]
+    covered = [sizes[names.index(name)] for name in every]
+    kept = set()
+    for k in range(max(math.prod(covered), *sizes)):
+        combo = np.unravel_index(k % math.prod(covered), covered) if covered else ()
+        kept.add(tuple(int(combo[every.index(n)]) if n in every else k % size for n, size in zip(names, sizes)))
+    params = []
+    for index in itertools.product(*(range(size) for size in sizes)):
+        values: list[Any] = []
+        ids = []
+        for name, i in zip(names, index):
+            value = axes[name][i]
+            several = "," in name
+            values.extend(value if several else (value,))
+            parts = [a.strip() for a in name.split(",")]
+            ids.extend(_id(a, i, v) for a, v in zip(parts, value if several else (value,)))
+        marks = () if index in kept else (pytest.mark.slow,)
+        params.append(pytest.param(*values, id="-".join(ids), marks=marks))
+    return ", ".join(names), params
