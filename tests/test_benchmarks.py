@@ -25,9 +25,9 @@ import jtconv
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
-import harness  # noqa: E402
-import random_layers  # noqa: E402
-import shapes  # noqa: E402
+import harness  # noqa: E402 - importable once benchmarks/ is on sys.path (above)
+import random_layers  # noqa: E402 - as harness
+import shapes  # noqa: E402 - as harness
 
 _limits_spec = importlib.util.spec_from_file_location("benchmarks_xla_limits", BENCHMARKS / "xla_limits.py")
 xla_limits = importlib.util.module_from_spec(_limits_spec)
@@ -300,6 +300,7 @@ def test_a_wrong_jtconv_result_is_flagged_and_a_wrong_status_quo_is_na():
     assert all(r.status == "ok" for r in backward)
 
 
+@pytest.mark.slow  # every candidate's fwd+bwd compiled and compared; the other measure_pass tests run quick
 def test_square_loss_gradients_of_every_candidate_match_the_oracle():
     """--loss square: the backward reads y (cotangent = y); jtconv, the status
     quo and torch must all reproduce the float64 oracle's gradients."""
@@ -351,6 +352,7 @@ def test_parse_args_rejects_unknown_shapes_and_algorithms(capsys):
 # --- smoke run -----------------------------------------------------------------
 
 
+@pytest.mark.slow  # a benchmarks/run.py process timing real layers; the helpers it uses are tested above
 def test_quick_run_exits_0_and_reports_numbers(tmp_path):
     """One small shape end to end, in a subprocess, as a user runs it."""
     pytest.importorskip("torch")

@@ -34,6 +34,7 @@ def _check_schema(report: dict) -> None:
     assert summary["passed"] == sum(r["passed"] for r in report["results"])
 
 
+@pytest.mark.slow  # minutes: every lowering, dtype and gradient; the in-process tests below run the command
 def test_python_m_jtconv_check_quick_passes(tmp_path):
     path = tmp_path / "report.json"
     done = subprocess.run(

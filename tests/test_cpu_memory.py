@@ -74,6 +74,7 @@ def test_retaining_freed_memory_stops_page_faults_on_reused_large_buffers():
     assert retained < 0.05 * pages  # the heap keeps the block; its reuse touches no new page
 
 
+@pytest.mark.slow  # a second page-fault measurement, on a jtconv layer
 def test_a_jitted_layer_with_large_temporaries_reuses_its_pages():
     temp, default = _run(_JITTED_LAYER, "default")
     _, retained = _run(_JITTED_LAYER, "retain")

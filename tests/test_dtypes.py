@@ -14,6 +14,8 @@ import pytest
 import jtconv
 from jtconv import testing
 
+import tiers
+
 CONFIGS = {
     "2d-grouped": testing.ConvTransposeConfig((2, 4, 5, 5), (4, 2, 3, 3), stride=2, padding=1, output_padding=1, groups=2, bias_shape=(4,)),
     "1d-dilated": testing.ConvTransposeConfig((2, 3, 7), (3, 4, 3), stride=3, padding=2, output_padding=2, dilation=2, bias_shape=(4,)),
@@ -22,9 +24,12 @@ CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("algorithm", jtconv.ALGORITHMS)
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
-@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize(
+    *tiers.product(
+        {"name": list(CONFIGS), "dtype": ["float32", "bfloat16", "float16"], "algorithm": jtconv.ALGORITHMS},
+        every=("dtype", "algorithm"),
+    )
+)
 def test_dtype_values_and_gradients_match_torch(name, dtype, algorithm):
     config = CONFIGS[name]
     result = testing.check_config(config, algorithm=algorithm, dtype=dtype, grads=True)
@@ -33,8 +38,7 @@ def test_dtype_values_and_gradients_match_torch(name, dtype, algorithm):
         assert leaf.jax_dtype == leaf.torch_dtype == dtype, leaf.report()
 
 
-@pytest.mark.parametrize("algorithm", jtconv.ALGORITHMS)
-@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize(*tiers.product({"name": list(CONFIGS), "algorithm": jtconv.ALGORITHMS}, every=("algorithm",)))
 def test_float64_with_x64_enabled(name, algorithm):
     config = CONFIGS[name]
     with jax.enable_x64(True):
@@ -45,8 +49,15 @@ def test_float64_with_x64_enabled(name, algorithm):
     assert not jax.config.jax_enable_x64
 
 
-@pytest.mark.parametrize("algorithm", jtconv.ALGORITHMS)
-@pytest.mark.parametrize("x_dtype, w_dtype", [("bfloat16", "float32"), ("float16", "bfloat16"), ("float32", "float16")])
+@pytest.mark.parametrize(
+    *tiers.product(
+        {
+            "x_dtype, w_dtype": [("bfloat16", "float32"), ("float16", "bfloat16"), ("float32", "float16")],
+            "algorithm": jtconv.ALGORITHMS,
+        },
+        every=("x_dtype, w_dtype",),
+    )
+)
 def test_mixed_dtypes_follow_jax_promotion(x_dtype, w_dtype, algorithm):
     x = jnp.ones((1, 2, 3, 3), x_dtype)
     w = jnp.ones((2, 1, 2, 2), w_dtype)

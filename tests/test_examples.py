@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -26,6 +28,7 @@ def test_port_generator_is_equal_to_torch_end_to_end():
     assert difference <= tolerance
 
 
+@pytest.mark.slow  # a training loop; the sharded training example runs in the quick tier
 def test_train_decoder_loss_falls():
     out = run_example("train_decoder.py", "--steps", "60", "--batch", "16")
     before = float(re.search(r"held-out loss before training: ([0-9.]+)", out).group(1))

@@ -13,6 +13,8 @@ from jax import lax
 import jtconv
 from jtconv import testing
 
+import tiers
+
 ALGORITHMS = jtconv.ALGORITHMS
 
 
@@ -75,13 +77,20 @@ def _adjoint_of_forward_conv(x, w, stride, dilation, padding_mode, out_size):
     """The Keras/TF definition: the transpose of a forward convolution with
     ``padding_mode`` ("SAME"/"VALID") whose input has size ``out_size``."""
     u = np.zeros((x.shape[0], w.shape[1]) + tuple(out_size), x.dtype)
-    forward = lambda u: lax.conv_general_dilated(u, w, stride, padding_mode, rhs_dilation=dilation)  # noqa: E731
+
+    def forward(u):
+        return lax.conv_general_dilated(u, w, stride, padding_mode, rhs_dilation=dilation)
+
     _, vjp = jax.vjp(forward, u)
     return np.asarray(vjp(x)[0])
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
-@pytest.mark.parametrize("k, s, d", [(3, 2, 1), (4, 2, 1), (1, 3, 1), (2, 3, 1), (3, 1, 2), (5, 3, 1), (2, 2, 2)])
+@pytest.mark.parametrize(
+    *tiers.product(
+        {"k, s, d": [(3, 2, 1), (4, 2, 1), (1, 3, 1), (2, 3, 1), (3, 1, 2), (5, 3, 1), (2, 2, 2)], "algorithm": ALGORITHMS},
+        every=("k, s, d",),
+    )
+)
 def test_same_and_valid_padding_are_transposes_of_forward_same_and_valid(k, s, d, algorithm):
     rng = np.random.default_rng(k * 100 + s * 10 + d)
     x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)

@@ -35,8 +35,7 @@ NAMED = {
 }
 
 
-@pytest.mark.parametrize("algorithm", jtconv.ALGORITHMS)
-@pytest.mark.parametrize("name", NAMED)
+@pytest.mark.parametrize(*tiers.product({"name": list(NAMED), "algorithm": jtconv.ALGORITHMS}, every=("name",)))
 def test_named_gradients_match_torch(name, algorithm):
     testing.assert_config_matches_torch(NAMED[name], algorithm=algorithm, grads=True)
 

@@ -17,6 +17,8 @@ import torch
 import jtconv
 from jtconv.linen import ConvTranspose, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 
+import tiers
+
 TORCH_CLASSES = {1: torch.nn.ConvTranspose1d, 2: torch.nn.ConvTranspose2d, 3: torch.nn.ConvTranspose3d}
 
 # (in, out, kernel, stride, padding, output_padding, dilation, groups, bias, input spatial size)
@@ -74,8 +76,7 @@ def assert_close(actual, expected) -> None:
     np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-5 * scale)
 
 
-@pytest.mark.parametrize("algorithm", jtconv.ALGORITHMS)
-@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize(*tiers.product({"name": sorted(CONFIGS), "algorithm": jtconv.ALGORITHMS}, every=("name",)))
 def test_channels_last_matches_torch(name, algorithm):
     t, x = torch_module(name), torch_input(name)
     module, variables = linen_twin(t, algorithm=algorithm)

@@ -176,14 +176,17 @@ def test_stored_primal_output_is_bit_for_bit_the_output(anchor):
     np.testing.assert_array_equal(np.asarray(grad), np.asarray(t))
 
 
-@pytest.mark.parametrize("method", ["gemm", "xla", "xla-wgrad"])
+WEIGHT_GRADIENT_LAYERS = [
+    ((2, 4, 6, 6), (4, 3, 5, 5), dict(padding=2)),
+    ((3, 5, 9), (5, 2, 3), dict(dilation=2, output_padding=1)),
+    ((1, 3, 4, 3, 4), (3, 2, 3, 3, 3), dict(padding=1)),
+]
+
+
 @pytest.mark.parametrize(
-    "x_shape, w_shape, kwargs",
-    [
-        ((2, 4, 6, 6), (4, 3, 5, 5), dict(padding=2)),
-        ((3, 5, 9), (5, 2, 3), dict(dilation=2, output_padding=1)),
-        ((1, 3, 4, 3, 4), (3, 2, 3, 3, 3), dict(padding=1)),
-    ],
+    *tiers.product(
+        {"x_shape, w_shape, kwargs": WEIGHT_GRADIENT_LAYERS, "method": ["gemm", "xla", "xla-wgrad"]}, every=("method",)
+    )
 )
 def test_both_weight_gradient_methods_match_torch(method, x_shape, w_shape, kwargs):
     """im2col + GEMM and XLA's convolution weight gradients, each forced on stride-1 layers."""

@@ -17,6 +17,8 @@ from flax import nnx
 import jtconv
 from jtconv.nnx import ConvTranspose, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 
+import tiers
+
 TORCH_CLASSES = {1: torch.nn.ConvTranspose1d, 2: torch.nn.ConvTranspose2d, 3: torch.nn.ConvTranspose3d}
 
 # (in, out, kernel, stride, padding, output_padding, dilation, groups, bias, input spatial size)
@@ -75,8 +77,7 @@ def forward(module, x):
     return module(x)
 
 
-@pytest.mark.parametrize("algorithm", jtconv.ALGORITHMS)
-@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize(*tiers.product({"name": sorted(CONFIGS), "algorithm": jtconv.ALGORITHMS}, every=("name",)))
 def test_channels_last_matches_torch(name, algorithm):
     t, x = torch_module(name), torch_input(name)
     module = nnx_twin(t, algorithm=algorithm)

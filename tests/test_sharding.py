@@ -126,9 +126,14 @@ def problems(record: dict) -> list[str]:
 
 
 GROUPS = ["functional-1d", "functional-2d", "functional-3d", "linen", "nnx", *SEPARATE_GROUPS]
+# Each group is a fresh interpreter compiling dozens of sharded programs (30-110 s of CPU):
+# the quick tier runs the linen group (every rank, data- and channel-parallel) and the example.
+QUICK_GROUPS = {"linen"}
 
 
-@pytest.mark.parametrize("group", GROUPS)
+@pytest.mark.parametrize(
+    "group", [pytest.param(g, marks=() if g in QUICK_GROUPS else pytest.mark.slow) for g in GROUPS]
+)
 def test_sharded_equals_single_device_without_collectives(group: str) -> None:
     """See the module docstring and :data:`SEPARATE_GROUPS`."""
     header, records = run_checks(group)

@@ -18,6 +18,8 @@ from jax import lax
 import jtconv
 from jtconv import testing
 
+import tiers
+
 ALGORITHMS = jtconv.ALGORITHMS
 KWARGS_2D = dict(stride=(2, 1), padding=(1, 2), output_padding=(1, 0), dilation=(1, 2), groups=2)
 
@@ -84,8 +86,21 @@ def test_jvp_matches_torch_forward_mode(algorithm):
         np.testing.assert_allclose(np.asarray(actual), expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
-@pytest.mark.parametrize("ndim", [1, 2, 3])
+# Second-order check_grads in float64 compiles many programs: the quick tier runs one, on the
+# jtconv primitive's own jvp and transpose rules.
+SECOND_ORDER_QUICK = {(1, "matmul")}
+
+
+@pytest.mark.parametrize(
+    "ndim, algorithm",
+    [
+        pytest.param(
+            ndim, algorithm, id=f"{ndim}-{algorithm}", marks=() if (ndim, algorithm) in SECOND_ORDER_QUICK else pytest.mark.slow
+        )
+        for algorithm in ALGORITHMS
+        for ndim in (1, 2, 3)
+    ],
+)
 def test_check_grads_second_order_both_modes(algorithm, ndim):
     spatial = {1: (5,), 2: (3, 4), 3: (2, 3, 2)}[ndim]
     kernel = {1: (3,), 2: (2, 3), 3: (2, 2, 1)}[ndim]
@@ -124,7 +139,7 @@ ADJOINT_CASES = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=15 if tiers.FULL else 5, deadline=None)
 @given(case=ADJOINT_CASES)
 def test_adjoint_identity_against_lax_conv(case):
     """``<conv(u, w), v> == <u, conv_transpose(v, w)>`` where conv is
