@@ -97,12 +97,19 @@ def split_convs(rng: np.random.Generator) -> None:
     def row_slabs(x, w, slabs=8):
         xp = jnp.pad(x, ((0, 0), (0, 0), (2, 2), (0, 0)))
         rows = x.shape[2] // slabs
-        conv = lambda part: lax.conv_general_dilated(  # noqa: E731
-            part, w, (1, 1), [(0, 0), (2, 2)], dimension_numbers=("NCHW", "OIHW", "NCHW")
-        )
+
+        def conv(part):
+            return lax.conv_general_dilated(
+                part, w, (1, 1), [(0, 0), (2, 2)], dimension_numbers=("NCHW", "OIHW", "NCHW")
+            )
+
         return jnp.concatenate([conv(xp[:, :, i * rows : (i + 1) * rows + 4]) for i in range(slabs)], axis=2)
 
-    calls = {"1 conv": jax_call(_conv, x, w), "2 convs": jax_call(batch_halves, x, w), "8 convs": jax_call(row_slabs, x, w)}
+    calls = {
+        "1 conv": jax_call(_conv, x, w),
+        "2 convs": jax_call(batch_halves, x, w),
+        "8 convs": jax_call(row_slabs, x, w),
+    }
     ms = timed(calls)
     for name, call in calls.items():
         print(f"   {name:>8}: {ms[name]:6.2f} ms, {busy_cores(call):.2f} cores busy")
@@ -150,7 +157,8 @@ def gemm_floor(rng: np.random.Generator) -> None:
 
 
 def main() -> int:
-    print(f"jax {jax.__version__} on {jax.default_backend()}, {harness.usable_cores()} usable cores, {harness.cpu_model()}")
+    cores = harness.usable_cores()
+    print(f"jax {jax.__version__} on {jax.default_backend()}, {cores} usable cores, {harness.cpu_model()}")
     if jax.default_backend() != "cpu":
         print("these limits are about XLA's CPU backend; run on a CPU", file=sys.stderr)
         return 1

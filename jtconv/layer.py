@@ -26,7 +26,14 @@ from flax.linen.dtypes import promote_dtype
 from jtconv.functional import conv_transpose
 from jtconv.geometry import IntOrTuple, PaddingLike, make_geometry, normalize_padding, normalize_tuple
 
-__all__ = ["LAYER_SETTINGS", "layer_settings", "conv_transpose_layer", "kernel_shape", "normalize_kernel_size", "validate_layer"]
+__all__ = [
+    "LAYER_SETTINGS",
+    "layer_settings",
+    "conv_transpose_layer",
+    "kernel_shape",
+    "normalize_kernel_size",
+    "validate_layer",
+]
 
 
 def _is_int(value) -> bool:
@@ -51,7 +58,9 @@ def normalize_kernel_size(kernel_size: IntOrTuple, spatial_dims: int | None) -> 
     )
 
 
-def kernel_shape(in_features: int, out_features: int, kernel_size: Sequence[int], feature_group_count: int) -> tuple[int, ...]:
+def kernel_shape(
+    in_features: int, out_features: int, kernel_size: Sequence[int], feature_group_count: int
+) -> tuple[int, ...]:
     """``(in_features, out_features // feature_group_count, *kernel_size)``."""
     return (int(in_features), int(out_features) // int(feature_group_count), *kernel_size)
 
@@ -196,13 +205,13 @@ def conv_transpose_layer(
     flattened for the call and restored after it.
     """
     spatial_dims = kernel.ndim - 2
-    inputs = jnp.asarray(inputs)
-    in_features_of(inputs.shape, spatial_dims, channels_first)
-    inputs, kernel, bias = promote_dtype(inputs, kernel, bias, dtype=dtype)
-    batch_shape = inputs.shape[: inputs.ndim - spatial_dims - 1]
-    x = inputs.reshape((math.prod(batch_shape), *inputs.shape[len(batch_shape) :])) if len(batch_shape) > 1 else inputs
+    x = jnp.asarray(inputs)
+    in_features_of(x.shape, spatial_dims, channels_first)
+    x, kernel, bias = promote_dtype(x, kernel, bias, dtype=dtype)
+    batch_shape = x.shape[: x.ndim - spatial_dims - 1]
+    flat = x.reshape((math.prod(batch_shape), *x.shape[len(batch_shape) :])) if len(batch_shape) > 1 else x
     y = conv_transpose(
-        x,
+        flat,
         kernel,
         bias,
         stride=strides,
@@ -210,7 +219,7 @@ def conv_transpose_layer(
         output_padding=output_padding if output_size is None else 0,
         groups=feature_group_count,
         dilation=kernel_dilation,
-        output_size=_spatial_output_size(output_size, inputs.ndim, spatial_dims, channels_first),
+        output_size=_spatial_output_size(output_size, x.ndim, spatial_dims, channels_first),
         channels_last=not channels_first,
         precision=precision,
         preferred_element_type=preferred_element_type,

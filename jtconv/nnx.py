@@ -27,6 +27,8 @@ from jtconv.layer import conv_transpose_layer, kernel_shape, layer_settings, nor
 
 __all__ = ["ConvTranspose", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"]
 
+_TORCH_KERNEL_INIT = torch_kernel_init()
+
 
 class ConvTranspose(nnx.Module):
     """N-d transposed convolution, ``torch.nn.ConvTransposeNd`` semantics, Flax NNX conventions.
@@ -91,7 +93,7 @@ class ConvTranspose(nnx.Module):
         param_dtype: Any = jnp.float32,
         precision: jax.lax.PrecisionLike = None,
         preferred_element_type: Any = None,
-        kernel_init: Initializer = torch_kernel_init(),
+        kernel_init: Initializer = _TORCH_KERNEL_INIT,
         bias_init: Initializer | None = None,
         algorithm: str = "auto",
         rngs: nnx.Rngs,
