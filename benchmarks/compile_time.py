@@ -72,8 +72,9 @@ ISSUE_SHAPES: tuple[BenchShape, ...] = (
     _layer("k16s16-3d", "PyTorch test ConvTranspose3d k16 s16 p7", (1, 1, 15, 13, 13), 1, 16, stride=16, padding=7),
     _layer("k16s16-2d", "ConvTranspose2d k16 s16 p7", (1, 1, 15, 13), 1, 16, stride=16, padding=7),
     _layer("fcn8s", "FCN-8s upscore8", (1, 21, 38, 38), 21, 16, stride=8, bias=False),
-    _layer("r2036-3d", "3d k3 s2 (random seed 2036, r00)", (2, 64, 8, 8, 8), 64, 3,
-           stride=2, padding=1, output_padding=1),
+    _layer(
+        "r2036-3d", "3d k3 s2 (random seed 2036, r00)", (2, 64, 8, 8, 8), 64, 3, stride=2, padding=1, output_padding=1
+    ),
 )
 """The layers of the compile-time issue's table."""
 
@@ -173,8 +174,10 @@ def measure_child(shape: BenchShape, candidate: str, passes: Sequence[str]) -> d
     if fn is None:
         return {"status": "n/a", "note": "the method does not support this layer"}
     rng = np.random.default_rng(0)
-    args = [jnp.asarray(rng.standard_normal(shape.x_shape), jnp.float32),
-            jnp.asarray(rng.standard_normal(shape.w_shape) / math.sqrt(math.prod(shape.w_shape[2:])), jnp.float32)]
+    args = [
+        jnp.asarray(rng.standard_normal(shape.x_shape), jnp.float32),
+        jnp.asarray(rng.standard_normal(shape.w_shape) / math.sqrt(math.prod(shape.w_shape[2:])), jnp.float32),
+    ]
     if shape.bias:
         args.append(jnp.asarray(rng.standard_normal(shape.out_channels), jnp.float32))
     ct = jnp.asarray(rng.standard_normal(shape.output_shape), jnp.float32)
@@ -262,13 +265,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--suite", type=_names, default=["issue", "main", "holdout"],
-                        help="comma-separated suites: issue, main, holdout, random (default: issue,main,holdout)")
+    parser.add_argument(
+        "--suite",
+        type=_names,
+        default=["issue", "main", "holdout"],
+        help="comma-separated suites: issue, main, holdout, random (default: issue,main,holdout)",
+    )
     parser.add_argument("--shapes", type=_names, default=None, help="comma-separated layer names from any suite")
-    parser.add_argument("--algorithm", type=_names, default=None,
-                        help="comma-separated algorithm= values for jtconv.conv_transpose (default: auto)")
-    parser.add_argument("--method", type=_names, default=[],
-                        help="comma-separated methods called directly, not through algorithm=: tiled")
+    parser.add_argument(
+        "--algorithm",
+        type=_names,
+        default=None,
+        help="comma-separated algorithm= values for jtconv.conv_transpose (default: auto)",
+    )
+    parser.add_argument(
+        "--method",
+        type=_names,
+        default=[],
+        help="comma-separated methods called directly, not through algorithm=: tiled",
+    )
     parser.add_argument("--passes", type=_names, default=list(PASSES), help="forward, fwd+bwd (default: both)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per child process (default 600)")
     parser.add_argument("--random-count", type=int, default=12, help="layers of the random suite (default 12)")
@@ -309,8 +324,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for shape in layers:
         for candidate in candidates:
             print(f"… {shape.name} ({shape.summary()}) {candidate}", file=sys.stderr, flush=True)
-            rows.append({"shape": shape.name, "summary": shape.summary(), "candidate": candidate,
-                         "result": run_child(shape, candidate, settings)})
+            rows.append(
+                {
+                    "shape": shape.name,
+                    "summary": shape.summary(),
+                    "candidate": candidate,
+                    "result": run_child(shape, candidate, settings),
+                }
+            )
     print_table(rows, settings.passes)
     if settings.json:
         with open(settings.json, "w") as f:

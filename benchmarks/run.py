@@ -45,6 +45,7 @@ from shapes import SUITES, BenchShape, select_shapes
 
 PASSES = ("forward", "fwd+bwd")
 
+
 def float32_tolerances(shape: BenchShape, pass_name: str) -> tuple[float, ...]:
     """Scaled-error bound per compared tensor: ``1e-5`` up to ~1,500 summed
     terms, ``4 · u · √R`` beyond (:func:`jtconv.testing.relative_tolerance`),
@@ -53,6 +54,7 @@ def float32_tolerances(shape: BenchShape, pass_name: str) -> tuple[float, ...]:
     lengths = shape.reduction_lengths
     labels = ("y",) if pass_name == "forward" else ("dx", "dweight", "dbias")
     return tuple(relative_tolerance("float32", lengths[label]) for label in labels)
+
 
 TORCH = "torch"
 LAX = "lax.conv_transpose"

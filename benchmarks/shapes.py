@@ -193,4 +193,3 @@ def select_shapes(names: list[str] | None, suite: str = "main") -> list[BenchSha
     if unknown:
         raise ValueError(f"--shapes: unknown shape(s) {unknown}; choose from {list(SHAPES_BY_NAME)}")
     return [shape for shape in SHAPES + HOLDOUT_SHAPES if shape.name in names]
-

@@ -31,7 +31,11 @@ def torch_generator(nz: int, ngf: int, channels: int = 3) -> torch.nn.Sequential
     layers: list[torch.nn.Module] = []
     for i, (cin, cout) in enumerate(zip(widths[:-1], widths[1:])):
         stride, padding = (1, 0) if i == 0 else (2, 1)
-        layers += [torch.nn.ConvTranspose2d(cin, cout, 4, stride, padding, bias=False), torch.nn.BatchNorm2d(cout), torch.nn.ReLU()]
+        layers += [
+            torch.nn.ConvTranspose2d(cin, cout, 4, stride, padding, bias=False),
+            torch.nn.BatchNorm2d(cout),
+            torch.nn.ReLU(),
+        ]
     layers += [torch.nn.ConvTranspose2d(ngf, channels, 4, 2, 1, bias=False), torch.nn.Tanh()]
     return torch.nn.Sequential(*layers)
 
@@ -61,7 +65,9 @@ class Generator(nn.Module):
             x = ConvTranspose(features, (4, 4), strides=stride, padding=padding, use_bias=False, name=f"up{i}")(x)
             x = nn.BatchNorm(use_running_average=True, epsilon=1e-5, name=f"bn{i}")(x)
             x = nn.relu(x)
-        x = ConvTranspose(self.widths[-1], (4, 4), strides=2, padding=1, use_bias=False, name=f"up{len(self.widths) - 1}")(x)
+        x = ConvTranspose(
+            self.widths[-1], (4, 4), strides=2, padding=1, use_bias=False, name=f"up{len(self.widths) - 1}"
+        )(x)
         return jnp.tanh(x)
 
 
@@ -73,7 +79,10 @@ def port_variables(model: torch.nn.Sequential) -> dict:
     batch_stats = {}
     norm_names = [name for name, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
     for i, name in enumerate(norm_names):
-        params[f"bn{i}"] = {"scale": jnp.asarray(state_dict[f"{name}.weight"].numpy()), "bias": jnp.asarray(state_dict[f"{name}.bias"].numpy())}
+        params[f"bn{i}"] = {
+            "scale": jnp.asarray(state_dict[f"{name}.weight"].numpy()),
+            "bias": jnp.asarray(state_dict[f"{name}.bias"].numpy()),
+        }
         batch_stats[f"bn{i}"] = {
             "mean": jnp.asarray(state_dict[f"{name}.running_mean"].numpy()),
             "var": jnp.asarray(state_dict[f"{name}.running_var"].numpy()),

@@ -25,5 +25,7 @@ else:
         torch.tensor(np.asarray(x)), torch.tensor(np.asarray(w)), stride=2, padding=1
     ).numpy()
     np.testing.assert_array_equal(np.asarray(y), y_torch)
-    print(f"\nequal to torch.nn.functional.conv_transpose2d (torch {torch.__version__}):",
-          bool(np.array_equal(np.asarray(y), y_torch)))
+    print(
+        f"\nequal to torch.nn.functional.conv_transpose2d (torch {torch.__version__}):",
+        bool(np.array_equal(np.asarray(y), y_torch)),
+    )

@@ -68,8 +68,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-per-device", type=int, default=8, help="examples per device per step (default 8)")
     parser.add_argument("--learning-rate", type=float, default=1e-2)
     parser.add_argument("--log-every", type=int, default=10)
-    parser.add_argument("--multi-host", action="store_true",
-                        help="call jax.distributed.initialize() first (one process per host)")
+    parser.add_argument(
+        "--multi-host", action="store_true", help="call jax.distributed.initialize() first (one process per host)"
+    )
     parser.add_argument("--json", action="store_true", help="end with a one-line JSON summary")
     return parser.parse_args()
 
@@ -111,15 +112,19 @@ def main() -> None:
 
     z, target = next_batch()
     forward = jax.jit(model.apply).lower(params, z).compile().as_text()
-    forward_collectives = sorted(set(re.findall(
-        r"\b(all-reduce|all-gather|reduce-scatter|collective-permute|all-to-all)(?:-start)?\(", forward)))
+    forward_collectives = sorted(
+        set(re.findall(r"\b(all-reduce|all-gather|reduce-scatter|collective-permute|all-to-all)(?:-start)?\(", forward))
+    )
     if is_main:
         devices = f"{jax.device_count()} device{'s' if jax.device_count() > 1 else ''} ({jax.devices()[0].platform})"
-        print(f"{devices}, {jax.process_count()} process(es); "
-              f"global batch {global_batch}, sharded {batch_sharding.spec}")
+        print(
+            f"{devices}, {jax.process_count()} process(es); global batch {global_batch}, sharded {batch_sharding.spec}"
+        )
         if jax.device_count() == 1:
-            print("one device: every PartitionSpec is equivalent to replication; "
-                  "run with more devices to see the batch split")
+            print(
+                "one device: every PartitionSpec is equivalent to replication; "
+                "run with more devices to see the batch split"
+            )
         print(f"collectives in the compiled forward pass: {forward_collectives or 'none'}")
 
     losses = []
@@ -136,15 +141,25 @@ def main() -> None:
     output_spec = batch_sharding.spec if like_batch else images.sharding.spec
     params_replicated = all(p.sharding.is_fully_replicated for p in jax.tree.leaves(params))
     if is_main:
-        print(f"decoded images {images.shape}, sharded {output_spec}"
-              f"{' like the batch' if like_batch else ''}; parameters replicated: {params_replicated}")
+        print(
+            f"decoded images {images.shape}, sharded {output_spec}"
+            f"{' like the batch' if like_batch else ''}; parameters replicated: {params_replicated}"
+        )
     if args.json and is_main:
-        print(json.dumps({
-            "devices": jax.device_count(), "steps": args.steps,
-            "batch_sharding": list(z.sharding.spec), "output_sharding": list(output_spec),
-            "params_replicated": params_replicated, "forward_collectives": forward_collectives,
-            "initial_loss": losses[0], "final_loss": losses[-1],
-        }))
+        print(
+            json.dumps(
+                {
+                    "devices": jax.device_count(),
+                    "steps": args.steps,
+                    "batch_sharding": list(z.sharding.spec),
+                    "output_sharding": list(output_spec),
+                    "params_replicated": params_replicated,
+                    "forward_collectives": forward_collectives,
+                    "initial_loss": losses[0],
+                    "final_loss": losses[-1],
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

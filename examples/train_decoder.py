@@ -75,8 +75,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     initial = float(loss_fn(params, eval_images))
     print(f"held-out loss before training: {initial:.5f}")
     report_every = max(args.steps // 6, 1)
-    with Progress(TextColumn("training"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TextColumn("loss {task.fields[loss]:.5f}"), TimeElapsedColumn()) as progress:
+    with Progress(
+        TextColumn("training"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.5f}"),
+        TimeElapsedColumn(),
+    ) as progress:
         task = progress.add_task("train", total=args.steps, loss=float("nan"))
         for i, key in enumerate(jax.random.split(key_data, args.steps), start=1):
             params, opt_state, loss = step(params, opt_state, key)
@@ -84,8 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if i % report_every == 0 or i == args.steps:
                 progress.console.print(f"step {i:4d}  train loss {float(loss):.5f}")
     final = float(loss_fn(params, eval_images))
-    print(f"held-out loss after {args.steps} steps: {final:.5f} (fell from {initial:.5f})" if final < initial
-          else f"held-out loss after {args.steps} steps: {final:.5f} (did not fall from {initial:.5f})")
+    print(
+        f"held-out loss after {args.steps} steps: {final:.5f} (fell from {initial:.5f})"
+        if final < initial
+        else f"held-out loss after {args.steps} steps: {final:.5f} (did not fall from {initial:.5f})"
+    )
     return 0 if final < initial else 1
 
 

@@ -22,10 +22,10 @@ from __future__ import annotations
 import dataclasses
 import numbers
 from collections.abc import Sequence
-from typing import Union
+from typing import cast
 
-IntOrTuple = Union[int, Sequence[int]]
-PaddingLike = Union[str, int, Sequence[int], Sequence[tuple[int, int]]]
+IntOrTuple = int | Sequence[int]
+PaddingLike = str | int | Sequence[int] | Sequence[tuple[int, int]]
 
 __all__ = [
     "ConvTransposeGeometry",
@@ -50,17 +50,14 @@ def normalize_tuple(value: IntOrTuple, ndim: int, name: str) -> tuple[int, ...]:
       ValueError: naming ``name`` if ``value`` is neither.
     """
     if _is_int(value):
-        return (int(value),) * ndim
+        return (int(cast(int, value)),) * ndim
     if isinstance(value, Sequence) and not isinstance(value, str):
         items = tuple(value)
         if len(items) == ndim and all(_is_int(v) for v in items):
             return tuple(int(v) for v in items)
         if len(items) == 1 and _is_int(items[0]):
             return (int(items[0]),) * ndim
-    raise ValueError(
-        f"{name} must be an int or a sequence of {ndim} ints "
-        f"(one per spatial dimension), got {value!r}"
-    )
+    raise ValueError(f"{name} must be an int or a sequence of {ndim} ints (one per spatial dimension), got {value!r}")
 
 
 def _check_at_least(values: tuple[int, ...], minimum: int, name: str) -> None:
@@ -101,34 +98,31 @@ def normalize_padding(
     if isinstance(padding, str):
         mode = padding.lower()
         if mode not in ("same", "valid"):
-            raise ValueError(
-                f"padding must be an int, a tuple, per-side pairs, 'same' or 'valid', got {padding!r}"
-            )
-        pairs = []
+            raise ValueError(f"padding must be an int, a tuple, per-side pairs, 'same' or 'valid', got {padding!r}")
+        mode_pairs: list[tuple[int, int]] = []
         for k, s, d in zip(kernel_size, stride, dilation):
             total = effective_kernel_size(k, d) - s
             if mode == "valid":
-                pairs.append((0, min(total, 0)))
+                mode_pairs.append((0, min(total, 0)))
             else:
                 lo = max(total, 0) // 2
-                pairs.append((lo, total - lo))
-        return tuple(pairs)
+                mode_pairs.append((lo, total - lo))
+        return tuple(mode_pairs)
 
     if (
         isinstance(padding, Sequence)
         and len(padding) > 0
         and all(isinstance(p, Sequence) and not isinstance(p, str) for p in padding)
     ):
-        if len(padding) != ndim or not all(len(p) == 2 and all(_is_int(v) for v in p) for p in padding):
-            raise ValueError(
-                f"padding given as per-side pairs must be {ndim} pairs (lo, hi) of ints, got {padding!r}"
-            )
-        pairs = tuple((int(lo), int(hi)) for lo, hi in padding)
+        sides = cast("Sequence[Sequence[int]]", padding)
+        if len(sides) != ndim or not all(len(p) == 2 and all(_is_int(v) for v in p) for p in sides):
+            raise ValueError(f"padding given as per-side pairs must be {ndim} pairs (lo, hi) of ints, got {padding!r}")
+        pairs = tuple((int(lo), int(hi)) for lo, hi in cast("Sequence[tuple[int, int]]", padding))
         if any(lo < 0 or hi < 0 for lo, hi in pairs):
             raise ValueError(f"padding must be >= 0 on every side, got {pairs}")
         return pairs
 
-    symmetric = normalize_tuple(padding, ndim, "padding")
+    symmetric = normalize_tuple(cast("IntOrTuple", padding), ndim, "padding")
     _check_at_least(symmetric, 0, "padding")
     return tuple((p, p) for p in symmetric)
 
@@ -217,7 +211,7 @@ def output_size(
     8
     """
     scalar = _is_int(input_size)
-    ndim = 1 if scalar else len(tuple(input_size))
+    ndim = 1 if scalar else len(tuple(cast("Sequence[int]", input_size)))
     sizes = normalize_tuple(input_size, ndim, "input_size")
     k = normalize_tuple(kernel_size, ndim, "kernel_size")
     s = normalize_tuple(stride, ndim, "stride")
@@ -249,12 +243,12 @@ def output_padding_for_size(
       ValueError: (naming ``output_size``) when a size is out of that range.
     """
     scalar = _is_int(input_size)
-    ndim = 1 if scalar else len(tuple(input_size))
+    ndim = 1 if scalar else len(tuple(cast("Sequence[int]", input_size)))
     target = normalize_tuple(target_size, ndim, "output_size")
     s = normalize_tuple(stride, ndim, "stride")
     minimum = output_size(input_size, kernel_size, stride, padding, 0, dilation)
-    minimum = (minimum,) if scalar else minimum
-    op = _output_padding_in_range(target, minimum, s, normalize_tuple(input_size, ndim, "input_size"))
+    minimum_sizes = (minimum,) if isinstance(minimum, int) else minimum
+    op = _output_padding_in_range(target, minimum_sizes, s, normalize_tuple(input_size, ndim, "input_size"))
     return op[0] if scalar else op
 
 
@@ -334,14 +328,10 @@ def make_geometry(
     if in_channels < 1:
         raise ValueError(f"weight.shape[0] (in_channels) must be >= 1, got weight shape {weight_shape}")
     if out_per_group < 1:
-        raise ValueError(
-            f"weight.shape[1] (out_channels // groups) must be >= 1, got weight shape {weight_shape}"
-        )
+        raise ValueError(f"weight.shape[1] (out_channels // groups) must be >= 1, got weight shape {weight_shape}")
     _check_at_least(kernel_size, 1, "kernel_size (weight.shape[2:])")
     if in_channels % groups:
-        raise ValueError(
-            f"in_channels (weight.shape[0] = {in_channels}) must be divisible by groups = {groups}"
-        )
+        raise ValueError(f"in_channels (weight.shape[0] = {in_channels}) must be divisible by groups = {groups}")
     if channels != in_channels:
         raise ValueError(
             f"input channels ({channels}) must equal weight.shape[0] (in_channels = {in_channels})"
@@ -360,7 +350,7 @@ def make_geometry(
         if output_padding not in (0, None) and normalize_tuple(output_padding, ndim, "output_padding") != (0,) * ndim:
             raise ValueError("pass either output_padding or output_size, not both")
         target = tuple(output_size)
-        non_spatial = (2 if batched else 1)
+        non_spatial = 2 if batched else 1
         if len(target) == ndim + non_spatial:  # full shape: keep the spatial part
             target = target[non_spatial - 1 : -1] if channels_last else target[non_spatial:]
         if len(target) != ndim:

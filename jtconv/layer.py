@@ -153,8 +153,7 @@ def _spatial_output_size(
     if len(target) == input_ndim:
         return target[-spatial_dims:] if channels_first else target[-spatial_dims - 1 : -1]
     raise ValueError(
-        f"output_size must have {spatial_dims} (spatial) or {input_ndim} (full output shape) elements, "
-        f"got {target}"
+        f"output_size must have {spatial_dims} (spatial) or {input_ndim} (full output shape) elements, got {target}"
     )
 
 

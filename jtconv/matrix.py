@@ -122,9 +122,7 @@ def _matrix_from_geometry(weight: np.ndarray, geom: ConvTransposeGeometry) -> np
     grouped_weight = weight.reshape(groups, cin_g, cout_g, *geom.kernel_size)
     placements = [placement_tensor(geom, dim).astype(weight.dtype) for dim in range(ndim)]
     blocks = np.einsum(spec, grouped_weight, *placements)
-    matrix = np.zeros(
-        (groups, cin_g, *geom.input_size, groups, cout_g, *geom.output_size), dtype=weight.dtype
-    )
+    matrix = np.zeros((groups, cin_g, *geom.input_size, groups, cout_g, *geom.output_size), dtype=weight.dtype)
     for g in range(groups):
         matrix[(g, slice(None)) + (slice(None),) * ndim + (g,)] = blocks[g]
     return matrix.reshape(geom.in_channels, *geom.input_size, geom.out_channels, *geom.output_size)

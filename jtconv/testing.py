@@ -103,7 +103,9 @@ class ConvTransposeConfig:
 
     def jtconv_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`jtconv.conv_transpose` (without ``algorithm``)."""
-        kwargs: dict[str, Any] = dict(stride=self.stride, padding=self.padding, groups=self.groups, dilation=self.dilation)
+        kwargs: dict[str, Any] = dict(
+            stride=self.stride, padding=self.padding, groups=self.groups, dilation=self.dilation
+        )
         if self.output_size is None:
             kwargs["output_padding"] = self.output_padding
         else:
@@ -153,13 +155,11 @@ class ConvTransposeConfig:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-friendly dict (tuples become lists); inverse of :meth:`from_json`."""
-        return {
-            field.name: _to_json_value(getattr(self, field.name)) for field in dataclasses.fields(self)
-        }
+        return {field.name: _to_json_value(getattr(self, field.name)) for field in dataclasses.fields(self)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ConvTransposeConfig:
-        values = {}
+        values: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
             value = data.get(field.name, field.default)
             values[field.name] = tuple(value) if isinstance(value, list) else value
@@ -247,8 +247,8 @@ def random_config(
     dilation = tuple(int(rng.choice([1, 1, 1, 2, 3])) for _ in range(ndim))
     spatial = tuple(int(i) for i in rng.integers(1, _MAX_INPUT[ndim] + 1, ndim))
     use_output_size = rng.random() < output_size_probability
-    output_padding = (0,) * ndim if use_output_size else tuple(
-        int(rng.integers(0, max(s, d))) for s, d in zip(stride, dilation)
+    output_padding = (
+        (0,) * ndim if use_output_size else tuple(int(rng.integers(0, max(s, d))) for s, d in zip(stride, dilation))
     )
     padding = tuple(
         _draw_padding(rng, (i - 1) * s + d * (k - 1) + op, d * (k - 1))
@@ -264,10 +264,14 @@ def random_config(
     bias_shape = (groups * out_per_group,) if rng.random() < 0.5 else None
     output_size = None
     if use_output_size:
-        minimum = [(i - 1) * s - 2 * p + d * (k - 1) + 1 for i, k, s, d, p in zip(spatial, kernel, stride, dilation, padding)]
+        minimum = [
+            (i - 1) * s - 2 * p + d * (k - 1) + 1 for i, k, s, d, p in zip(spatial, kernel, stride, dilation, padding)
+        ]
         target = tuple(m + int(rng.integers(0, s)) for m, s in zip(minimum, stride))
         full = rng.random() < 0.3
-        output_size = input_shape[: len(input_shape) - ndim - 1] + (groups * out_per_group,) + target if full else target
+        output_size = (
+            input_shape[: len(input_shape) - ndim - 1] + (groups * out_per_group,) + target if full else target
+        )
         if full:
             output_size = tuple(output_size)
 
@@ -400,7 +404,14 @@ def named_configs() -> list[ConvTransposeConfig]:
         C((1, 4, 5, 5), (4, 2, 3, 3), groups=4, bias_shape=(8,)),  # grouped
         C((2, 3, 6), (3, 2, 3), stride=2, padding=5, output_padding=1),  # padding > d·(k−1)
         C((2, 6, 3, 3), (6, 4, 3, 3), stride=1, dilation=3, output_padding=2, groups=3),  # op ≥ stride
-        C((2, 4, 3, 3, 3), (4, 2, 2, 3, 2), stride=(2, 1, 3), padding=(1, 0, 1), output_padding=(1, 0, 2), bias_shape=(2,)),
+        C(
+            (2, 4, 3, 3, 3),
+            (4, 2, 2, 3, 2),
+            stride=(2, 1, 3),
+            padding=(1, 0, 1),
+            output_padding=(1, 0, 2),
+            bias_shape=(2,),
+        ),
         C((3, 4, 4), (3, 2, 3, 3), stride=2, padding=1, bias_shape=(2,), output_size=(8, 8)),  # output_size, unbatched
         # Invalid: torch rejects these, jtconv must raise ValueError.
         C((1, 4, 5, 5), (4, 2, 3, 3), stride=2, output_padding=2),  # op ≥ max(s, d)
@@ -430,7 +441,9 @@ def make_inputs(config: ConvTransposeConfig, dtype: Any = "float32", seed: int =
     shapes = [config.input_shape, config.weight_shape]
     if config.bias_shape is not None:
         shapes.append(config.bias_shape)
-    return tuple(rng.standard_normal(tuple(max(s, 0) for s in shape)).astype(np.float32).astype(dtype) for shape in shapes)
+    return tuple(
+        rng.standard_normal(tuple(max(s, 0) for s in shape)).astype(np.float32).astype(dtype) for shape in shapes
+    )
 
 
 def torch_conv_transpose(config: ConvTransposeConfig) -> Callable:
@@ -616,9 +629,17 @@ def check_config(
         except ValueError as error:
             raised_here = _raised_by_jtconv(error)
             message = _first_line(error) if raised_here else f"ValueError from outside jtconv: {_first_line(error)}"
-            return ConfigResult(config, "rejection", raised_here, torch_error=_first_line(rejection), jtconv_error=message)
+            return ConfigResult(
+                config, "rejection", raised_here, torch_error=_first_line(rejection), jtconv_error=message
+            )
         except Exception as error:  # noqa: BLE001 - any other exception is the failure being reported
-            return ConfigResult(config, "rejection", False, torch_error=_first_line(rejection), jtconv_error=f"{type(error).__name__}: {_first_line(error)}")
+            return ConfigResult(
+                config,
+                "rejection",
+                False,
+                torch_error=_first_line(rejection),
+                jtconv_error=f"{type(error).__name__}: {_first_line(error)}",
+            )
         return ConfigResult(config, "rejection", False, torch_error=_first_line(rejection), jtconv_error="no error")
     torch_fn = torch_conv_transpose(config)
     if jnp.dtype(dtype).itemsize == 2:
@@ -1003,7 +1024,8 @@ def _input_leaves(inputs: Sequence[Any]) -> tuple[list[Any], list[tuple], list[b
         marks.append(jax.tree_util.tree_map(lambda _, mark=mark: mark, value))
     tree = jax.tree_util.tree_unflatten(outer_def, stripped)
     with_paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    constant_marks = treedef.flatten_up_to(jax.tree_util.tree_unflatten(outer_def, marks))
+    marks_tree = jax.tree_util.tree_unflatten(outer_def, marks)
+    constant_marks = treedef.flatten_up_to(marks_tree)  # type: ignore[attr-defined]  # in jaxlib, absent from its stubs
     return (
         [leaf for _, leaf in with_paths],
         [path for path, _ in with_paths],
@@ -1178,10 +1200,11 @@ def _compare_leaf(
     import torch
 
     actual = np.asarray(jax_value)
+    expected: np.ndarray
     if isinstance(torch_value, torch.Tensor):
         torch_dtype = str(torch_value.dtype).removeprefix("torch.")
-        expected = torch_value.detach().cpu()
-        expected = (expected.double() if expected.is_floating_point() else expected).numpy()
+        on_cpu = torch_value.detach().cpu()
+        expected = (on_cpu.double() if on_cpu.is_floating_point() else on_cpu).numpy()
     else:
         expected = np.asarray(torch_value)
         torch_dtype = expected.dtype.name

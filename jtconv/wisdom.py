@@ -603,4 +603,3 @@ __all__ = [
     "record",
     "wisdom_path",
 ]
-

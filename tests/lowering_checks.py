@@ -24,12 +24,16 @@ def assert_second_order_and_jvp_match_reference(layer: Callable, algorithm: str,
     """jvp of grad (a Hessian-vector product) and jvp of ``algorithm`` equal the reference lowering's."""
 
     def hessian_vector(name):
-        loss = lambda x, w: jnp.sum(jnp.sin(layer(name)(x, w)))
+        def loss(x, w):
+            return jnp.sum(jnp.sin(layer(name)(x, w)))
+
         grad_x = jax.grad(loss, argnums=0)
         return jax.jvp(lambda w: grad_x(x, w), (w,), (jnp.ones_like(w),))
 
-    for got, want in zip(jax.tree.leaves(jax.jit(lambda: hessian_vector(algorithm))()),
-                         jax.tree.leaves(jax.jit(lambda: hessian_vector("reference"))())):
+    for got, want in zip(
+        jax.tree.leaves(jax.jit(lambda: hessian_vector(algorithm))()),
+        jax.tree.leaves(jax.jit(lambda: hessian_vector("reference"))()),
+    ):
         assert_close(got, want)
     got = jax.jvp(layer(algorithm), (x, w), (x, w))
     want = jax.jvp(layer("reference"), (x, w), (x, w))

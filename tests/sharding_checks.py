@@ -57,8 +57,10 @@ DEVICE_COUNT = 8
 if "jax" in sys.modules:  # pragma: no cover - a misuse, not a test outcome
     raise RuntimeError("sharding_checks.py must run in a fresh process (it sets XLA_FLAGS)")
 os.environ["XLA_FLAGS"] = " ".join(
-    [re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ.get("XLA_FLAGS", "")).strip(),
-     f"--xla_force_host_platform_device_count={DEVICE_COUNT}"]
+    [
+        re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ.get("XLA_FLAGS", "")).strip(),
+        f"--xla_force_host_platform_device_count={DEVICE_COUNT}",
+    ]
 ).strip()
 os.environ["JAX_PLATFORMS"] = "cpu"
 
@@ -86,9 +88,7 @@ COLLECTIVE_OPCODES = (
     "all-to-all",
     "ragged-all-to-all",
 )
-_COLLECTIVE_CALL = re.compile(
-    r"\b(" + "|".join(re.escape(op) for op in COLLECTIVE_OPCODES) + r")(?:-start|-done)?\("
-)
+_COLLECTIVE_CALL = re.compile(r"\b(" + "|".join(re.escape(op) for op in COLLECTIVE_OPCODES) + r")(?:-start|-done)?\(")
 
 
 def collectives_in(hlo_text: str) -> list[str]:
@@ -100,30 +100,90 @@ def collectives_in(hlo_text: str) -> list[str]:
 GEOMETRIES: dict[int, dict] = {
     1: dict(kernel=(3,), spatial=(7,), stride=(2,), padding=(1,), output_padding=(1,), dilation=(2,)),
     2: dict(kernel=(3, 2), spatial=(5, 4), stride=(2, 3), padding=(1, 0), output_padding=(1, 2), dilation=(1, 2)),
-    3: dict(kernel=(3, 2, 3), spatial=(3, 4, 3), stride=(2, 1, 2), padding=(1, 0, 1), output_padding=(1, 0, 0), dilation=(1, 2, 1)),
+    3: dict(
+        kernel=(3, 2, 3),
+        spatial=(3, 4, 3),
+        stride=(2, 1, 2),
+        padding=(1, 0, 1),
+        output_padding=(1, 0, 0),
+        dilation=(1, 2, 1),
+    ),
 }
 
 # Per sharding kind: batch, in_channels, out_channels, groups, mesh shape and axis names,
 # partition specs of input, weight and bias (channels-first input) and the expected output spec.
 LAYOUTS: dict[str, dict] = {
-    "data": dict(n=16, cin=4, cout=6, groups=1, mesh=(8,), axes=("data",),
-                 x=P("data"), w=P(), b=P(), y=P("data")),
-    "data-grouped": dict(n=16, cin=4, cout=6, groups=2, mesh=(8,), axes=("data",),
-                         x=P("data"), w=P(), b=P(), y=P("data")),
-    "data-explicit": dict(n=16, cin=4, cout=6, groups=1, mesh=(8,), axes=("data",), explicit=True,
-                          x=P("data"), w=P(), b=P(), y=P("data")),
-    "channel": dict(n=2, cin=3, cout=16, groups=1, mesh=(8,), axes=("model",),
-                    x=P(), w=P(None, "model"), b=P("model"), y=P(None, "model")),
-    "depthwise": dict(n=2, cin=8, cout=16, groups=8, mesh=(8,), axes=("model",),
-                      x=P(None, "model"), w=P("model"), b=P("model"), y=P(None, "model")),
-    "group": dict(n=2, cin=16, cout=16, groups=8, mesh=(8,), axes=("model",),
-                  x=P(None, "model"), w=P("model"), b=P("model"), y=P(None, "model")),
-    "data-channel": dict(n=4, cin=3, cout=8, groups=1, mesh=(2, 4), axes=("data", "model"),
-                         x=P("data"), w=P(None, "model"), b=P("model"), y=P("data", "model")),
-    "shard_map-data": dict(n=16, cin=4, cout=6, groups=2, mesh=(8,), axes=("data",), shard_map=True,
-                           x=P("data"), w=P(), b=P(), y=P("data")),
-    "shard_map-channel": dict(n=2, cin=3, cout=16, groups=1, mesh=(8,), axes=("model",), shard_map=True,
-                              x=P(), w=P(None, "model"), b=P("model"), y=P(None, "model")),
+    "data": dict(n=16, cin=4, cout=6, groups=1, mesh=(8,), axes=("data",), x=P("data"), w=P(), b=P(), y=P("data")),
+    "data-grouped": dict(
+        n=16, cin=4, cout=6, groups=2, mesh=(8,), axes=("data",), x=P("data"), w=P(), b=P(), y=P("data")
+    ),
+    "data-explicit": dict(
+        n=16, cin=4, cout=6, groups=1, mesh=(8,), axes=("data",), explicit=True, x=P("data"), w=P(), b=P(), y=P("data")
+    ),
+    "channel": dict(
+        n=2,
+        cin=3,
+        cout=16,
+        groups=1,
+        mesh=(8,),
+        axes=("model",),
+        x=P(),
+        w=P(None, "model"),
+        b=P("model"),
+        y=P(None, "model"),
+    ),
+    "depthwise": dict(
+        n=2,
+        cin=8,
+        cout=16,
+        groups=8,
+        mesh=(8,),
+        axes=("model",),
+        x=P(None, "model"),
+        w=P("model"),
+        b=P("model"),
+        y=P(None, "model"),
+    ),
+    "group": dict(
+        n=2,
+        cin=16,
+        cout=16,
+        groups=8,
+        mesh=(8,),
+        axes=("model",),
+        x=P(None, "model"),
+        w=P("model"),
+        b=P("model"),
+        y=P(None, "model"),
+    ),
+    "data-channel": dict(
+        n=4,
+        cin=3,
+        cout=8,
+        groups=1,
+        mesh=(2, 4),
+        axes=("data", "model"),
+        x=P("data"),
+        w=P(None, "model"),
+        b=P("model"),
+        y=P("data", "model"),
+    ),
+    "shard_map-data": dict(
+        n=16, cin=4, cout=6, groups=2, mesh=(8,), axes=("data",), shard_map=True, x=P("data"), w=P(), b=P(), y=P("data")
+    ),
+    "shard_map-channel": dict(
+        n=2,
+        cin=3,
+        cout=16,
+        groups=1,
+        mesh=(8,),
+        axes=("model",),
+        shard_map=True,
+        x=P(),
+        w=P(None, "model"),
+        b=P("model"),
+        y=P(None, "model"),
+    ),
 }
 
 # conv_transpose{1,2,3}d (algorithm="auto", the planner's choice) runs under these layouts.
@@ -135,9 +195,11 @@ MODULE_KINDS = ("data", "channel")
 
 def channels_last_layout(layout: dict, ndim: int) -> dict:
     """``layout`` with the specs of input and output moved to ``(N, *spatial, C)``."""
+
     def move(spec: P) -> P:
         entries = tuple(spec) + (None,) * (ndim + 2 - len(spec))
         return P(entries[0], *entries[2:], entries[1])
+
     return {**layout, "x": move(layout["x"]), "y": move(layout["y"])}
 
 
@@ -164,8 +226,16 @@ def torch_reference(ndim: int, groups: int, arrays: dict[str, np.ndarray], cotan
     geom = GEOMETRIES[ndim]
     tensors = {k: torch.tensor(v, requires_grad=True) for k, v in arrays.items()}
     conv = getattr(torch.nn.functional, f"conv_transpose{ndim}d")
-    y = conv(tensors["x"], tensors["w"], tensors["b"], stride=geom["stride"], padding=geom["padding"],
-             output_padding=geom["output_padding"], groups=groups, dilation=geom["dilation"])
+    y = conv(
+        tensors["x"],
+        tensors["w"],
+        tensors["b"],
+        stride=geom["stride"],
+        padding=geom["padding"],
+        output_padding=geom["output_padding"],
+        groups=groups,
+        dilation=geom["dilation"],
+    )
     (y * torch.tensor(cotangent)).sum().backward()
     return {"y": y.detach().numpy(), **{k: t.grad.numpy() for k, t in tensors.items()}}
 
@@ -173,8 +243,13 @@ def torch_reference(ndim: int, groups: int, arrays: dict[str, np.ndarray], cotan
 def conv_function(ndim: int, groups: int, algorithm: str) -> Callable:
     """``f(x, w, b)`` running jtconv with the geometry of ``ndim``; ``"auto"`` uses ``conv_transpose{ndim}d``."""
     geom = GEOMETRIES[ndim]
-    args = dict(stride=geom["stride"], padding=geom["padding"], output_padding=geom["output_padding"],
-                groups=groups, dilation=geom["dilation"])
+    args = dict(
+        stride=geom["stride"],
+        padding=geom["padding"],
+        output_padding=geom["output_padding"],
+        groups=groups,
+        dilation=geom["dilation"],
+    )
     if algorithm == "auto":
         return functools.partial(getattr(jtconv, f"conv_transpose{ndim}d"), **args)
     return functools.partial(jtconv.conv_transpose, algorithm=algorithm, **args)
@@ -190,9 +265,13 @@ def _max_abs(a, b) -> float:
 
 
 def compare(sharded, single, expected) -> dict:
-    return {"err": _max_abs(sharded, single), "torch_err": _max_abs(sharded, expected),
-            "scale": float(np.max(np.abs(expected))),
-            "shape": list(np.shape(sharded)), "expected_shape": list(np.shape(expected))}
+    return {
+        "err": _max_abs(sharded, single),
+        "torch_err": _max_abs(sharded, expected),
+        "scale": float(np.max(np.abs(expected))),
+        "shape": list(np.shape(sharded)),
+        "expected_shape": list(np.shape(expected)),
+    }
 
 
 def sharded_as(array: jax.Array, mesh: Mesh, spec: P) -> bool:
@@ -209,8 +288,15 @@ def put(value: np.ndarray, mesh: Mesh, spec: P) -> jax.Array:
     return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
 
-def measure(f: Callable, f_single: Callable, arrays: dict[str, np.ndarray], mesh: Mesh, layout: dict,
-            expected: dict, cotangent: np.ndarray) -> dict:
+def measure(
+    f: Callable,
+    f_single: Callable,
+    arrays: dict[str, np.ndarray],
+    mesh: Mesh,
+    layout: dict,
+    expected: dict,
+    cotangent: np.ndarray,
+) -> dict:
     """Run ``f(x, w, b)`` sharded as ``layout`` says and ``f_single`` (the same without
     ``shard_map``, if any) on one device; gradients too.
 
@@ -228,6 +314,7 @@ def measure(f: Callable, f_single: Callable, arrays: dict[str, np.ndarray], mesh
         def run(x, w, b, ct):
             y, vjp = jax.vjp(function, x, w, b)
             return y, vjp(ct)
+
         return jax.jit(run)
 
     y_single, grads_single = forward_and_gradients(f_single)(*single, jax.device_put(cotangent, device))
@@ -307,8 +394,14 @@ def module_records(module: str) -> Iterator[dict]:
 def module_function(module: str, ndim: int, layout: dict, algorithm: str) -> Callable:
     """``f(x, kernel, bias)`` applying a Flax ``ConvTranspose`` with those parameters to channels-last ``x``."""
     geom = GEOMETRIES[ndim]
-    hyper = dict(strides=geom["stride"], padding=geom["padding"], output_padding=geom["output_padding"],
-                 kernel_dilation=geom["dilation"], feature_group_count=layout["groups"], algorithm=algorithm)
+    hyper = dict(
+        strides=geom["stride"],
+        padding=geom["padding"],
+        output_padding=geom["output_padding"],
+        kernel_dilation=geom["dilation"],
+        feature_group_count=layout["groups"],
+        algorithm=algorithm,
+    )
     if module == "linen":
         import jtconv.linen  # noqa: PLC0415
 
@@ -330,8 +423,14 @@ def module_function(module: str, ndim: int, layout: dict, algorithm: str) -> Cal
     return apply
 
 
-def run_case(case: str, ndim: int, layout: dict, seed: int, build: Callable[[Mesh], tuple[Callable, Callable]],
-             channels_last: bool = False) -> dict:
+def run_case(
+    case: str,
+    ndim: int,
+    layout: dict,
+    seed: int,
+    build: Callable[[Mesh], tuple[Callable, Callable]],
+    channels_last: bool = False,
+) -> dict:
     """Measure ``build(mesh)``'s sharded and single-device functions (see :func:`measure`)
     under ``layout``; a case that raises records ``error``."""
     record = {"case": case, "ndim": ndim}
@@ -358,7 +457,7 @@ def _cotangent(ndim: int, layout: dict, arrays: dict[str, np.ndarray], seed: int
 
 def run_group(group: str) -> Iterator[dict]:
     if group.startswith("functional-") and group.endswith("d"):
-        yield from functional_records(int(group[len("functional-"):-1]))
+        yield from functional_records(int(group[len("functional-") : -1]))
     elif group in SEPARATE_GROUPS:
         yield from separate_group_records(group)
     elif group in ("linen", "nnx"):
@@ -375,8 +474,11 @@ def control_collectives() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    header = {"devices": len(jax.devices()), "algorithms": list(jtconv.ALGORITHMS),
-              "control_collectives": control_collectives()}
+    header = {
+        "devices": len(jax.devices()),
+        "algorithms": list(jtconv.ALGORITHMS),
+        "control_collectives": control_collectives(),
+    }
     print(json.dumps(header), flush=True)
     for group in argv:
         for record in run_group(group):

@@ -325,7 +325,9 @@ def test_an_inexact_torch_baseline_is_still_timed_with_a_warning():
     off = y.astype(np.float32) * (1 + 1e-3)
     candidates = [
         bench_run.Candidate("torch", "torch", runnables={"forward": bench_run.Runnable(lambda: off, lambda o: (o,))}),
-        bench_run.Candidate("jtconv[x]", "jtconv", runnables={"forward": bench_run.Runnable(lambda: y, lambda o: (o,))}),
+        bench_run.Candidate(
+            "jtconv[x]", "jtconv", runnables={"forward": bench_run.Runnable(lambda: y, lambda o: (o,))}
+        ),
     ]
     rows = {r.candidate: r for r in bench_run.measure_pass(problem, candidates, "forward", _settings())}
     assert rows["torch"].status == "ok" and "WARNING" in rows["torch"].note and rows["torch"].median_s > 0

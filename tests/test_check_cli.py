@@ -15,7 +15,18 @@ from jtconv.cli import main
 from jtconv.lowering import planner
 from jtconv.lowering.reference import conv_transpose_reference
 
-RESULT_KEYS = {"config", "platform", "dtype", "algorithm", "max_abs_err", "max_rel_err", "tolerance", "passed", "gradients", "error"}
+RESULT_KEYS = {
+    "config",
+    "platform",
+    "dtype",
+    "algorithm",
+    "max_abs_err",
+    "max_rel_err",
+    "tolerance",
+    "passed",
+    "gradients",
+    "error",
+}
 
 
 def _check_schema(report: dict) -> None:
@@ -38,7 +49,10 @@ def _check_schema(report: dict) -> None:
 def test_python_m_jtconv_check_quick_passes(tmp_path):
     path = tmp_path / "report.json"
     done = subprocess.run(
-        [sys.executable, "-m", "jtconv", "check", "--quick", "--json", str(path)], capture_output=True, text=True, timeout=900
+        [sys.executable, "-m", "jtconv", "check", "--quick", "--json", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(path.read_text())
@@ -54,7 +68,9 @@ def test_python_m_jtconv_check_quick_passes(tmp_path):
 def test_check_filters_and_gradients(tmp_path, capsys):
     path = tmp_path / "r.json"
     algorithm = jtconv.ALGORITHMS[0]
-    status = main(["check", "--quick", "--dtype", "bfloat16", "--algorithm", algorithm, "--device", "cpu", "--json", str(path)])
+    status = main(
+        ["check", "--quick", "--dtype", "bfloat16", "--algorithm", algorithm, "--device", "cpu", "--json", str(path)]
+    )
     assert status == 0
     report = json.loads(path.read_text())
     _check_schema(report)
@@ -66,12 +82,15 @@ def test_check_filters_and_gradients(tmp_path, capsys):
     assert "comparisons with torch" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--algorithm", "fastest"], "--algorithm"),
-    (["--dtype", "int8"], "--dtype"),
-    (["--device", "quantum"], "--device"),
-    (["--torch-device", "xpu"], "--torch-device"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--algorithm", "fastest"], "--algorithm"),
+        (["--dtype", "int8"], "--dtype"),
+        (["--device", "quantum"], "--device"),
+        (["--torch-device", "xpu"], "--torch-device"),
+    ],
+)
 def test_bad_filters_exit_2(argv, message, capsys):
     assert main(["check", "--quick", *argv]) == 2
     assert message in capsys.readouterr().err
@@ -93,10 +112,14 @@ def test_check_catches_a_wrong_lowering(wrong, monkeypatch, tmp_path, capsys):
     def forward(x, w, geom, *, layout, **kwargs):
         return wrong(x, w, geom, **kwargs)
 
-    monkeypatch.setitem(methods.METHODS, "wrong", methods.Method("wrong", "a wrong forward", forward=forward, derived_from="wrong"))
+    monkeypatch.setitem(
+        methods.METHODS, "wrong", methods.Method("wrong", "a wrong forward", forward=forward, derived_from="wrong")
+    )
     plan = jtconv.Plan("wrong", "wrong", "wrong")
     original = planner.algorithm_plan
-    monkeypatch.setattr(planner, "algorithm_plan", lambda name, *a, **k: plan if name == "wrong" else original(name, *a, **k))
+    monkeypatch.setattr(
+        planner, "algorithm_plan", lambda name, *a, **k: plan if name == "wrong" else original(name, *a, **k)
+    )
     monkeypatch.setattr(jtconv, "ALGORITHMS", tuple(jtconv.ALGORITHMS) + ("wrong",))
     path = tmp_path / "r.json"
     status = main(["check", "--quick", "--dtype", "float32", "--no-grads", "--algorithm", "wrong", "--json", str(path)])

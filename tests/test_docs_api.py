@@ -123,7 +123,10 @@ def test_roles_become_inline_code(docstrings):
 
 
 def test_literal_block_markers_and_doctests(docstrings):
-    text = "Per dimension::\n\n    y = x\n\n>>> import jtconv\n>>> jtconv.output_size(4, 4, stride=2, padding=1)\n8\n\nEnd."
+    text = (
+        "Per dimension::\n\n    y = x\n\n>>> import jtconv\n"
+        ">>> jtconv.output_size(4, 4, stride=2, padding=1)\n8\n\nEnd."
+    )
     assert docstrings.markdown_docstring(text) == (
         "Per dimension:\n\n    y = x\n\n```pycon\n>>> import jtconv\n"
         ">>> jtconv.output_size(4, 4, stride=2, padding=1)\n8\n```\n\nEnd."
@@ -133,7 +136,8 @@ def test_literal_block_markers_and_doctests(docstrings):
 def test_grouped_arguments_are_split(docstrings):
     text = "Args:\n  stride, padding: an int or\n    one per dimension.\n  ndim: 1 or 2."
     assert docstrings.markdown_docstring(text) == (
-        "Args:\n  stride: an int or\n    one per dimension.\n  padding: an int or\n    one per dimension.\n  ndim: 1 or 2."
+        "Args:\n  stride: an int or\n    one per dimension.\n"
+        "  padding: an int or\n    one per dimension.\n  ndim: 1 or 2."
     )
 
 

@@ -17,8 +17,12 @@ from jtconv import testing
 import tiers
 
 CONFIGS = {
-    "2d-grouped": testing.ConvTransposeConfig((2, 4, 5, 5), (4, 2, 3, 3), stride=2, padding=1, output_padding=1, groups=2, bias_shape=(4,)),
-    "1d-dilated": testing.ConvTransposeConfig((2, 3, 7), (3, 4, 3), stride=3, padding=2, output_padding=2, dilation=2, bias_shape=(4,)),
+    "2d-grouped": testing.ConvTransposeConfig(
+        (2, 4, 5, 5), (4, 2, 3, 3), stride=2, padding=1, output_padding=1, groups=2, bias_shape=(4,)
+    ),
+    "1d-dilated": testing.ConvTransposeConfig(
+        (2, 3, 7), (3, 4, 3), stride=3, padding=2, output_padding=2, dilation=2, bias_shape=(4,)
+    ),
     "3d": testing.ConvTransposeConfig((1, 2, 3, 3, 3), (2, 2, 2, 2, 2), stride=2, padding=(0, 1, 0)),
     "wide-reduction": testing.ConvTransposeConfig((2, 32, 4, 4), (32, 4, 3, 3), stride=2, padding=1),
 }
@@ -63,7 +67,10 @@ def test_mixed_dtypes_follow_jax_promotion(x_dtype, w_dtype, algorithm):
     w = jnp.ones((2, 1, 2, 2), w_dtype)
     y = jtconv.conv_transpose(x, w, stride=2, algorithm=algorithm)
     assert y.dtype == jnp.result_type(x, w)
-    np.testing.assert_array_equal(np.asarray(y, np.float32), np.asarray(jtconv.conv_transpose(x.astype("float32"), w.astype("float32"), stride=2, algorithm=algorithm)))
+    np.testing.assert_array_equal(
+        np.asarray(y, np.float32),
+        np.asarray(jtconv.conv_transpose(x.astype("float32"), w.astype("float32"), stride=2, algorithm=algorithm)),
+    )
 
 
 def test_tolerances_follow_the_documented_rule():

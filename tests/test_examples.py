@@ -13,9 +13,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def run_example(name: str, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True, timeout=300
-    )
+    result = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -24,7 +22,9 @@ def test_port_generator_is_equal_to_torch_end_to_end():
     out = run_example("port_generator.py", "--batch", "2", "--ngf", "8", "--nz", "16")
     assert "equal end to end: True" in out
     assert "(2, 3, 64, 64) (torch) / (2, 3, 64, 64) (Flax + jtconv)" in out
-    difference, tolerance = map(float, re.search(r"= ([0-9.e+-]+)  \(float32 tolerance .* = ([0-9.e+-]+)\)", out).groups())
+    difference, tolerance = map(
+        float, re.search(r"= ([0-9.e+-]+)  \(float32 tolerance .* = ([0-9.e+-]+)\)", out).groups()
+    )
     assert difference <= tolerance
 
 

@@ -34,7 +34,12 @@ def test_output_size_formula_matches_torch_shapes(i, k, s, d, p, op_fraction):
     assert jtconv.output_size((i, i), (k, 1), (s, 1), (p, 0), (op, 0), (d, 1)) == (expected, i)
     if expected >= 1:
         y = torch.nn.functional.conv_transpose1d(
-            torch.zeros(1, 1, i, dtype=torch.float64), torch.zeros(1, 1, k, dtype=torch.float64), stride=s, padding=p, output_padding=op, dilation=d
+            torch.zeros(1, 1, i, dtype=torch.float64),
+            torch.zeros(1, 1, k, dtype=torch.float64),
+            stride=s,
+            padding=p,
+            output_padding=op,
+            dilation=d,
         )
         assert y.shape[-1] == expected
 
@@ -63,7 +68,9 @@ def test_per_side_padding_pairs_crop_the_full_result(algorithm):
     w = rng.standard_normal((3, 2, 3, 4)).astype(np.float32)
     full = np.asarray(jtconv.conv_transpose(x, w, stride=(2, 3), algorithm=algorithm))
     y = np.asarray(jtconv.conv_transpose(x, w, stride=(2, 3), padding=((0, 2), (3, 1)), algorithm=algorithm))
-    np.testing.assert_allclose(y, full[:, :, 0 : full.shape[2] - 2, 3 : full.shape[3] - 1], rtol=0, atol=1e-5 * np.abs(full).max())
+    np.testing.assert_allclose(
+        y, full[:, :, 0 : full.shape[2] - 2, 3 : full.shape[3] - 1], rtol=0, atol=1e-5 * np.abs(full).max()
+    )
     # Symmetric pairs are torch's padding.
     testing.assert_matches_torch(
         lambda x, w: jtconv.conv_transpose(x, w, stride=(2, 3), padding=((1, 1), (2, 2)), algorithm=algorithm),
@@ -87,7 +94,10 @@ def _adjoint_of_forward_conv(x, w, stride, dilation, padding_mode, out_size):
 
 @pytest.mark.parametrize(
     *tiers.product(
-        {"k, s, d": [(3, 2, 1), (4, 2, 1), (1, 3, 1), (2, 3, 1), (3, 1, 2), (5, 3, 1), (2, 2, 2)], "algorithm": ALGORITHMS},
+        {
+            "k, s, d": [(3, 2, 1), (4, 2, 1), (1, 3, 1), (2, 3, 1), (3, 1, 2), (5, 3, 1), (2, 2, 2)],
+            "algorithm": ALGORITHMS,
+        },
         every=("k, s, d",),
     )
 )
@@ -130,7 +140,9 @@ ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("kwargs, x_shape, w_shape, b_shape, pattern", ERRORS, ids=[f"{e[-1]}-{i}" for i, e in enumerate(ERRORS)])
+@pytest.mark.parametrize(
+    "kwargs, x_shape, w_shape, b_shape, pattern", ERRORS, ids=[f"{e[-1]}-{i}" for i, e in enumerate(ERRORS)]
+)
 def test_invalid_arguments_raise_value_error_naming_the_argument(kwargs, x_shape, w_shape, b_shape, pattern):
     x = np.zeros(x_shape, np.float32)
     w = np.zeros(w_shape, np.float32)
@@ -145,7 +157,9 @@ def test_invalid_arguments_raise_value_error_naming_the_argument(kwargs, x_shape
     assert testing._raised_by_jtconv(traced.value)
 
 
-@pytest.mark.parametrize("fn, ndim", [(jtconv.conv_transpose1d, 1), (jtconv.conv_transpose2d, 2), (jtconv.conv_transpose3d, 3)])
+@pytest.mark.parametrize(
+    "fn, ndim", [(jtconv.conv_transpose1d, 1), (jtconv.conv_transpose2d, 2), (jtconv.conv_transpose3d, 3)]
+)
 def test_fixed_rank_functions_reject_other_weight_ranks(fn, ndim):
     x = np.zeros((1, 2) + (3,) * ndim, np.float32)
     w = np.zeros((2, 1) + (2,) * (ndim + 1), np.float32)
@@ -163,11 +177,14 @@ def test_empty_batch_with_empty_spatial_input_matches_torch(algorithm):
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-@pytest.mark.parametrize("x_shape, kwargs, shape", [
-    ((0, 2, 1, 1), dict(stride=2, padding=1), (0, 3, 0, 0)),
-    ((2, 2, 2, 1), dict(stride=2, padding=(3, 1), output_padding=1, dilation=2), (2, 3, 0, 2)),
-    ((2, 2, 2), dict(stride=2, padding=2), (2, 3, 0)),
-])
+@pytest.mark.parametrize(
+    "x_shape, kwargs, shape",
+    [
+        ((0, 2, 1, 1), dict(stride=2, padding=1), (0, 3, 0, 0)),
+        ((2, 2, 2, 1), dict(stride=2, padding=(3, 1), output_padding=1, dilation=2), (2, 3, 0, 2)),
+        ((2, 2, 2), dict(stride=2, padding=2), (2, 3, 0)),
+    ],
+)
 def test_zero_size_outputs_are_empty_like_torch(algorithm, x_shape, kwargs, shape):
     nd = len(x_shape) - 2
     x = np.ones(x_shape, np.float32)

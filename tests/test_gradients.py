@@ -25,13 +25,19 @@ QUICK_SAMPLE = 4  # configurations per lowering in the quick tier (tests/tiers.p
 NAMED = {
     "4x4-tutorial": testing.ConvTransposeConfig((1, 1, 4, 4), (1, 1, 4, 4), stride=2, padding=1),
     "grouped-bias": testing.ConvTransposeConfig((2, 4, 5, 5), (4, 2, 3, 3), groups=4, bias_shape=(8,)),
-    "1d-big-padding": testing.ConvTransposeConfig((2, 3, 6), (3, 2, 3), stride=2, padding=5, output_padding=1, bias_shape=(2,)),
+    "1d-big-padding": testing.ConvTransposeConfig(
+        (2, 3, 6), (3, 2, 3), stride=2, padding=5, output_padding=1, bias_shape=(2,)
+    ),
     "op-above-stride": testing.ConvTransposeConfig((2, 6, 3, 3), (6, 4, 3, 3), dilation=3, output_padding=2, groups=3),
     "3d-mixed": testing.ConvTransposeConfig(
         (2, 4, 3, 3, 3), (4, 2, 2, 3, 2), stride=(2, 1, 3), padding=(1, 0, 1), output_padding=(1, 0, 2), bias_shape=(2,)
     ),
-    "output-size-unbatched": testing.ConvTransposeConfig((3, 4, 4), (3, 2, 3, 3), stride=2, padding=1, bias_shape=(2,), output_size=(8, 8)),
-    "empty-output": testing.ConvTransposeConfig((2, 2, 2, 1), (2, 3, 2, 2), stride=2, padding=(3, 1), output_padding=1, dilation=2, bias_shape=(3,)),
+    "output-size-unbatched": testing.ConvTransposeConfig(
+        (3, 4, 4), (3, 2, 3, 3), stride=2, padding=1, bias_shape=(2,), output_size=(8, 8)
+    ),
+    "empty-output": testing.ConvTransposeConfig(
+        (2, 2, 2, 1), (2, 3, 2, 2), stride=2, padding=(3, 1), output_padding=1, dilation=2, bias_shape=(3,)
+    ),
 }
 
 

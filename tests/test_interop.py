@@ -42,7 +42,9 @@ CONFIGS = {
 def torch_module(name: str) -> torch.nn.Module:
     cin, cout, k, s, p, op, d, g, bias, size = CONFIGS[name]
     torch.manual_seed(sorted(CONFIGS).index(name))
-    return TORCH_CLASSES[len(size)](cin, cout, k, stride=s, padding=p, output_padding=op, groups=g, bias=bias, dilation=d)
+    return TORCH_CLASSES[len(size)](
+        cin, cout, k, stride=s, padding=p, output_padding=op, groups=g, bias=bias, dilation=d
+    )
 
 
 def torch_input(name: str) -> torch.Tensor:
@@ -65,7 +67,16 @@ def apply(converted, x, api):
 
 def same_torch_modules(a: torch.nn.Module, b: torch.nn.Module) -> None:
     assert type(a) is type(b)
-    for attribute in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "output_padding", "dilation", "groups"):
+    for attribute in (
+        "in_channels",
+        "out_channels",
+        "kernel_size",
+        "stride",
+        "padding",
+        "output_padding",
+        "dilation",
+        "groups",
+    ):
         assert getattr(a, attribute) == getattr(b, attribute), attribute
     assert a.weight.dtype == b.weight.dtype
     assert torch.equal(a.weight, b.weight)
@@ -133,7 +144,9 @@ def test_to_torch_translates_string_and_per_side_padding(options, torch_padding,
 
 
 def test_to_torch_from_native_nnx_module():
-    module = jtconv_nnx.ConvTranspose(4, 6, (3,), strides=2, padding=1, feature_group_count=2, use_bias=False, rngs=nnx.Rngs(0))
+    module = jtconv_nnx.ConvTranspose(
+        4, 6, (3,), strides=2, padding=1, feature_group_count=2, use_bias=False, rngs=nnx.Rngs(0)
+    )
     t = to_torch(module)
     assert isinstance(t, torch.nn.ConvTranspose1d) and t.bias is None and t.groups == 2
     np.testing.assert_array_equal(t.weight.detach().numpy(), np.asarray(module.kernel[...]))
@@ -246,8 +259,12 @@ def test_load_state_dict_never_unpickles_arbitrary_objects(tmp_path):
 def test_flax_layout_helpers_match_flax_conv_transpose(transpose_kernel):
     t = torch.nn.ConvTranspose2d(3, 5, (4, 3), stride=(2, 3), bias=False)
     x = torch.randn(2, 3, 4, 5)
-    flax_layer = nn.ConvTranspose(5, (4, 3), strides=(2, 3), padding="VALID", use_bias=False, transpose_kernel=transpose_kernel)
+    flax_layer = nn.ConvTranspose(
+        5, (4, 3), strides=(2, 3), padding="VALID", use_bias=False, transpose_kernel=transpose_kernel
+    )
     kernel = kernel_to_flax_layout(t.weight.detach().numpy(), transpose_kernel=transpose_kernel)
     y = flax_layer.apply({"params": {"kernel": kernel}}, np.moveaxis(x.numpy(), 1, -1))
     assert_close(y, np.moveaxis(t(x).detach().numpy(), 1, -1))
-    np.testing.assert_array_equal(kernel_from_flax_layout(kernel, transpose_kernel=transpose_kernel), t.weight.detach().numpy())
+    np.testing.assert_array_equal(
+        kernel_from_flax_layout(kernel, transpose_kernel=transpose_kernel), t.weight.detach().numpy()
+    )

@@ -33,7 +33,9 @@ CONFIGS = {
 def torch_module(name: str) -> torch.nn.Module:
     cin, cout, k, s, p, op, d, g, bias, size = CONFIGS[name]
     torch.manual_seed(sorted(CONFIGS).index(name))
-    return TORCH_CLASSES[len(size)](cin, cout, k, stride=s, padding=p, output_padding=op, groups=g, bias=bias, dilation=d)
+    return TORCH_CLASSES[len(size)](
+        cin, cout, k, stride=s, padding=p, output_padding=op, groups=g, bias=bias, dilation=d
+    )
 
 
 def torch_input(name: str, batch: int = 2) -> torch.Tensor:

@@ -125,8 +125,13 @@ def _phase_conv_from_zero_bytes(monkeypatch) -> None:
 def _phase_lowerings(x, w) -> tuple[str, str]:
     """Lowered text of a phase layer and of its gradient, traced afresh (the
     path is chosen while lowering, and jit caches per function)."""
-    layer = lambda x, w: jtconv.conv_transpose(x, w, stride=4, padding=2, algorithm="phase")
-    loss = lambda x, w: jnp.sum(layer(x, w) ** 2)
+
+    def layer(x, w):
+        return jtconv.conv_transpose(x, w, stride=4, padding=2, algorithm="phase")
+
+    def loss(x, w):
+        return jnp.sum(layer(x, w) ** 2)
+
     return jax.jit(layer).lower(x, w).as_text(), jax.jit(jax.grad(loss)).lower(x, w).as_text()
 
 
@@ -158,8 +163,11 @@ def test_real_sizes_take_the_path_their_temporaries_allow(x_shape, w_shape, kwar
     plan = algorithm_plan("phase", geom, x_shape[0])
     assert (plan.forward == "phase-conv") is convolves
     forward = METHODS[plan.forward].forward
-    jaxpr = str(jax.make_jaxpr(lambda x, w: forward(x, w, geom, precision=None, preferred_element_type=None, layout=None))(
-        jax.ShapeDtypeStruct(x_shape, jnp.float32), jax.ShapeDtypeStruct(w_shape, jnp.float32)))
+    jaxpr = str(
+        jax.make_jaxpr(lambda x, w: forward(x, w, geom, precision=None, preferred_element_type=None, layout=None))(
+            jax.ShapeDtypeStruct(x_shape, jnp.float32), jax.ShapeDtypeStruct(w_shape, jnp.float32)
+        )
+    )
     assert ("conv_general_dilated" in jaxpr) is convolves
     assert ("dot_general" in jaxpr) is not convolves
 
@@ -170,7 +178,9 @@ def test_depthwise_layers_bind_matmul():
     jaxpr = str(jax.make_jaxpr(lambda x, w: jtconv.conv_transpose(x, w, stride=2, groups=4, algorithm="phase"))(x, w))
     assert "forward=matmul" in jaxpr and "forward=phase" not in jaxpr
     grouped = jnp.ones((4, 3, 4, 4), jnp.float32)
-    jaxpr = str(jax.make_jaxpr(lambda x, w: jtconv.conv_transpose(x, w, stride=2, groups=2, algorithm="phase"))(x, grouped))
+    jaxpr = str(
+        jax.make_jaxpr(lambda x, w: jtconv.conv_transpose(x, w, stride=2, groups=2, algorithm="phase"))(x, grouped)
+    )
     assert "forward=phase" in jaxpr
 
 

@@ -59,7 +59,7 @@ def expected_cases(group: str) -> set[str]:
     """The case names ``group`` must report: nothing may be silently left out."""
     algorithms = jtconv.ALGORITHMS
     if group.startswith("functional-"):
-        n = int(group[len("functional-"):-1])
+        n = int(group[len("functional-") : -1])
         cases = {f"functional/{n}d/{a}/{k}" for a in algorithms for k in FUNCTIONAL_KINDS}
         return cases | {f"functional/{n}d/auto/{k}" for k in AUTO_KINDS}
     if group in SEPARATE_GROUPS:
@@ -70,15 +70,18 @@ def expected_cases(group: str) -> set[str]:
 
 def subprocess_env() -> dict[str, str]:
     """This environment with jax on CPU, split into :data:`DEVICE_COUNT` devices."""
-    return {**os.environ, "JAX_PLATFORMS": "cpu",
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICE_COUNT}"}
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICE_COUNT}"}
 
 
 def run_checks(group: str) -> tuple[dict, list[dict]]:
     """Header and case records printed by ``sharding_checks.py group``."""
     result = subprocess.run(
         [sys.executable, str(CHECKS_SCRIPT), group],
-        capture_output=True, text=True, env=subprocess_env(), timeout=600, check=False,
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=600,
+        check=False,
     )
     assert result.returncode == 0, f"sharding_checks.py {group} failed:\n{result.stderr[-4000:]}"
     header, *records = (json.loads(line) for line in result.stdout.splitlines() if line.startswith("{"))
@@ -167,7 +170,11 @@ def test_sharded_training_example_runs_on_8_devices() -> None:
     """``examples/sharded_training.py`` trains data-parallel on 8 simulated devices and its loss falls."""
     result = subprocess.run(
         [sys.executable, str(EXAMPLE_SCRIPT), "--steps", "60", "--json"],
-        capture_output=True, text=True, env=subprocess_env(), timeout=600, check=False,
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=600,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])

@@ -129,4 +129,3 @@ def test_split_vmap_over_weights_matches_a_loop():
 )
 def test_split_supports_stride_one_single_group_1d_2d(x_shape, w_shape, kwargs, supported):
     assert split.supports(make_geometry(x_shape, w_shape, **kwargs)) is supported
-

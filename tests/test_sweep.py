@@ -117,7 +117,9 @@ def test_torch_onednn_path_returns_empty_outputs(batch):
     """Anchor for the empty-output rule in ``testing.torch_conv_transpose``: torch's
     oneDNN path (float32, batch > 1) returns an empty tensor when an output size is
     exactly 0, and jtconv returns the same shape."""
-    config = testing.ConvTransposeConfig((batch, 2, 2, 1), (2, 3, 2, 2), stride=2, padding=(3, 1), output_padding=1, dilation=2)
+    config = testing.ConvTransposeConfig(
+        (batch, 2, 2, 1), (2, 3, 2, 2), stride=2, padding=(3, 1), output_padding=1, dilation=2
+    )
     x, w = testing.make_inputs(config)
     expected = torch.nn.functional.conv_transpose2d(
         torch.from_numpy(x), torch.from_numpy(w), stride=2, padding=(3, 1), output_padding=1, dilation=2
@@ -131,7 +133,9 @@ def test_torch_onednn_path_returns_empty_outputs(batch):
 def test_native_torch_kernel_rejects_empty_outputs_that_jtconv_returns():
     """torch's native kernel (float64) raises for the same geometry; jtconv follows
     oneDNN (documented deviation), and testing's oracle says so."""
-    config = testing.ConvTransposeConfig((1, 2, 2, 1), (2, 3, 2, 2), stride=2, padding=(3, 1), output_padding=1, dilation=2)
+    config = testing.ConvTransposeConfig(
+        (1, 2, 2, 1), (2, 3, 2, 2), stride=2, padding=(3, 1), output_padding=1, dilation=2
+    )
     x, w = testing.make_inputs(config, "float64")
     with pytest.raises(RuntimeError, match="Output size is too small"):
         torch.nn.functional.conv_transpose2d(

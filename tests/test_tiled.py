@@ -155,12 +155,14 @@ def test_gradients_jvp_and_vmap_over_weights_match_the_reference():
     x, w, _ = _data(x_shape, w_shape, (1,), seed=3)
     x, w = jnp.asarray(x), jnp.asarray(w)
     layer, reference = _layer(geom), _reference(geom)
+
     def loss(f):
         return lambda x, w: jnp.sum(jnp.sin(f(x, w)))
 
     grads = jax.jit(lambda x, w: (jax.grad(loss(layer), (0, 1))(x, w), jax.grad(loss(reference), (0, 1))(x, w)))
     for got, want in zip(*grads(x, w)):
         _assert_close(got, want, 256)
+
     def forward(x, w):
         return tiled.forward(x, w, geom)
 

@@ -39,14 +39,18 @@ def test_jit_matches_torch(algorithm):
     jitted = jax.jit(functools.partial(jtconv.conv_transpose, algorithm=algorithm, **KWARGS_2D))
     testing.assert_matches_torch(jitted, functools.partial(_torch_ct2d, **KWARGS_2D), x, w, b, jit=False)
     eager = jtconv.conv_transpose(x, w, b, algorithm=algorithm, **KWARGS_2D)
-    np.testing.assert_allclose(np.asarray(jitted(x, w, b)), np.asarray(eager), rtol=0, atol=1e-5 * float(jnp.abs(eager).max()))
+    np.testing.assert_allclose(
+        np.asarray(jitted(x, w, b)), np.asarray(eager), rtol=0, atol=1e-5 * float(jnp.abs(eager).max())
+    )
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_vmap_over_batch_of_unbatched_inputs(algorithm):
     x, w, b = _inputs(1, (3, 4, 5, 4), (4, 3, 3, 2), (6,))
     per_example = jax.vmap(lambda x: jtconv.conv_transpose(x, w, b, algorithm=algorithm, **KWARGS_2D))
-    testing.assert_matches_torch(per_example, lambda x: _torch_ct2d(x, torch.from_numpy(w), torch.from_numpy(b), **KWARGS_2D), x, grads=True)
+    testing.assert_matches_torch(
+        per_example, lambda x: _torch_ct2d(x, torch.from_numpy(w), torch.from_numpy(b), **KWARGS_2D), x, grads=True
+    )
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
@@ -65,11 +69,19 @@ def test_vmap_over_input_weight_pairs(algorithm):
 def test_vmap_over_unbatched_pairs_in_1d_and_3d(algorithm):
     xs1, ws1 = _inputs(3, (4, 3, 6), (4, 3, 2, 3))
     f1 = jax.vmap(lambda x, w: jtconv.conv_transpose(x, w, stride=3, padding=1, algorithm=algorithm))
-    torch1 = lambda xs, ws: torch.stack([torch.nn.functional.conv_transpose1d(x, w, stride=3, padding=1) for x, w in zip(xs, ws)])  # noqa: E731
+
+    def torch1(xs, ws):
+        return torch.stack([torch.nn.functional.conv_transpose1d(x, w, stride=3, padding=1) for x, w in zip(xs, ws)])  # noqa: E731
+
     testing.assert_matches_torch(f1, torch1, xs1, ws1)
     xs3, ws3 = _inputs(4, (2, 2, 3, 2, 3), (2, 2, 1, 2, 2, 2))
     f3 = jax.vmap(lambda x, w: jtconv.conv_transpose(x, w, stride=2, output_padding=1, algorithm=algorithm))
-    torch3 = lambda xs, ws: torch.stack([torch.nn.functional.conv_transpose3d(x, w, stride=2, output_padding=1) for x, w in zip(xs, ws)])  # noqa: E731
+
+    def torch3(xs, ws):
+        return torch.stack(
+            [torch.nn.functional.conv_transpose3d(x, w, stride=2, output_padding=1) for x, w in zip(xs, ws)]
+        )  # noqa: E731
+
     testing.assert_matches_torch(f3, torch3, xs3, ws3)
 
 
@@ -95,7 +107,10 @@ SECOND_ORDER_QUICK = {(1, "matmul")}
     "ndim, algorithm",
     [
         pytest.param(
-            ndim, algorithm, id=f"{ndim}-{algorithm}", marks=() if (ndim, algorithm) in SECOND_ORDER_QUICK else pytest.mark.slow
+            ndim,
+            algorithm,
+            id=f"{ndim}-{algorithm}",
+            marks=() if (ndim, algorithm) in SECOND_ORDER_QUICK else pytest.mark.slow,
         )
         for algorithm in ALGORITHMS
         for ndim in (1, 2, 3)
@@ -146,7 +161,7 @@ def test_adjoint_identity_against_lax_conv(case):
     ``lax.conv_general_dilated`` with the same stride, padding, dilation and
     groups, and ``u`` has the transposed convolution's output size."""
     base = case["base"]
-    n, groups = base["ndim"], base["groups"]
+    groups = base["groups"]
     stride, dilation, kernel, size = case["stride"], case["dilation"], case["kernel"], case["size"]
     output_padding = [int(f * max(s, d)) for f, s, d in zip(case["output_padding_fraction"], stride, dilation)]
     padding = [
@@ -154,7 +169,9 @@ def test_adjoint_identity_against_lax_conv(case):
         for f, i, s, d, k, op in zip(case["padding_fraction"], size, stride, dilation, kernel, output_padding)
     ]
     cin, cout = groups * base["in_per_group"], groups * base["out_per_group"]
-    out_size = jtconv.output_size(tuple(size), tuple(kernel), tuple(stride), tuple(padding), tuple(output_padding), tuple(dilation))
+    out_size = jtconv.output_size(
+        tuple(size), tuple(kernel), tuple(stride), tuple(padding), tuple(output_padding), tuple(dilation)
+    )
     rng = np.random.default_rng(base["seed"])
     with jax.enable_x64(True):
         v = rng.standard_normal((base["batch"], cin, *size))
@@ -172,7 +189,14 @@ def test_adjoint_identity_against_lax_conv(case):
         for algorithm in ALGORITHMS:
             transposed_v = np.asarray(
                 jtconv.conv_transpose(
-                    v, w, stride=stride, padding=padding, output_padding=output_padding, dilation=dilation, groups=groups, algorithm=algorithm
+                    v,
+                    w,
+                    stride=stride,
+                    padding=padding,
+                    output_padding=output_padding,
+                    dilation=dilation,
+                    groups=groups,
+                    algorithm=algorithm,
                 )
             )
             assert transposed_v.shape == u.shape
@@ -191,7 +215,9 @@ def test_grad_of_jit_of_vmap_composes(algorithm):
 
     grad = jax.jit(jax.grad(loss))(ws)
     t_ws = torch.from_numpy(ws).requires_grad_()
-    t_y = torch.stack([torch.nn.functional.conv_transpose2d(torch.from_numpy(x), w, stride=2, padding=1) for x, w in zip(xs, t_ws)])
+    t_y = torch.stack(
+        [torch.nn.functional.conv_transpose2d(torch.from_numpy(x), w, stride=2, padding=1) for x, w in zip(xs, t_ws)]
+    )
     (expected,) = torch.autograd.grad((t_y**2).sum(), t_ws)
     expected = expected.numpy()
     np.testing.assert_allclose(np.asarray(grad), expected, rtol=0, atol=1e-5 * np.abs(expected).max())

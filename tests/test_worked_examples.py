@@ -73,7 +73,9 @@ def test_grouped_1x4x5x5_with_4x2x3x3_groups_4(algorithm):
     np.testing.assert_allclose(y, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
     # Each group is an independent single-channel transposed convolution.
     for g in range(4):
-        alone = np.asarray(jtconv.conv_transpose(x[:, g : g + 1], w[g : g + 1], b[2 * g : 2 * g + 2], algorithm=algorithm))
+        alone = np.asarray(
+            jtconv.conv_transpose(x[:, g : g + 1], w[g : g + 1], b[2 * g : 2 * g + 2], algorithm=algorithm)
+        )
         np.testing.assert_allclose(y[:, 2 * g : 2 * g + 2], alone, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
@@ -125,11 +127,14 @@ def test_scatter_view_matches_jtconv_and_torch(case, algorithm):
     np.testing.assert_allclose(_torch(torch_fn, x, w, **kwargs), expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
-@pytest.mark.parametrize("name, fn, torch_fn, shape_x, shape_w", [
-    ("1d", jtconv.conv_transpose1d, torch.nn.functional.conv_transpose1d, (2, 4, 5), (4, 3, 3)),
-    ("2d", jtconv.conv_transpose2d, torch.nn.functional.conv_transpose2d, (2, 4, 5, 4), (4, 3, 3, 2)),
-    ("3d", jtconv.conv_transpose3d, torch.nn.functional.conv_transpose3d, (2, 4, 3, 4, 3), (4, 3, 2, 3, 2)),
-])
+@pytest.mark.parametrize(
+    "name, fn, torch_fn, shape_x, shape_w",
+    [
+        ("1d", jtconv.conv_transpose1d, torch.nn.functional.conv_transpose1d, (2, 4, 5), (4, 3, 3)),
+        ("2d", jtconv.conv_transpose2d, torch.nn.functional.conv_transpose2d, (2, 4, 5, 4), (4, 3, 3, 2)),
+        ("3d", jtconv.conv_transpose3d, torch.nn.functional.conv_transpose3d, (2, 4, 3, 4, 3), (4, 3, 2, 3, 2)),
+    ],
+)
 def test_fixed_rank_functions_take_torch_positional_arguments(name, fn, torch_fn, shape_x, shape_w):
     rng = np.random.default_rng(2)
     x = rng.standard_normal(shape_x).astype(np.float32)

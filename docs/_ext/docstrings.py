@@ -107,7 +107,7 @@ def _simple_tables(text: str) -> str:
                 sections[-1].append(lines[i][len(indent) :])
             i += 1
         header, body = _table_rows(sections[0], columns), _table_rows(sections[1] if len(sections) > 1 else [], columns)
-        for row_index, row in enumerate(header + [["---"] * len(columns)] + body):
+        for row in header + [["---"] * len(columns)] + body:
             out.append(indent + "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
         out.append("")
     return "\n".join(out)

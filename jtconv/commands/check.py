@@ -371,7 +371,16 @@ _TOLERANCE_RULES = {
 # ---------------------------------------------------------------------------
 
 _COLUMNS = (
-    "configuration", "device", "torch", "dtype", "lowering", "max abs err", "rel err", "tol", "grad rel/tol", "result"
+    "configuration",
+    "device",
+    "torch",
+    "dtype",
+    "lowering",
+    "max abs err",
+    "rel err",
+    "tol",
+    "grad rel/tol",
+    "result",
 )
 
 
@@ -414,13 +423,15 @@ def _summary_rows(results: list[dict[str, Any]]) -> list[list[str]]:
             if g["max_rel_err"] is not None
         ]
         passed = sum(r["passed"] for r in rows)
-        cells.append([
-            *key,
-            f"{passed}/{len(rows)}",
-            f"{max(forward):.3f}" if forward else "-",
-            f"{max(gradients):.3f}" if gradients else "-",
-            "pass" if passed == len(rows) else "FAIL",
-        ])
+        cells.append(
+            [
+                *key,
+                f"{passed}/{len(rows)}",
+                f"{max(forward):.3f}" if forward else "-",
+                f"{max(gradients):.3f}" if gradients else "-",
+                "pass" if passed == len(rows) else "FAIL",
+            ]
+        )
     return cells
 
 
@@ -428,9 +439,7 @@ def _rejection_summary_rows(rejections: list[dict[str, Any]]) -> list[list[str]]
     groups: dict[tuple[str, str], list[bool]] = {}
     for row in rejections:
         groups.setdefault((row["jax_device"], row["algorithm"]), []).append(row["passed"])
-    return [
-        [*key, f"{sum(passed)}/{len(passed)}", "pass" if all(passed) else "FAIL"] for key, passed in groups.items()
-    ]
+    return [[*key, f"{sum(passed)}/{len(passed)}", "pass" if all(passed) else "FAIL"] for key, passed in groups.items()]
 
 
 def _short(text: str | None, limit: int = 60) -> str:
