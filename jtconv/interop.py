@@ -360,7 +360,7 @@ def to_torch(
             raise ValueError(
                 f"weight_norm_dim must be None or an axis of the rank-{rank} kernel, got {weight_norm_dim!r}"
             )
-        torch_module = torch.nn.utils.parametrizations.weight_norm(torch_module, dim=weight_norm_dim)  # type: ignore[arg-type]
+        torch_module = torch.nn.utils.parametrizations.weight_norm(torch_module, dim=weight_norm_dim)  # type: ignore[arg-type]  # torch's stubs say int; None is documented
     return torch_module
 
 

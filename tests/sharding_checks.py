@@ -64,19 +64,19 @@ os.environ["XLA_FLAGS"] = " ".join(
 ).strip()
 os.environ["JAX_PLATFORMS"] = "cpu"
 
-import functools  # noqa: E402
-import json  # noqa: E402
-import traceback  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
+import functools  # noqa: E402 - imported after XLA_FLAGS asks for simulated devices (above)
+import json  # noqa: E402 - imported after XLA_FLAGS asks for simulated devices (above)
+import traceback  # noqa: E402 - imported after XLA_FLAGS asks for simulated devices (above)
+from collections.abc import Callable, Iterator  # noqa: E402 - imported after XLA_FLAGS asks for simulated devices (above)
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from jax.sharding import AxisType, Mesh, NamedSharding  # noqa: E402
-from jax.sharding import PartitionSpec as P  # noqa: E402
+import jax  # noqa: E402 - imported after XLA_FLAGS asks for simulated devices (above)
+import jax.numpy as jnp  # noqa: E402 - imported after XLA_FLAGS asks for simulated devices (above)
+import numpy as np  # noqa: E402 - imported after XLA_FLAGS asks for simulated devices (above)
+import torch  # noqa: E402 - imported after XLA_FLAGS asks for simulated devices (above)
+from jax.sharding import AxisType, Mesh, NamedSharding  # noqa: E402 - imported after XLA_FLAGS asks for simulated devices (above)
+from jax.sharding import PartitionSpec as P  # noqa: E402 - imported after XLA_FLAGS asks for simulated devices (above)
 
-import jtconv  # noqa: E402
+import jtconv  # noqa: E402 - imported after XLA_FLAGS asks for simulated devices (above)
 
 # Opcodes of HLO instructions that move data between devices; async forms add -start/-done.
 COLLECTIVE_OPCODES = (
@@ -403,14 +403,14 @@ def module_function(module: str, ndim: int, layout: dict, algorithm: str) -> Cal
         algorithm=algorithm,
     )
     if module == "linen":
-        import jtconv.linen  # noqa: PLC0415
+        import jtconv.linen
 
         layer = jtconv.linen.ConvTranspose(features=layout["cout"], kernel_size=geom["kernel"], **hyper)
         return lambda x, w, b: layer.apply({"params": {"kernel": w, "bias": b}}, x)
 
-    from flax import nnx  # noqa: PLC0415
+    from flax import nnx
 
-    import jtconv.nnx  # noqa: PLC0415
+    import jtconv.nnx
 
     layer = jtconv.nnx.ConvTranspose(layout["cin"], layout["cout"], geom["kernel"], rngs=nnx.Rngs(0), **hyper)
     graphdef, state = nnx.split(layer)

@@ -91,7 +91,9 @@ def test_structure_mismatch_is_reported():
 
 
 def test_tolerance_arguments_are_used():
-    perturbed = lambda x, w: correct(x, w) * (1 + 1e-3)  # noqa: E731
+    def perturbed(x, w):
+        return correct(x, w) * (1 + 1e-3)
+
     with pytest.raises(AssertionError):
         testing.assert_matches_torch(perturbed, torch_ct, *_inputs())
     testing.assert_matches_torch(perturbed, torch_ct, *_inputs(), rtol=2e-3)

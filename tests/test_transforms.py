@@ -71,7 +71,7 @@ def test_vmap_over_unbatched_pairs_in_1d_and_3d(algorithm):
     f1 = jax.vmap(lambda x, w: jtconv.conv_transpose(x, w, stride=3, padding=1, algorithm=algorithm))
 
     def torch1(xs, ws):
-        return torch.stack([torch.nn.functional.conv_transpose1d(x, w, stride=3, padding=1) for x, w in zip(xs, ws)])  # noqa: E731
+        return torch.stack([torch.nn.functional.conv_transpose1d(x, w, stride=3, padding=1) for x, w in zip(xs, ws)])
 
     testing.assert_matches_torch(f1, torch1, xs1, ws1)
     xs3, ws3 = _inputs(4, (2, 2, 3, 2, 3), (2, 2, 1, 2, 2, 2))
@@ -80,7 +80,7 @@ def test_vmap_over_unbatched_pairs_in_1d_and_3d(algorithm):
     def torch3(xs, ws):
         return torch.stack(
             [torch.nn.functional.conv_transpose3d(x, w, stride=2, output_padding=1) for x, w in zip(xs, ws)]
-        )  # noqa: E731
+        )
 
     testing.assert_matches_torch(f3, torch3, xs3, ws3)
 

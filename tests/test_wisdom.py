@@ -191,7 +191,7 @@ def test_record_rejects_bad_arguments_and_stores_nothing(cache, key, entry, erro
 
 def test_lookup_rejects_a_non_string_key(cache):
     with pytest.raises(TypeError, match="key must be a str"):
-        wisdom.lookup(("layer",))  # type: ignore[arg-type]
+        wisdom.lookup(("layer",))  # type: ignore[arg-type]  # the wrong type on purpose
 
 
 def test_lookup_returns_only_the_current_environment_and_writes_keep_the_others(cache):
