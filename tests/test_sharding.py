@@ -94,8 +94,9 @@ def run_checks(group: str) -> tuple[dict, list[dict]]:
 # but a channel axis sharded across the groups still makes XLA move data. The
 # values, gradients and shardings of these cases are checked like all others.
 # The "conv" lowering computes its forward with the reference's convolutions
-# (the planner picks it only for ungrouped layers).
-KNOWN_XLA_COLLECTIVES = {f"functional/{n}d/{a}/group" for n in DIMS for a in ("reference", "conv")}
+# (the planner picks it only for ungrouped layers), and so does "xla" (the
+# lhs-dilated convolution is its forward; only its weight transpose differs).
+KNOWN_XLA_COLLECTIVES = {f"functional/{n}d/{a}/group" for n in DIMS for a in ("reference", "conv", "xla")}
 
 
 def problems(record: dict) -> list[str]:

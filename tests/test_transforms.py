@@ -221,3 +221,26 @@ def test_grad_of_jit_of_vmap_composes(algorithm):
     (expected,) = torch.autograd.grad((t_y**2).sum(), t_ws)
     expected = expected.numpy()
     np.testing.assert_allclose(np.asarray(grad), expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("groups", [1, 2])
+def test_shard_map_gradients_keep_the_varying_axes(algorithm, groups):
+    """Inside ``shard_map`` the input varies over the mesh axis and the weight does not: every
+    cotangent must vary as its primal does (JAX checks the types), and the weight's, summed over
+    devices by ``shard_map``'s transpose, must equal torch's."""
+    x, w, ct = _inputs(9, (2, 4, 5, 3), (4, 6 // groups, 3, 2), (2, 6, 9, 6))
+    kwargs = dict(stride=2, padding=(1, 0), groups=groups)
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+
+    def layer(x, w):
+        return jtconv.conv_transpose(x, w, algorithm=algorithm, **kwargs)
+
+    sharded = jax.shard_map(layer, mesh=mesh, in_specs=(jax.P("data"), jax.P()), out_specs=jax.P("data"))
+    gx, gw = jax.jit(jax.grad(lambda x, w: jnp.sum(sharded(x, w) * ct), argnums=(0, 1)))(x, w)
+    t_x, t_w = (torch.from_numpy(a).requires_grad_() for a in (x, w))
+    t_y = torch.nn.functional.conv_transpose2d(t_x, t_w, **kwargs)
+    expected = torch.autograd.grad((t_y * torch.from_numpy(ct)).sum(), (t_x, t_w))
+    for got, want in zip((gx, gw), expected):
+        want = want.numpy()
+        np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=1e-5 * np.abs(want).max())

@@ -52,6 +52,7 @@ from jtconv.lowering.common import accumulation_dtype, output_dtype
 from jtconv.lowering.methods import METHODS
 from jtconv.lowering.plan import Plan
 from jtconv.lowering.planner import adapt
+from jtconv.lowering.varying import aval_varying_axes, vary_over, varying_axes, zeros_varying
 
 conv_transpose_p = Primitive("jtconv_conv_transpose")
 
@@ -84,18 +85,6 @@ conv_transpose_p.def_impl(lambda *args, **params: jax.jit(functools.partial(_for
 mlir.register_lowering(conv_transpose_p, mlir.lower_fun(_forward, multiple_results=False))
 
 
-def _varying_axes(value) -> frozenset:
-    """The ``shard_map`` axes ``value`` varies over (empty outside ``shard_map``)."""
-    return _aval_varying_axes(jax.typeof(value))
-
-
-def _aval_varying_axes(aval) -> frozenset:
-    manual = getattr(aval, "mat", None)
-    if manual is not None:
-        return frozenset(manual.varying)
-    return frozenset(getattr(aval, "vma", ()))
-
-
 def _bind(x, w, after, **params):
     """Bind the primitive after making all operands vary over the same
     ``shard_map`` axes (what JAX does for its own primitives; the transposes of
@@ -107,12 +96,8 @@ def _bind(x, w, after, **params):
     """
     params = dict(params, plan=adapt(params["plan"], params["geom"]))
     operands = (x, w, after)
-    varying = frozenset().union(*(_varying_axes(a) for a in operands))
-    if varying:
-        operands = tuple(
-            lax.pcast(a, tuple(sorted(varying - _varying_axes(a))), to="varying") if varying - _varying_axes(a) else a
-            for a in operands
-        )
+    varying = frozenset().union(*(varying_axes(a) for a in operands))
+    operands = tuple(vary_over(a, varying) for a in operands)
     return conv_transpose_p.bind(*operands, **params)
 
 
@@ -216,10 +201,7 @@ def _linear_transpose(linear, aval, ct: jax.Array) -> jax.Array:
     rather than ``jax.linear_transpose``, so that the input keeps the
     ``shard_map`` varying axes of ``aval``.
     """
-    zeros = jnp.zeros(aval.shape, aval.dtype)
-    varying = _aval_varying_axes(aval)
-    if varying:
-        zeros = lax.pcast(zeros, tuple(sorted(varying)), to="varying")
+    zeros = zeros_varying(aval.shape, aval.dtype, aval_varying_axes(aval))
     _, pullback = jax.vjp(linear, zeros)
     return pullback(ct)[0]
 

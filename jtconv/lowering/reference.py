@@ -22,6 +22,7 @@ from jax import lax
 
 from jtconv.geometry import ConvTransposeGeometry
 from jtconv.lowering.common import conv_dimension_numbers
+from jtconv.lowering.varying import varying_axes, zeros_varying
 
 
 def flip_and_swap_kernel(weight: jax.Array, groups: int) -> jax.Array:
@@ -149,7 +150,7 @@ def backward_filter_weight(
         ]
         return jnp.concatenate(parts, axis=0)
     cin, cout_g = geom.in_channels, geom.out_per_group
-    zeros = jnp.zeros((cin, cout_g) + geom.kernel_size, ct.dtype)
+    zeros = zeros_varying((cin, cout_g) + geom.kernel_size, ct.dtype, varying_axes(ct) | varying_axes(x))
     conv = functools.partial(strided_convolution, ct, geom=geom, precision=precision, preferred_element_type=acc_dtype)
     _, pullback = jax.vjp(conv, zeros)
     return pullback(x.astype(acc_dtype))[0].astype(out_dtype)
