@@ -85,6 +85,11 @@ def test_measure_mode_times_each_role_and_matches_torch(fresh_cache, measurement
         timed = found.times[role]
         assert getattr(plan, role) in timed and all(t is None or t > 0 for t in timed.values())
     assert "xla-wgrad" in found.times["weight_transpose"]
+    # The chosen plan's whole training program was timed and is the fastest, up to a tie.
+    timed = {text: t for text, t in found.training.items() if t is not None}
+    assert str(plan) in timed and len(timed) >= 2
+    assert timed[str(plan)] <= (1 + measure.TIE_FRACTION) * min(timed.values())
+    assert str(plan.replace(waits=not plan.waits)) in found.training
     messages = [r.getMessage() for r in caplog.records if r.name == "jtconv" and r.levelno == logging.INFO]
     assert any("measured 1d 3→2 channels" in m and str(plan) in m for m in messages)
     stored = json.loads((fresh_cache / "wisdom-v1.json").read_text())
@@ -218,6 +223,39 @@ def test_ties_within_noise_go_to_the_estimate():
     assert measure._fastest({"a": 1.00, "b": 1.20}, preferred="b") == "a"
     assert measure._fastest({"a": None, "b": None}, preferred="b") == "b"
     assert measure._fastest({"a": 2.0, "b": None}, preferred="b") == "a"
+
+
+def test_training_finalists_pair_the_estimate_and_the_winners():
+    geom = jtconv.make_geometry((2, 8, 6, 6), (8, 4, 4, 4), stride=2, padding=1)
+    guess = Plan("matmul", "gemm", "gemm", waits=True)
+    times = {
+        "forward": {"matmul": 1.0},
+        "input_transpose": {"gemm": 3.0, "phase": 1.0, "xla": 2.0, "tiled": None},
+        "weight_transpose": {"gemm": 2.5, "phase": 2.0, "xla-wgrad": 1.0, "tiled": None},
+    }
+
+    def schedule(forward, dx, dw):
+        return Plan(forward, dx, dw, waits=True)
+
+    finalists = measure._training_finalists(times, guess, "matmul", schedule, geom)
+    pairs = [(p.input_transpose, p.weight_transpose) for p in finalists]
+    # the estimate's transposes first, then the winners, each winner with the estimate's other
+    # transpose, and "phase", among the two fastest of both roles, filling both
+    assert pairs == [
+        ("gemm", "gemm"),
+        ("phase", "xla-wgrad"),
+        ("phase", "gemm"),
+        ("gemm", "xla-wgrad"),
+        ("phase", "phase"),
+    ]
+    assert all(p.forward == "matmul" and p.waits for p in finalists)
+
+
+def test_the_fastest_training_program_wins_unless_the_preferred_one_ties():
+    a, b = Plan("matmul", "gemm", "gemm"), Plan("matmul", "gemm", "gemm", waits=True)
+    assert measure._fastest_plan({str(a): 1.0, str(b): 1.5}, [a, b], preferred=b) == a
+    assert measure._fastest_plan({str(a): 1.0, str(b): 1.04}, [a, b], preferred=b) == b
+    assert measure._fastest_plan({str(a): None, str(b): None}, [a, b], preferred=b) == b
 
 
 def test_candidates_over_the_memory_budget_are_skipped(monkeypatch, measurements):

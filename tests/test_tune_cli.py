@@ -40,6 +40,7 @@ def test_tune_measures_writes_wisdom_and_reuses_it(capsys, tmp_path):
     (result,) = json.loads(capsys.readouterr().out)
     assert result["layer"]["kernel"] == [4] and result["plan"].startswith("forward=")
     assert set(result["times_s"]) == {"forward", "input_transpose", "weight_transpose"}
+    assert result["plan"] in result["training_s"]
     assert (tmp_path / "cache" / "wisdom-v1.json").exists()
     measure.forget_measurements()
     assert main(["tune", "--layer", layer]) == 0

@@ -10,9 +10,20 @@ for one layer signature (geometry, batch, dtype, precision, backend):
 
 each as its own small compiled program on random data of the layer's shapes
 and dtype, on JAX's default device: one call to compile and warm up, then
-the median of several calls. It picks the fastest method of each role; a
+the median of several calls. The fastest forward is the plan's forward; a
 method within :data:`TIE_FRACTION` of the estimate's choice counts as a tie,
-which the estimate's choice wins. A candidate whose compiled temporaries
+which the estimate's choice wins.
+
+The two transposes run in one training program, where they share work (the
+cotangent's im2col feeds both GEMMs of ``gemm``) and compete for the cores,
+so their isolated times do not add up to the program's. The last stage
+therefore times whole forward + backward programs (``∂⟨f(x, w), ȳ⟩`` for
+``x`` and ``w``) for a few plans, each with the estimate's scheduling: the
+estimate's transposes, the isolated winners, each winner with the estimate's
+other transpose, and a method that is among the fastest
+:data:`TRAINING_FINALISTS` of both roles filling both; then the fastest of
+those with :attr:`~jtconv.lowering.plan.Plan.waits` flipped. The
+fastest program's plan is chosen, ties again going to the estimate's. A candidate whose compiled temporaries
 exceed :data:`MEMORY_BUDGET_BYTES`, or whose compilation takes longer than
 :data:`COMPILE_BUDGET_SECONDS`, is skipped.
 
@@ -27,12 +38,16 @@ does not support is measured again.
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import json
 import logging
+import os
 import statistics
 import threading
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -59,12 +74,15 @@ COMPILE_BUDGET_SECONDS = 20.0
 
 MIN_RUNS = 3
 MAX_RUNS = 15
-TARGET_SECONDS = 0.1
-HOPELESS_FACTOR = 3.0
+TARGET_SECONDS = 0.05
+HOPELESS_FACTOR = 2.0
+TRAINING_FINALISTS = 2
+"""A method among the fastest this many of both transposes is also timed filling both."""
 """Each candidate runs at least :data:`MIN_RUNS` times and at most
 :data:`MAX_RUNS`, stopping once its runs add up to :data:`TARGET_SECONDS`;
 one whose warm-up call already took :data:`HOPELESS_FACTOR` times the best
-median of its role keeps that call's time and is not run again."""
+median of its role keeps that call's time and is not run again, and one
+whose first :data:`MIN_RUNS` runs have a median that far off stops there."""
 
 _lock = threading.RLock()
 _plans: dict[str, Plan] = {}
@@ -108,15 +126,19 @@ class Measurement:
         plan: Plan,
         estimate: Plan,
         seconds: float,
+        training: dict[str, float | None] | None = None,
     ) -> None:
         self.key, self.times, self.skipped = key, times, skipped
         self.plan, self.estimate, self.seconds = plan, estimate, seconds
+        self.training = training or {}
+        """Median seconds of each whole forward + backward program, by ``str(plan)``."""
 
     def to_entry(self) -> dict:
         return {
             "plan": self.plan.to_dict(),
             "estimate": self.estimate.to_dict(),
             "times": self.times,
+            "training": self.training,
             "seconds": self.seconds,
         }
 
@@ -174,27 +196,54 @@ def measure(
     with jax.ensure_compile_time_eval():
         x, w, ct = _random_operands(geom, batch, dtype, preferred_element_type)
         for role in ROLES:
+            names = methods_for(role, geom)
+            programs = [
+                _program(
+                    role,
+                    _isolated(guess, role, name, geom, batch, dtype, preferred_element_type, backend),
+                    geom,
+                    x,
+                    w,
+                    ct,
+                    precision,
+                    preferred_element_type,
+                )
+                for name in names
+            ]
             times[role] = {}
-            for name in methods_for(role, geom):
-                plan = _isolated(guess, role, name, geom, batch, dtype, preferred_element_type, backend)
-                program, args = _program(role, plan, geom, x, w, ct, precision, preferred_element_type)
+            for name, compiled in zip(names, _compile_all(programs)):
                 best = min((t for t in times[role].values() if t is not None), default=None)
-                seconds, reason = _time(program, args, best)
+                seconds, reason = _time(compiled, best)
                 times[role][name] = seconds
                 if reason:
                     skipped[f"{role}:{name}"] = reason
-    chosen = {role: _fastest(times[role], getattr(guess, role)) for role in ROLES}
-    plan = scheduled_plan(
-        chosen["forward"],
-        chosen["input_transpose"],
-        chosen["weight_transpose"],
-        geom,
-        batch,
-        dtype,
-        preferred_element_type,
-        backend,
-    )
-    found = Measurement(key, times, skipped, plan, guess, time.perf_counter() - start)
+        forward = _fastest(times["forward"], guess.forward)
+        schedule = functools.partial(
+            scheduled_plan,
+            geom=geom,
+            batch=batch,
+            dtype=dtype,
+            preferred_element_type=preferred_element_type,
+            backend=backend,
+        )
+        finalists = _training_finalists(times, guess, forward, schedule, geom)
+        training: dict[str, float | None] = {}
+        time_training = functools.partial(
+            _time_training,
+            geom=geom,
+            operands=(x, w, ct),
+            precision=precision,
+            preferred_element_type=preferred_element_type,
+            training=training,
+            skipped=skipped,
+        )
+        time_training(finalists)
+        best = _fastest_plan(training, finalists, preferred=finalists[0])
+        flipped = best.replace(waits=not best.waits)
+        time_training([flipped])
+        best = _fastest_plan(training, [best, flipped], preferred=best)
+    plan = best
+    found = Measurement(key, times, skipped, plan, guess, time.perf_counter() - start, training)
     _log.info(
         "jtconv: measured %s, batch %d, %s in %.2f s: %s (estimate: %s)",
         describe_layer(geom),
@@ -217,6 +266,51 @@ def _fastest(role_times: dict[str, float | None], preferred: str) -> str:
     if preferred in timed and timed[preferred] <= timed[best] * (1 + TIE_FRACTION):
         return preferred
     return best
+
+
+def _fastest_plan(training: dict[str, float | None], plans: list[Plan], preferred: Plan) -> Plan:
+    """The plan of ``plans`` whose training program was fastest (ties within noise: ``preferred``)."""
+    by_text = {str(p): p for p in plans}
+    name = _fastest({text: training.get(text) for text in by_text}, str(preferred))
+    return by_text[name]
+
+
+def _training_finalists(times, guess: Plan, forward: str, schedule, geom) -> list[Plan]:
+    """The plans whose whole training programs are timed, the estimate's transposes first."""
+
+    def ranked(role: str) -> list[str]:
+        timed = {name: t for name, t in times[role].items() if t is not None}
+        return sorted(timed, key=timed.__getitem__)
+
+    dx_ranked, dw_ranked = ranked("input_transpose"), ranked("weight_transpose")
+    guess_pair = (guess.input_transpose, guess.weight_transpose)
+    pairs = [guess_pair]
+    if dx_ranked and dw_ranked:
+        pairs += [(dx_ranked[0], dw_ranked[0]), (dx_ranked[0], guess_pair[1]), (guess_pair[0], dw_ranked[0])]
+    top_dx, top_dw = dx_ranked[:TRAINING_FINALISTS], dw_ranked[:TRAINING_FINALISTS]
+    pairs += [(name, name) for name in top_dx if name in top_dw]
+    plans: list[Plan] = [schedule(forward, guess.input_transpose, guess.weight_transpose)]
+    for dx, dw in pairs:
+        try:
+            plan = validate(schedule(forward, dx, dw), geom)
+        except ValueError:
+            continue
+        if plan not in plans:
+            plans.append(plan)
+    return plans
+
+
+def _time_training(plans, *, geom, operands, precision, preferred_element_type, training, skipped) -> None:
+    """Time the training programs of ``plans`` not timed yet into ``training``."""
+    plans = [p for p in plans if str(p) not in training]
+    x, w, ct = operands
+    programs = [_program("training", p, geom, x, w, ct, precision, preferred_element_type) for p in plans]
+    for plan, compiled in zip(plans, _compile_all(programs)):
+        best = min((t for t in training.values() if t is not None), default=None)
+        seconds, reason = _time(compiled, best)
+        training[str(plan)] = seconds
+        if reason:
+            skipped[f"training:{plan}"] = reason
 
 
 def _isolated(guess: Plan, role: str, name: str, geom, batch, dtype, preferred_element_type, backend) -> Plan:
@@ -260,30 +354,59 @@ def _program(role: str, plan: Plan, geom, x, w, ct, precision, preferred_element
         return jax.jit(f), (x, w)
     if role == "input_transpose":
         return jax.jit(lambda x, w, ct: jax.vjp(lambda x: f(x, w), x)[1](ct)[0]), (x, w, ct)
+    if role == "training":
+        return jax.jit(jax.grad(lambda x, w, ct: jnp.vdot(f(x, w), ct).real, argnums=(0, 1))), (x, w, ct)
     return jax.jit(lambda x, w, ct: jax.vjp(lambda w: f(x, w), w)[1](ct)[0]), (x, w, ct)
 
 
-def _time(program, args, best: float | None = None) -> tuple[float | None, str | None]:
-    """Median seconds per call of ``program(*args)``, or ``None`` and why it was skipped
+class _Compiled(NamedTuple):
+    call: Callable[[], object]
+    compile_seconds: float
+    temporary_bytes: int | None
+
+
+def _compile_all(programs) -> list[_Compiled]:
+    """Compile ``(jitted, args)`` programs, several at once.
+
+    Lowering (tracing) runs here; XLA's compilations run on a thread pool, one
+    per core, since each is single-threaded and releases the GIL. Timing then
+    runs one program at a time.
+    """
+    lowered = [(program.lower(*args), args) for program, args in programs]
+
+    def compile_one(item) -> _Compiled:
+        low, args = item
+        start = time.perf_counter()
+        compiled = low.compile()
+        seconds = time.perf_counter() - start
+        return _Compiled(lambda: compiled(*args), seconds, _temporary_bytes(compiled))
+
+    if len(lowered) <= 1:
+        return [compile_one(item) for item in lowered]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(lowered), os.cpu_count() or 1)) as pool:
+        return list(pool.map(compile_one, lowered))
+
+
+def _time(compiled: _Compiled, best: float | None = None) -> tuple[float | None, str | None]:
+    """Median seconds per call of a compiled program, or ``None`` and why it was skipped
     (``best``: the best median of the role so far)."""
-    start = time.perf_counter()
-    compiled = program.lower(*args).compile()
-    compile_seconds = time.perf_counter() - start
-    if compile_seconds > COMPILE_BUDGET_SECONDS:
-        return None, f"compiling took {compile_seconds:.1f} s (budget {COMPILE_BUDGET_SECONDS:.0f} s)"
-    memory = _temporary_bytes(compiled)
+    if compiled.compile_seconds > COMPILE_BUDGET_SECONDS:
+        return None, f"compiling took {compiled.compile_seconds:.1f} s (budget {COMPILE_BUDGET_SECONDS:.0f} s)"
+    memory = compiled.temporary_bytes
     if memory is not None and memory > MEMORY_BUDGET_BYTES:
         return None, f"needs {memory / 2**20:.0f} MiB of temporaries (budget {MEMORY_BUDGET_BYTES / 2**20:.0f} MiB)"
     begin = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
+    jax.block_until_ready(compiled.call())
     first = time.perf_counter() - begin
     if best is not None and first > HOPELESS_FACTOR * best:
         return first, None
     samples: list[float] = []
     while len(samples) < MIN_RUNS or (len(samples) < MAX_RUNS and sum(samples) < TARGET_SECONDS):
         begin = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
+        jax.block_until_ready(compiled.call())
         samples.append(time.perf_counter() - begin)
+        if len(samples) == MIN_RUNS and best is not None and statistics.median(samples) > HOPELESS_FACTOR * best:
+            break
     return statistics.median(samples), None
 
 
