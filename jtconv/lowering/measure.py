@@ -238,11 +238,10 @@ def measure(
             skipped=skipped,
         )
         time_training(finalists)
-        best = _fastest_plan(training, finalists, preferred=finalists[0])
-        flipped = best.replace(waits=not best.waits)
+        leader = _fastest_plan(training, finalists, preferred=finalists[0])
+        flipped = leader.replace(waits=not leader.waits)
         time_training([flipped])
-        best = _fastest_plan(training, [best, flipped], preferred=best)
-    plan = best
+        plan = _fastest_plan(training, [leader, flipped], preferred=leader)
     found = Measurement(key, times, skipped, plan, guess, time.perf_counter() - start, training)
     _log.info(
         "jtconv: measured %s, batch %d, %s in %.2f s: %s (estimate: %s)",
