@@ -364,18 +364,3 @@ def test_combinations_cover_the_cross_product():
     assert {(p.forward, p.input_transpose, p.weight_transpose) for p in plans} == expected
     assert len(plans) == len(expected)
 
-
-@pytest.mark.parametrize(
-    "x_shape, w_shape, dense_waits",
-    [
-        ((4, 64, 32, 32), (64, 1, 4, 4), True),
-        ((4, 32, 64, 64), (32, 1, 4, 4), True),
-        ((4, 128, 512), (128, 1, 4), False),
-    ],
-)
-def test_depthwise_transposes_never_wait_for_the_forward(x_shape, w_shape, dense_waits):
-    """Depthwise transposes are elementwise loops, not GEMMs that could compete for the cores."""
-    plan = jtconv.plan_for(x_shape, w_shape, stride=2, padding=1, groups=x_shape[1], backend="cpu")
-    assert plan.waits is False
-    dense = jtconv.plan_for(x_shape, (x_shape[1], 64) + w_shape[2:], stride=2, padding=1, backend="cpu")
-    assert dense.waits is dense_waits  # with GEMMs, large layers wait

@@ -17,8 +17,8 @@ which the estimate's choice wins.
 The two transposes run in one training program, where they share work (the
 cotangent's im2col feeds both GEMMs of ``gemm``) and compete for the cores,
 so their isolated times do not add up to the program's. The last stage
-therefore times whole forward + backward programs (``∂⟨f(x, w), ȳ⟩`` for
-``x`` and ``w``) for a few plans, each with the estimate's scheduling: the
+therefore times whole forward + backward programs (``⟨f(x, w), ȳ⟩`` and its
+gradients in ``x`` and ``w``) for a few plans, each with the estimate's scheduling: the
 estimate's transposes, the isolated winners, each winner with the estimate's
 other transpose, and a method that is among the fastest
 :data:`TRAINING_FINALISTS` of both roles filling both; then the fastest of
@@ -354,7 +354,8 @@ def _program(role: str, plan: Plan, geom, x, w, ct, precision, preferred_element
     if role == "input_transpose":
         return jax.jit(lambda x, w, ct: jax.vjp(lambda x: f(x, w), x)[1](ct)[0]), (x, w, ct)
     if role == "training":
-        return jax.jit(jax.grad(lambda x, w, ct: jnp.vdot(f(x, w), ct).real, argnums=(0, 1))), (x, w, ct)
+        # The loss value is returned, as in training, so the forward is not dead code.
+        return jax.jit(jax.value_and_grad(lambda x, w, ct: jnp.vdot(f(x, w), ct).real, argnums=(0, 1))), (x, w, ct)
     return jax.jit(lambda x, w, ct: jax.vjp(lambda w: f(x, w), w)[1](ct)[0]), (x, w, ct)
 
 

@@ -279,15 +279,7 @@ def _matmul_layout(geom: ConvTransposeGeometry, batch: int, dtype, preferred_ele
 
 
 def _waits(forward: str, geom: ConvTransposeGeometry, batch: int, itemsize: int) -> bool:
-    """Whether the transposes wait for the forward's output (:attr:`Plan.waits`).
-
-    Waiting keeps two GEMMs from sharing the cores. Depthwise layers have no
-    GEMM (their transposes are elementwise loops), and ordering those after the
-    forward only serialises memory-bound work: never wait there
-    (``python benchmarks/run.py --shapes depthwise``).
-    """
-    if geom.in_per_group == 1:
-        return False
+    """Whether the transposes wait for the forward's output (:attr:`Plan.waits`)."""
     if forward in ("matmul", "xla") and xla_convolutions_win(geom, batch, itemsize):
         return False  # XLA's convolutions gain from running concurrently
     return tap_product_bytes(geom, batch, itemsize) >= _t("waits_min_tap_bytes")
