@@ -363,4 +363,3 @@ def test_combinations_cover_the_cross_product():
     expected = set(itertools.product(*(methods.methods_for(role, geom) for role in methods.ROLES)))
     assert {(p.forward, p.input_transpose, p.weight_transpose) for p in plans} == expected
     assert len(plans) == len(expected)
-
