@@ -32,6 +32,7 @@ def fresh_cache(tmp_path, monkeypatch):
     monkeypatch.delenv("JTCONV_PLANNING", raising=False)
     monkeypatch.setattr(measure, "MIN_RUNS", 1)
     monkeypatch.setattr(measure, "MAX_RUNS", 2)
+    monkeypatch.setattr(measure, "TRAINING_ROUNDS", 1)
     wisdom.forget_wisdom()
     measure.forget_measurements()
     planning.set_planning(None)

@@ -76,6 +76,8 @@ MIN_RUNS = 3
 MAX_RUNS = 15
 TARGET_SECONDS = 0.05
 HOPELESS_FACTOR = 2.0
+TRAINING_ROUNDS = 7
+"""Rounds of interleaved calls (at least) in which the training programs are compared."""
 TRAINING_FINALISTS = 2
 """A method among the fastest this many of both transposes is also timed filling both."""
 """Each candidate runs at least :data:`MIN_RUNS` times and at most
@@ -300,16 +302,52 @@ def _training_finalists(times, guess: Plan, forward: str, schedule, geom) -> lis
 
 
 def _time_training(plans, *, geom, operands, precision, preferred_element_type, training, skipped) -> None:
-    """Time the training programs of ``plans`` not timed yet into ``training``."""
+    """Time the training programs of ``plans`` not timed yet into ``training``, interleaved."""
     plans = [p for p in plans if str(p) not in training]
     x, w, ct = operands
     programs = [_program("training", p, geom, x, w, ct, precision, preferred_element_type) for p in plans]
-    for plan, compiled in zip(plans, _compile_all(programs)):
-        best = min((t for t in training.values() if t is not None), default=None)
-        seconds, reason = _time(compiled, best)
-        training[str(plan)] = seconds
+    compiled = _compile_all(programs)
+    runnable = {}
+    for plan, program in zip(plans, compiled):
+        reason = _over_budget(program)
         if reason:
+            training[str(plan)] = None
             skipped[f"training:{plan}"] = reason
+        else:
+            runnable[str(plan)] = program
+    training.update(
+        _time_interleaved(runnable, best=min((t for t in training.values() if t is not None), default=None))
+    )
+
+
+def _time_interleaved(programs: dict[str, _Compiled], best: float | None) -> dict[str, float]:
+    """Median seconds per call of each program, sampled in rounds (each program once per
+    round, as A/B-interleaved benchmarks do, so that drifting machine state affects all
+    alike): at least :data:`TRAINING_ROUNDS` rounds, more while a round is short. A program
+    whose first call takes :data:`HOPELESS_FACTOR` times the fastest first call (or ``best``)
+    keeps that time and leaves the rounds."""
+    first = {}
+    for name, program in programs.items():
+        begin = time.perf_counter()
+        jax.block_until_ready(program.call())
+        first[name] = time.perf_counter() - begin
+    fastest = min([*first.values(), *([best] if best is not None else [])], default=0.0)
+    results = {name: t for name, t in first.items() if t > HOPELESS_FACTOR * fastest}
+    racing = [name for name in programs if name not in results]
+    samples: dict[str, list[float]] = {name: [] for name in racing}
+    spent = 0.0
+    while racing and (
+        len(samples[racing[0]]) < TRAINING_ROUNDS
+        or (spent < TARGET_SECONDS * len(racing) and len(samples[racing[0]]) < MAX_RUNS)
+    ):
+        for name in racing:
+            begin = time.perf_counter()
+            jax.block_until_ready(programs[name].call())
+            elapsed = time.perf_counter() - begin
+            samples[name].append(elapsed)
+            spent += elapsed
+    results.update({name: statistics.median(values) for name, values in samples.items()})
+    return results
 
 
 def _isolated(guess: Plan, role: str, name: str, geom, batch, dtype, preferred_element_type, backend) -> Plan:
@@ -387,14 +425,22 @@ def _compile_all(programs) -> list[_Compiled]:
         return list(pool.map(compile_one, lowered))
 
 
+def _over_budget(compiled: _Compiled) -> str | None:
+    """Why a compiled program is not run (compile time or temporaries over budget), or ``None``."""
+    if compiled.compile_seconds > COMPILE_BUDGET_SECONDS:
+        return f"compiling took {compiled.compile_seconds:.1f} s (budget {COMPILE_BUDGET_SECONDS:.0f} s)"
+    memory = compiled.temporary_bytes
+    if memory is not None and memory > MEMORY_BUDGET_BYTES:
+        return f"needs {memory / 2**20:.0f} MiB of temporaries (budget {MEMORY_BUDGET_BYTES / 2**20:.0f} MiB)"
+    return None
+
+
 def _time(compiled: _Compiled, best: float | None = None) -> tuple[float | None, str | None]:
     """Median seconds per call of a compiled program, or ``None`` and why it was skipped
     (``best``: the best median of the role so far)."""
-    if compiled.compile_seconds > COMPILE_BUDGET_SECONDS:
-        return None, f"compiling took {compiled.compile_seconds:.1f} s (budget {COMPILE_BUDGET_SECONDS:.0f} s)"
-    memory = compiled.temporary_bytes
-    if memory is not None and memory > MEMORY_BUDGET_BYTES:
-        return None, f"needs {memory / 2**20:.0f} MiB of temporaries (budget {MEMORY_BUDGET_BYTES / 2**20:.0f} MiB)"
+    reason = _over_budget(compiled)
+    if reason:
+        return None, reason
     begin = time.perf_counter()
     jax.block_until_ready(compiled.call())
     first = time.perf_counter() - begin
