@@ -2,7 +2,7 @@
 
     python benchmarks/compile_time.py                          # the issue's layers + main + holdout, algorithm auto
     python benchmarks/compile_time.py --algorithm auto,matmul,phase --suite issue
-    python benchmarks/compile_time.py --method tiled --suite issue
+    python benchmarks/compile_time.py --algorithm tiled --suite issue
     python benchmarks/compile_time.py --shapes fcn32s,dcgan --json compile.json
     python benchmarks/compile_time.py --list
 
@@ -17,14 +17,8 @@ persistent compilation cache is switched off in the child). The child also
 counts the lowered program's StableHLO operations, the quantity that grows
 with ``Πk`` when a lowering emits one piece per kernel tap.
 
-Candidates:
-
-* ``--algorithm NAME[,NAME…]``: ``jtconv.conv_transpose(…, algorithm=NAME)``
-  (``auto`` or any name in ``jtconv.lowering.ALGORITHMS``);
-* ``--method tiled``: the tiled lowering (:mod:`jtconv.lowering.tiled`)
-  called directly, its forward wrapped in ``jax.custom_vjp`` with its own
-  transposes, for the layers it supports (others are reported ``n/a``). This
-  path exists while the method is not yet selectable through ``algorithm=``.
+Candidates: ``--algorithm NAME[,NAME…]``, ``jtconv.conv_transpose(…,
+algorithm=NAME)`` (``auto`` or any name in ``jtconv.ALGORITHMS``).
 
 The issue's targets (forward ≤ 2 s, forward + backward ≤ 5 s, counting
 lowering and compiling) are marked in the table. Timings on a shared machine
@@ -75,8 +69,14 @@ ISSUE_SHAPES: tuple[BenchShape, ...] = (
     _layer(
         "r2036-3d", "3d k3 s2 (random seed 2036, r00)", (2, 64, 8, 8, 8), 64, 3, stride=2, padding=1, output_padding=1
     ),
+    _layer("fsrcnn-x2", "FSRCNN ×2 deconvolution k9 s2", (1, 56, 64, 64), 1, 9, stride=2, padding=4, output_padding=1),
+    _layer("fsrcnn-x3", "FSRCNN ×3 deconvolution k9 s3", (1, 56, 64, 64), 1, 9, stride=3, padding=4, output_padding=2),
+    _layer("fsrcnn-x4", "FSRCNN ×4 deconvolution k9 s4", (1, 56, 64, 64), 1, 9, stride=4, padding=4, output_padding=3),
+    _layer("k5s2-3d", "3d decoder k5 s2", (1, 32, 8, 16, 16), 16, 5, stride=2, padding=2, output_padding=1),
 )
-"""The layers of the compile-time issue's table."""
+"""The layers of the compile-time issue's table, then large kernels of other public models
+that do not tile their stride (so ``tiled`` cannot run them): FSRCNN's ×2/×3/×4
+deconvolution (k9, 56 → 1 channels) and a 3d k5 s2 decoder layer."""
 
 
 def all_suites(random_count: int, layer_seed: int) -> dict[str, tuple[BenchShape, ...]]:
@@ -103,37 +103,11 @@ def select(settings: argparse.Namespace) -> list[BenchShape]:
 # --- the child: one layer, one candidate, fresh process -------------------------------------------
 
 
-def _tiled_layer(geom):
-    """``tiled.forward`` differentiable through ``tiled.transpose_input`` / ``transpose_weight``."""
-    import jax
-
-    from jtconv.lowering import tiled
-    from jtconv.lowering.matmul import accumulation_dtype
-
-    @jax.custom_vjp
-    def layer(x, w):
-        return tiled.forward(x, w, geom)
-
-    def layer_fwd(x, w):
-        return layer(x, w), (x, w)
-
-    def layer_bwd(residuals, ct):
-        x, w = residuals
-        acc = accumulation_dtype(x.dtype, None)
-        dx = tiled.transpose_input(ct, w, geom, precision=None, acc_dtype=acc, out_dtype=x.dtype)
-        dw = tiled.transpose_weight(x, ct, geom, precision=None, acc_dtype=acc, out_dtype=w.dtype)
-        return dx, dw
-
-    layer.defvjp(layer_fwd, layer_bwd)
-    return layer
-
-
 def _candidate_function(shape: BenchShape, candidate: str):
-    """``f(x, w[, b]) → y`` for ``candidate`` (``algorithm:NAME`` or ``method:tiled``), or ``None`` if n/a."""
+    """``f(x, w[, b]) → y`` for ``candidate`` (``algorithm:NAME``)."""
     import jtconv
-    from jtconv.lowering import tiled
 
-    kind, name = candidate.split(":", 1)
+    _, name = candidate.split(":", 1)
     kwargs = dict(
         stride=shape.stride,
         padding=shape.padding,
@@ -141,20 +115,7 @@ def _candidate_function(shape: BenchShape, candidate: str):
         dilation=shape.dilation,
         groups=shape.groups,
     )
-    if kind == "algorithm":
-        return lambda x, w, *b: jtconv.conv_transpose(x, w, *b, **kwargs, algorithm=name)
-    geom = jtconv.make_geometry(shape.x_shape, shape.w_shape, **kwargs)
-    if name != "tiled":
-        raise ValueError(f"--method: unknown method {name!r}; choose from ['tiled']")
-    if not tiled.supports(geom):
-        return None
-    layer = _tiled_layer(geom)
-
-    def fn(x, w, *b):
-        y = layer(x, w)
-        return y + b[0].reshape((1, -1) + (1,) * geom.ndim) if b else y
-
-    return fn
+    return lambda x, w, *b: jtconv.conv_transpose(x, w, *b, **kwargs, algorithm=name)
 
 
 def _hlo_ops(lowered) -> int:
@@ -171,8 +132,6 @@ def measure_child(shape: BenchShape, candidate: str, passes: Sequence[str]) -> d
     import numpy as np
 
     fn = _candidate_function(shape, candidate)
-    if fn is None:
-        return {"status": "n/a", "note": "the method does not support this layer"}
     rng = np.random.default_rng(0)
     args = [
         jnp.asarray(rng.standard_normal(shape.x_shape), jnp.float32),
@@ -253,7 +212,7 @@ def print_table(rows: list[dict], passes: Sequence[str]) -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(line, widths)))
     print(f"('!': over the target of {TARGET_S['forward']:.0f} s forward, {TARGET_S['fwd+bwd']:.0f} s fwd+bwd)")
     for r in rows:
-        if r["result"]["status"] in ("error", "n/a", "timeout") and r["result"].get("note"):
+        if r["result"]["status"] in ("error", "timeout") and r["result"].get("note"):
             print(f"{r['shape']} / {r['candidate']}: {r['result']['status']}: {r['result']['note']}")
 
 
@@ -278,12 +237,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="comma-separated algorithm= values for jtconv.conv_transpose (default: auto)",
     )
-    parser.add_argument(
-        "--method",
-        type=_names,
-        default=[],
-        help="comma-separated methods called directly, not through algorithm=: tiled",
-    )
     parser.add_argument("--passes", type=_names, default=list(PASSES), help="forward, fwd+bwd (default: both)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per child process (default 600)")
     parser.add_argument("--random-count", type=int, default=12, help="layers of the random suite (default 12)")
@@ -295,11 +248,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = [p for p in settings.passes if p not in PASSES]
     if unknown:
         parser.error(f"--passes: unknown pass(es) {unknown}; choose from {list(PASSES)}")
-    unknown = [m for m in settings.method if m != "tiled"]
-    if unknown:
-        parser.error(f"--method: unknown method(s) {unknown}; choose from ['tiled']")
     if settings.algorithm is None:
-        settings.algorithm = [] if settings.method else ["auto"]
+        settings.algorithm = ["auto"]
     return settings
 
 
@@ -319,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for shape in layers:
             print(f"{shape.name:14s} {shape.description:44s} {shape.summary()}")
         return 0
-    candidates = [f"algorithm:{a}" for a in settings.algorithm] + [f"method:{m}" for m in settings.method]
+    candidates = [f"algorithm:{a}" for a in settings.algorithm]
     rows = []
     for shape in layers:
         for candidate in candidates:
