@@ -61,6 +61,7 @@ def test_bounded_forward_equals_matmul_forward(x_shape, w_shape, kwargs, shift_t
     """shift_products + col2im (conv_transpose_taps) = matmul.tap_products / depthwise_term
     + interleave_phases + the crop (matmul.matmul_forward), on both col2im paths."""
     monkeypatch.setattr(taps, "MAX_SHIFT_TERMS", shift_terms)
+    monkeypatch.setattr(taps, "BOUNDED_MIN_TAPS", 10**9)  # the per-tap forward on the other side
     geom = make_geometry(x_shape, w_shape, **kwargs)
     x, w = _integers(x_shape, 0), _integers(w_shape, 1)
     want = jax.jit(lambda x, w: matmul.matmul_forward(x, w, geom))(x, w)
@@ -68,7 +69,8 @@ def test_bounded_forward_equals_matmul_forward(x_shape, w_shape, kwargs, shift_t
 
 
 @pytest.mark.parametrize("x_shape, w_shape, kwargs", _params(LAYERS))
-def test_cotangent_columns_equal_matmul_transposes(x_shape, w_shape, kwargs):
+def test_cotangent_columns_equal_matmul_transposes(x_shape, w_shape, kwargs, monkeypatch):
+    monkeypatch.setattr(taps, "BOUNDED_MIN_TAPS", 10**9)  # the per-tap im2col on the other side
     geom = make_geometry(x_shape, w_shape, **kwargs)
     rng = np.random.default_rng(2)
     ct = jnp.asarray(rng.standard_normal((x_shape[0], geom.out_channels) + geom.output_size), jnp.float32)
@@ -80,6 +82,7 @@ def test_cotangent_columns_equal_matmul_transposes(x_shape, w_shape, kwargs):
 @pytest.mark.parametrize("x_shape, w_shape, kwargs", _params(LAYERS))
 def test_cotangent_taps_are_the_cotangent_columns_reordered(x_shape, w_shape, kwargs, shift_terms, monkeypatch):
     monkeypatch.setattr(taps, "MAX_SHIFT_TERMS", shift_terms)
+    monkeypatch.setattr(taps, "BOUNDED_MIN_TAPS", 10**9)
     geom = make_geometry(x_shape, w_shape, **kwargs)
     n, ndim = x_shape[0], geom.ndim
     rng = np.random.default_rng(3)
@@ -167,3 +170,35 @@ def test_program_size_does_not_grow_with_the_kernel(stride, groups):
     for per_function in zip(*counts):
         assert max(per_function) - min(per_function) <= 4 * taps.MAX_SHIFT_TERMS, counts
     assert counts[1] == counts[2] or stride > 1, counts  # stride 1, k ≥ 7: the skew path, the same program
+
+
+@pytest.mark.parametrize("groups", [1, 3])
+def test_matmul_runs_large_kernels_bounded_and_equal_to_torch(groups):
+    """From taps.BOUNDED_MIN_TAPS taps on, the matmul algorithm's forward and both transposes
+    equal torch's, and its program for k15 (225 taps) is no larger than for k9 (81 taps) plus
+    the col2im's padded copies; kernels that do not tile the stride, so ``tiled`` cannot run them."""
+    import torch
+
+    import jtconv
+
+    kwargs = dict(stride=2, padding=4, output_padding=1, groups=groups)
+
+    def layer(x, w):
+        return jtconv.conv_transpose(x, w, algorithm="matmul", **kwargs)
+
+    def training(k):
+        x, w = jnp.ones((1, 2 * groups, 6, 5)), jnp.ones((2 * groups, 2, k, k))
+        return hlo_op_count(jax.value_and_grad(lambda x, w: jnp.sum(layer(x, w) ** 2), argnums=(0, 1)), x, w)
+
+    assert taps.uses_bounded_taps(make_geometry((1, 2 * groups, 6, 5), (2 * groups, 2, 9, 9), **kwargs))
+    assert training(15) <= training(9) + 4 * taps.MAX_SHIFT_TERMS
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 2 * groups, 6, 5)).astype(np.float32)
+    w = rng.standard_normal((2 * groups, 2, 9, 9)).astype(np.float32)
+    y, (dx, dw) = jax.jit(jax.value_and_grad(lambda x, w: jnp.sum(layer(x, w) ** 2) / 2, argnums=(0, 1)))(x, w)
+    tx, tw = (torch.tensor(a, requires_grad=True) for a in (x, w))
+    ty = torch.nn.functional.conv_transpose2d(tx, tw, **kwargs)
+    ((ty**2).sum() / 2).backward()
+    for got, want in ((y, (ty**2).sum().item() / 2), (dx, tx.grad.numpy()), (dw, tw.grad.numpy())):
+        want = np.asarray(want)
+        np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=1e-5 * max(1.0, float(np.abs(want).max())))

@@ -43,6 +43,7 @@ import numpy as np
 from jax import lax
 
 from jtconv.geometry import ConvTransposeGeometry
+from jtconv.lowering import taps as bounded
 from jtconv.lowering.axes import AxisPlan, axis_plans
 from jtconv.lowering.common import accumulation_dtype, fusable_stack, output_dtype
 
@@ -181,7 +182,15 @@ def matmul_forward(
     layout: str = "weight_copy",
 ) -> jax.Array:
     """``(N, Cin, *S) × (Cin, Cout/G, *K) → (N, Cout, *O)``: GEMM + phase-wise
-    col2im (``layout``: see :func:`tap_products`)."""
+    col2im (``layout``: see :func:`tap_products`). Kernels of
+    :data:`~jtconv.lowering.taps.BOUNDED_MIN_TAPS` taps or more run
+    :func:`~jtconv.lowering.taps.conv_transpose_taps`, the same GEMM and col2im
+    in a program whose size does not depend on the kernel (``layout`` is then
+    unused)."""
+    if bounded.uses_bounded_taps(geom):
+        return bounded.conv_transpose_taps(
+            x, weight, geom, precision=precision, preferred_element_type=preferred_element_type
+        )
     acc_dtype = accumulation_dtype(x.dtype, preferred_element_type)
     plans = axis_plans(geom)
     if geom.in_per_group == 1:

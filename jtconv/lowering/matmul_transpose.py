@@ -34,11 +34,16 @@ import jax.numpy as jnp
 from jax import lax
 
 from jtconv.geometry import ConvTransposeGeometry
+from jtconv.lowering import taps as bounded
 from jtconv.lowering.common import fusable_stack
 
 
 def cotangent_columns(ct: jax.Array, geom: ConvTransposeGeometry) -> jax.Array:
-    """``C[g, n, *i, *t, co] = ȳ_full[n, g·Cg + co, *(i·s + t·d)]``, shape ``(G, N, *S, *K, Cg)``."""
+    """``C[g, n, *i, *t, co] = ȳ_full[n, g·Cg + co, *(i·s + t·d)]``, shape ``(G, N, *S, *K, Cg)``
+    (one gather, :func:`jtconv.lowering.taps.cotangent_columns`, for kernels of
+    :data:`~jtconv.lowering.taps.BOUNDED_MIN_TAPS` taps or more)."""
+    if bounded.uses_bounded_taps(geom):
+        return bounded.cotangent_columns(ct, geom)
     n = ct.shape[0]
     g, cg, ndim = geom.groups, geom.out_per_group, geom.ndim
     ct = ct.reshape((n, g, cg) + geom.output_size)

@@ -42,7 +42,19 @@ import numpy as np
 from jax import lax
 
 from jtconv.geometry import ConvTransposeGeometry
-from jtconv.lowering.matmul import accumulation_dtype, output_dtype
+from jtconv.lowering.common import accumulation_dtype, output_dtype
+
+BOUNDED_MIN_TAPS = 64
+"""From this many kernel taps (``Πk``) on, the matmul lowering's forward and its
+transposes' im2col use this module's bounded forms (:func:`conv_transpose_taps`,
+:func:`cotangent_columns`) instead of one slice per tap: the per-tap programs
+compile in time growing with ``Πk``, the bounded ones in the same time for
+every kernel (``python benchmarks/compile_time.py --suite issue --algorithm matmul``)."""
+
+
+def uses_bounded_taps(geom: ConvTransposeGeometry) -> bool:
+    """Whether the matmul lowering runs ``geom`` through the bounded forms (:data:`BOUNDED_MIN_TAPS`)."""
+    return math.prod(geom.kernel_size) >= BOUNDED_MIN_TAPS
 
 
 def block_shifts(geom: ConvTransposeGeometry) -> tuple[int, ...]:
