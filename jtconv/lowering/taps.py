@@ -44,12 +44,15 @@ from jax import lax
 from jtconv.geometry import ConvTransposeGeometry
 from jtconv.lowering.common import accumulation_dtype, output_dtype
 
-BOUNDED_MIN_TAPS = 64
+BOUNDED_MIN_TAPS = 256
 """From this many kernel taps (``Πk``) on, the matmul lowering's forward and its
 transposes' im2col use this module's bounded forms (:func:`conv_transpose_taps`,
-:func:`cotangent_columns`) instead of one slice per tap: the per-tap programs
-compile in time growing with ``Πk``, the bounded ones in the same time for
-every kernel (``python benchmarks/compile_time.py --suite issue --algorithm matmul``)."""
+:func:`cotangent_columns`) instead of one slice per tap. The per-tap programs
+compile in time growing with ``Πk`` (forward + backward about 5 s at 256 taps
+and 18 s at 1,024 on a 2-core CPU), the bounded ones in a fraction of a second
+for every kernel, but they run 2–10× slower, so below this the per-tap form
+wins; the planner sends kernels that tile their stride to ``tiled`` before
+either (``benchmarks/RESULTS_compile.md``)."""
 
 
 def uses_bounded_taps(geom: ConvTransposeGeometry) -> bool:
