@@ -1,8 +1,8 @@
 """First-call compile time of jtconv's layers, each measured in a fresh process.
 
-    python benchmarks/compile_time.py                          # the issue's layers + main + holdout, algorithm auto
-    python benchmarks/compile_time.py --algorithm auto,matmul,phase --suite issue
-    python benchmarks/compile_time.py --algorithm tiled --suite issue
+    python benchmarks/compile_time.py                          # large kernels + main + holdout, auto
+    python benchmarks/compile_time.py --algorithm auto,matmul,phase --suite large
+    python benchmarks/compile_time.py --algorithm tiled --suite large
     python benchmarks/compile_time.py --shapes fcn32s,dcgan --json compile.json
     python benchmarks/compile_time.py --list
 
@@ -46,41 +46,8 @@ TARGET_S = {"forward": 2.0, "fwd+bwd": 5.0}
 """The issue's bounds on lowering + compiling, per program."""
 
 
-def _layer(name, description, x_shape, out_channels, kernel, *, stride, padding=0, output_padding=0, bias=True):
-    ndim = len(x_shape) - 2
-    return BenchShape(
-        name=name,
-        description=description,
-        x_shape=x_shape,
-        w_shape=(x_shape[1], out_channels) + (kernel,) * ndim,
-        stride=(stride,) * ndim,
-        padding=(padding,) * ndim,
-        output_padding=(output_padding,) * ndim,
-        dilation=(1,) * ndim,
-        bias=bias,
-    )
-
-
-ISSUE_SHAPES: tuple[BenchShape, ...] = (
-    _layer("fcn32s", "FCN-32s upscore", (1, 21, 8, 8), 21, 64, stride=32, bias=False),
-    _layer("k16s16-3d", "PyTorch test ConvTranspose3d k16 s16 p7", (1, 1, 15, 13, 13), 1, 16, stride=16, padding=7),
-    _layer("k16s16-2d", "ConvTranspose2d k16 s16 p7", (1, 1, 15, 13), 1, 16, stride=16, padding=7),
-    _layer("fcn8s", "FCN-8s upscore8", (1, 21, 38, 38), 21, 16, stride=8, bias=False),
-    _layer(
-        "r2036-3d", "3d k3 s2 (random seed 2036, r00)", (2, 64, 8, 8, 8), 64, 3, stride=2, padding=1, output_padding=1
-    ),
-    _layer("fsrcnn-x2", "FSRCNN ×2 deconvolution k9 s2", (1, 56, 64, 64), 1, 9, stride=2, padding=4, output_padding=1),
-    _layer("fsrcnn-x3", "FSRCNN ×3 deconvolution k9 s3", (1, 56, 64, 64), 1, 9, stride=3, padding=4, output_padding=2),
-    _layer("fsrcnn-x4", "FSRCNN ×4 deconvolution k9 s4", (1, 56, 64, 64), 1, 9, stride=4, padding=4, output_padding=3),
-    _layer("k5s2-3d", "3d decoder k5 s2", (1, 32, 8, 16, 16), 16, 5, stride=2, padding=2, output_padding=1),
-)
-"""The layers of the compile-time issue's table, then large kernels of other public models
-that do not tile their stride (so ``tiled`` cannot run them): FSRCNN's ×2/×3/×4
-deconvolution (k9, 56 → 1 channels) and a 3d k5 s2 decoder layer."""
-
-
 def all_suites(random_count: int, layer_seed: int) -> dict[str, tuple[BenchShape, ...]]:
-    return {"issue": ISSUE_SHAPES, **SUITES, "random": random_layers(random_count, layer_seed)}
+    return {**SUITES, "random": random_layers(random_count, layer_seed)}
 
 
 def select(settings: argparse.Namespace) -> list[BenchShape]:
@@ -227,8 +194,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--suite",
         type=_names,
-        default=["issue", "main", "holdout"],
-        help="comma-separated suites: issue, main, holdout, random (default: issue,main,holdout)",
+        default=["large", "main", "holdout"],
+        help="comma-separated suites: large, main, holdout, random (default: large,main,holdout)",
     )
     parser.add_argument("--shapes", type=_names, default=None, help="comma-separated layer names from any suite")
     parser.add_argument(

@@ -171,9 +171,27 @@ HOLDOUT_SHAPES: tuple[BenchShape, ...] = (
 """Layers the lowerings were *not* tuned on: a check that the suite's results
 carry over (``--suite holdout``)."""
 
-SUITES: dict[str, tuple[BenchShape, ...]] = {"main": SHAPES, "holdout": HOLDOUT_SHAPES}
+LARGE_KERNEL_SHAPES: tuple[BenchShape, ...] = (
+    _shape("fcn32s", "FCN-32s upscore", (1, 21, 8, 8), 21, 64, stride=32, bias=False),
+    _shape("k16s16-3d", "PyTorch test ConvTranspose3d k16 s16 p7", (1, 1, 15, 13, 13), 1, 16, stride=16, padding=7),
+    _shape("k16s16-2d", "ConvTranspose2d k16 s16 p7", (1, 1, 15, 13), 1, 16, stride=16, padding=7),
+    _shape("fcn8s", "FCN-8s upscore8", (1, 21, 38, 38), 21, 16, stride=8, bias=False),
+    _shape(
+        "r2036-3d", "3d k3 s2 (random seed 2036, r00)", (2, 64, 8, 8, 8), 64, 3, stride=2, padding=1, output_padding=1
+    ),
+    _shape("fsrcnn-x2", "FSRCNN ×2 deconvolution k9 s2", (1, 56, 64, 64), 1, 9, stride=2, padding=4, output_padding=1),
+    _shape("fsrcnn-x3", "FSRCNN ×3 deconvolution k9 s3", (1, 56, 64, 64), 1, 9, stride=3, padding=4, output_padding=2),
+    _shape("fsrcnn-x4", "FSRCNN ×4 deconvolution k9 s4", (1, 56, 64, 64), 1, 9, stride=4, padding=4, output_padding=3),
+    _shape("k5s2-3d", "3d decoder k5 s2", (1, 32, 8, 16, 16), 16, 5, stride=2, padding=2, output_padding=1),
+)
+"""Large kernels, whose per-tap programs would compile slowly: the compile-time issue's
+layers (FCN-32s, FCN-8s, PyTorch's k16 s16 tests, a 3d k3 s2 layer), then kernels of other
+public models that do not tile their stride (FSRCNN's k9, a 3d k5 decoder layer)
+(``--suite large``; ``compile_time.py`` times their compilation)."""
 
-SHAPES_BY_NAME: dict[str, BenchShape] = {shape.name: shape for shape in SHAPES + HOLDOUT_SHAPES}
+SUITES: dict[str, tuple[BenchShape, ...]] = {"main": SHAPES, "holdout": HOLDOUT_SHAPES, "large": LARGE_KERNEL_SHAPES}
+
+SHAPES_BY_NAME: dict[str, BenchShape] = {shape.name: shape for suite in SUITES.values() for shape in suite}
 
 
 def select_shapes(names: list[str] | None, suite: str = "main") -> list[BenchShape]:
