@@ -54,3 +54,25 @@ def test_tune_errors_exit_2(capsys, tmp_path):
     bad = tmp_path / "layers.json"
     bad.write_text('{"x": 1}')
     assert main(["tune", "--layers", str(bad)]) == 2
+
+
+def test_tune_prints_every_candidate_for_a_file_and_a_model(capsys, tmp_path, monkeypatch):
+    layers = tmp_path / "layers.json"
+    layers.write_text(json.dumps([{"x": [1, 4, 6], "w": [4, 2, 3], "stride": 2}]))
+    (tmp_path / "tune_model.py").write_text(
+        "import jax.numpy as jnp\n"
+        "import jtconv\n\n"
+        "def example():\n"
+        "    return jtconv.conv_transpose(jnp.ones((2, 3, 4, 4)), jnp.ones((3, 2, 2, 2)), stride=2)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["tune", "--forget", "--layers", str(layers), "--model", "tune_model:example"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\nlayer ") + out.startswith("layer ") == 2  # the file's layer and the model's
+    assert "layer 1d 4→2 k[3] s[2] batch 1 float32" in out and "layer 2d 3→2 k[2, 2] s[2, 2] batch 2" in out
+    for role in ("forward", "input_transpose", "weight_transpose"):
+        assert f"  {role}" in out
+    assert out.count("  chosen:   forward=") == 2 and out.count("  estimate: forward=") == 2
+    assert "  fwd+bwd " in out and f"wisdom: {tmp_path / 'cache'}" in out
+    assert main(["tune", "--model", "tune_model"]) == 2
+    assert "MODULE:FUNCTION" in capsys.readouterr().err
