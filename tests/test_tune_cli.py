@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -76,3 +77,10 @@ def test_tune_prints_every_candidate_for_a_file_and_a_model(capsys, tmp_path, mo
     assert "  fwd+bwd " in out and f"wisdom: {tmp_path / 'cache'}" in out
     assert main(["tune", "--model", "tune_model"]) == 2
     assert "MODULE:FUNCTION" in capsys.readouterr().err
+
+
+def test_tune_runs_without_rich(monkeypatch):
+    from jtconv.commands import tune
+
+    monkeypatch.setitem(sys.modules, "rich.progress", None)  # as if rich were not installed
+    assert tune._progress(3) is None
