@@ -266,3 +266,22 @@ def test_candidates_over_the_memory_budget_are_skipped(monkeypatch, measurements
     assert all(t is None for role in found.times.values() for t in role.values())
     assert found.skipped and all("temporaries" in why for why in found.skipped.values())
     assert found.plan == found.estimate
+
+
+def test_candidates_over_the_compile_budget_are_skipped(monkeypatch, measurements):
+    monkeypatch.setattr(measure, "COMPILE_BUDGET_SECONDS", -1.0)
+    geom = jtconv.make_geometry(X_SHAPE, W_SHAPE, **LAYER)
+    found = measure.measure(geom, 2, "float32", jax.default_backend())
+    assert all(t is None for role in found.times.values() for t in role.values())
+    assert all(t is None for t in found.training.values())
+    assert found.skipped and all("compiling took" in why for why in found.skipped.values())
+    assert found.plan == found.estimate
+
+
+def test_backends_without_a_memory_analysis_are_not_held_to_the_memory_budget():
+    class NoAnalysis:
+        def memory_analysis(self):
+            raise NotImplementedError
+
+    assert measure._temporary_bytes(NoAnalysis()) is None
+    assert measure._temporary_bytes(object()) is None
