@@ -1,0 +1,60 @@
+"""Errors that name the argument and the rule, for inputs no other test gives."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+import jtconv
+from jtconv import initializers
+from jtconv.lowering import common, methods, planner
+from jtconv.lowering.plan import Plan
+
+
+def test_torch_initializer_shapes_and_bounds():
+    with pytest.raises(ValueError, match="at least one spatial dimension"):
+        initializers.torch_fan_in((4, 2))
+    with pytest.raises(ValueError, match="fan_in"):
+        initializers.torch_fan_in((4, 0, 3))
+    with pytest.raises(ValueError, match="fan_in must be >= 1"):
+        initializers.torch_uniform_bound(0)
+    assert initializers.torch_fan_in((4, 2, 3, 3)) == 18
+    assert initializers.torch_uniform_bound(16) == 0.25
+
+
+def test_plan_values_of_the_wrong_kind():
+    geom = jtconv.make_geometry((1, 4, 5), (4, 2, 3), stride=2)
+    with pytest.raises(ValueError, match="role must be one of"):
+        methods.methods_for("backward", geom)
+    with pytest.raises(TypeError, match="must be a dict"):
+        Plan.from_dict("forward=matmul")
+    with pytest.raises(TypeError, match="algorithm must be a str, a Plan or a dict"):
+        planner.validate(("matmul", "gemm", "gemm"), geom)
+    with pytest.raises(ValueError, match="gemm_layout must be None or one of"):
+        planner.validate(Plan("matmul", "gemm", "gemm", gemm_layout="sideways"), geom)
+    x, w = jnp.ones((1, 4, 5)), jnp.ones((4, 2, 3))
+    with pytest.raises(ValueError, match=r"unknown Plan fields \['speed'\]"):
+        jtconv.conv_transpose(x, w, stride=2, algorithm={"speed": "fast"})
+
+
+def test_shifted_sum_needs_a_part():
+    with pytest.raises(ValueError, match="at least one part"):
+        common.shifted_sum(jnp.zeros((0, 3)), axis=1, starts=[], length=3)
+
+
+def test_bias_with_a_wider_accumulation_dtype_is_added_before_the_cast():
+    rng = np.random.default_rng(0)
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((2, 4, 5), (4, 3, 3), (3,)))
+    y = jtconv.conv_transpose(
+        jnp.asarray(x, jnp.bfloat16),
+        jnp.asarray(w, jnp.bfloat16),
+        jnp.asarray(b, jnp.bfloat16),
+        stride=2,
+        preferred_element_type=jnp.float32,
+    )
+    assert y.dtype == jnp.float32
+    to_bf16 = [torch.tensor(a).bfloat16().float() for a in (x, w, b)]
+    want = torch.nn.functional.conv_transpose1d(*to_bf16, stride=2).numpy()
+    np.testing.assert_allclose(np.asarray(y), want, rtol=0, atol=1e-5 * np.abs(want).max())
