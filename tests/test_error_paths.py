@@ -11,6 +11,7 @@ import jtconv
 from jtconv import initializers
 from jtconv.lowering import common, methods, planner
 from jtconv.lowering.plan import Plan
+from jtconv.matrix import convolution_matrix
 
 
 def test_torch_initializer_shapes_and_bounds():
@@ -58,3 +59,31 @@ def test_bias_with_a_wider_accumulation_dtype_is_added_before_the_cast():
     to_bf16 = [torch.tensor(a).bfloat16().float() for a in (x, w, b)]
     want = torch.nn.functional.conv_transpose1d(*to_bf16, stride=2).numpy()
     np.testing.assert_allclose(np.asarray(y), want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+def test_geometry_rules_for_shapes_and_sizes():
+    x2, w2 = (1, 4, 5, 5), (4, 2, 3, 3)
+    assert jtconv.make_geometry(x2, w2, stride=(2,)).stride == (2, 2)  # one value for every axis
+    with pytest.raises(ValueError, match="per-side pairs must be 2 pairs"):
+        jtconv.make_geometry(x2, w2, padding=((1, 2), (1,)))
+    with pytest.raises(ValueError, match="weight must have shape"):
+        jtconv.make_geometry((1, 4, 5), (4, 2))
+    with pytest.raises(ValueError, match=r"weight.shape\[1\] \(out_channels // groups\) must be >= 1"):
+        jtconv.make_geometry((1, 4, 5), (4, 0, 3))
+    with pytest.raises(ValueError, match="output_size must have 2 .spatial. or 4 elements"):
+        jtconv.make_geometry(x2, w2, stride=2, output_size=(9, 9, 9))
+    with pytest.raises(ValueError, match="weight must have shape"):
+        convolution_matrix(np.ones((4, 2)), (5,))
+
+
+def test_layer_rules_before_any_parameter_exists():
+    from jtconv import layer
+
+    with pytest.raises(ValueError, match="in_features must be a positive int"):
+        layer.validate_layer(
+            0, 4, (3,), strides=1, padding=0, output_padding=0, kernel_dilation=1, feature_group_count=1
+        )
+    with pytest.raises(ValueError, match="output_size must have 2 .spatial. or 4 .full output shape. elements"):
+        layer._spatial_output_size((9, 9, 9), 4, 2, channels_first=True)
+    assert layer._spatial_output_size((1, 3, 9, 8), 4, 2, channels_first=True) == (9, 8)
+    assert layer._spatial_output_size((1, 9, 8, 3), 4, 2, channels_first=False) == (9, 8)
