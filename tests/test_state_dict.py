@@ -503,3 +503,21 @@ def test_argument_errors_name_the_argument():
         sd.flax_to_torch({"params": {}}, lambda n: n)
     with pytest.raises(TypeError, match="template"):
         sd.flax_to_torch({"params": {}}, lambda n: n, template=[1])
+
+
+def test_linear_layers_convert_both_ways_and_more_argument_errors():
+    w = np.arange(6.0, dtype=np.float32).reshape(2, 3)
+    b = np.array([1.0, 2.0], np.float32)
+    to_flax = sd.torch_to_flax({"fc.weight": w, "fc.bias": b}, lambda n: n)  # a 2-d weight with a bias: linear
+    np.testing.assert_array_equal(to_flax.variables["params"]["fc"]["kernel"], w.T)
+    to_torch = sd.flax_to_torch(to_flax.variables, lambda n: n, kinds={"fc": "linear"})
+    np.testing.assert_array_equal(to_torch.state_dict["fc.weight"], w)
+    np.testing.assert_array_equal(to_torch.state_dict["fc.bias"], b)
+    lone_bias = sd.torch_to_flax({"x.bias": b}, lambda n: n, strict=False)
+    assert "a bias without a weight" in lone_bias.unused["x.bias"][1]
+    with pytest.raises(ValueError, match="kinds must name layers exactly"):
+        sd.flax_to_torch(to_flax.variables, lambda n: n, kinds={"f*": "linear"})
+    with pytest.raises(ValueError, match="layout must be 'linen' or 'nnx'"):
+        sd.flax_to_torch(to_flax.variables, lambda n: n, kinds={"fc": "linear"}, layout="haiku")
+    with pytest.raises(TypeError, match="variables must be a nested dict"):
+        sd.flax_to_torch([1], lambda n: n, kinds={"fc": "linear"})
