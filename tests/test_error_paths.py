@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import jtconv
-from jtconv import initializers
+from jtconv import initializers, testing
 from jtconv.lowering import common, methods, planner
 from jtconv.lowering.plan import Plan
 from jtconv.matrix import convolution_matrix
@@ -58,7 +58,9 @@ def test_bias_with_a_wider_accumulation_dtype_is_added_before_the_cast():
     assert y.dtype == jnp.float32
     to_bf16 = [torch.tensor(a).bfloat16().float() for a in (x, w, b)]
     want = torch.nn.functional.conv_transpose1d(*to_bf16, stride=2).numpy()
-    np.testing.assert_allclose(np.asarray(y), want, rtol=0, atol=1e-5 * np.abs(want).max())
+    np.testing.assert_allclose(
+        np.asarray(y), want, rtol=0, atol=testing.relative_tolerance(np.float32) * np.abs(want).max()
+    )
 
 
 def test_geometry_rules_for_shapes_and_sizes():

@@ -180,6 +180,7 @@ def test_matmul_runs_large_kernels_bounded_and_equal_to_torch(groups):
     import torch
 
     import jtconv
+    from jtconv import testing
 
     kwargs = dict(stride=2, padding=4, output_padding=1, groups=groups)
 
@@ -201,4 +202,9 @@ def test_matmul_runs_large_kernels_bounded_and_equal_to_torch(groups):
     ((ty**2).sum() / 2).backward()
     for got, want in ((y, (ty**2).sum().item() / 2), (dx, tx.grad.numpy()), (dw, tw.grad.numpy())):
         want = np.asarray(want)
-        np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=1e-5 * max(1.0, float(np.abs(want).max())))
+        np.testing.assert_allclose(
+            np.asarray(got),
+            want,
+            rtol=0,
+            atol=testing.relative_tolerance(np.float32) * max(1.0, float(np.abs(want).max())),
+        )

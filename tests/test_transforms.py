@@ -243,4 +243,6 @@ def test_shard_map_gradients_keep_the_varying_axes(algorithm, groups):
     expected = torch.autograd.grad((t_y * torch.from_numpy(ct)).sum(), (t_x, t_w))
     for got, want in zip((gx, gw), expected):
         want = want.numpy()
-        np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=1e-5 * np.abs(want).max())
+        np.testing.assert_allclose(
+            np.asarray(got), want, rtol=0, atol=testing.relative_tolerance(np.float32) * np.abs(want).max()
+        )
