@@ -33,6 +33,10 @@ _limits_spec = importlib.util.spec_from_file_location("benchmarks_xla_limits", B
 xla_limits = importlib.util.module_from_spec(_limits_spec)
 _limits_spec.loader.exec_module(xla_limits)
 
+_tuning_spec = importlib.util.spec_from_file_location("benchmarks_tuning_time", BENCHMARKS / "tuning_time.py")
+tuning_time = importlib.util.module_from_spec(_tuning_spec)
+_tuning_spec.loader.exec_module(tuning_time)
+
 _spec = importlib.util.spec_from_file_location("benchmarks_run", BENCHMARKS / "run.py")
 bench_run = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = bench_run  # dataclasses look their module up there
@@ -409,3 +413,38 @@ def test_quick_run_exits_0_and_reports_numbers(tmp_path):
     markdown = markdown_path.read_text()
     assert re.search(rf"\| stride1 \| forward \| torch \| {number} \|", markdown)
     assert "## Targets" in markdown
+
+
+# --- tuning_time.py -------------------------------------------------------------
+
+
+def test_tuning_time_ratios_are_to_the_fastest_and_dash_where_not_timed():
+    assert tuning_time.role_ratios({"gemm": 2.0, "tiled": 1.0, "xla": None}) == "gemm=2.00 tiled=1.00 xla=-"
+    assert tuning_time.role_ratios({"xla": None}) == "xla=-"
+
+
+def test_tuning_time_selects_suites_and_shapes():
+    settings = tuning_time.parse_args(["--suite", "main", "--shapes", "vae,dcgan"])
+    assert [(suite, shape.name) for suite, shape in tuning_time.chosen_layers(settings)] == [
+        ("main", "dcgan"),
+        ("main", "vae"),
+    ]
+    assert tuning_time.parse_args([]).suite == ["main", "holdout", "random"]
+    with pytest.raises(SystemExit, match="unknown shape"):
+        tuning_time.chosen_layers(tuning_time.parse_args(["--suite", "main", "--shapes", "biggan"]))
+
+
+def test_tuning_time_measures_a_layer_and_counts_its_programs(monkeypatch, tmp_path):
+    from jtconv.lowering import measure
+
+    monkeypatch.setenv("JTCONV_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(measure, "MAX_RUNS", 2)
+    monkeypatch.setattr(measure, "TRAINING_ROUNDS", 1)
+    compile_all = measure._compile_all
+    record = tuning_time.measure_layer(TINY)
+    assert measure._compile_all is compile_all  # the counting wrapper is removed again
+    timed = sum(t is not None for role in record["times"].values() for t in role.values())
+    assert record["programs"] == timed + len(record["training"])
+    assert record["seconds"] > 0 and record["compile_seconds"] > 0
+    assert record["times"]["weight_transpose"]["xla"] is None
+    assert "generic loop" in record["skipped"]["weight_transpose:xla"]

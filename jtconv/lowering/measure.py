@@ -12,20 +12,21 @@ each as its own small compiled program on random data of the layer's shapes
 and dtype, on JAX's default device: one call to compile and warm up, then
 the median of several calls. The fastest forward is the plan's forward; a
 method within :data:`TIE_FRACTION` of the estimate's choice counts as a tie,
-which the estimate's choice wins.
+which the estimate's choice wins. The few candidates that :func:`untimed`
+names (convolutions XLA's CPU backend runs in its generic loop) are not run.
 
 The two transposes run in one training program, where they share work (the
 cotangent's im2col feeds both GEMMs of ``gemm``) and compete for the cores,
 so their isolated times do not add up to the program's. The last stage
 therefore times whole forward + backward programs (``⟨f(x, w), ȳ⟩`` and its
-gradients in ``x`` and ``w``) for a few plans, each with the estimate's scheduling: the
-estimate's transposes, the isolated winners, each winner with the estimate's
-other transpose, and a method that is among the fastest
-:data:`TRAINING_FINALISTS` of both roles filling both; then the fastest of
-those with :attr:`~jtconv.lowering.plan.Plan.waits` flipped. The
-fastest program's plan is chosen, ties again going to the estimate's. A candidate whose compiled temporaries
-exceed :data:`MEMORY_BUDGET_BYTES`, or whose compilation takes longer than
-:data:`COMPILE_BUDGET_SECONDS`, is skipped.
+gradients in ``x`` and ``w``) for a few plans, each with the estimate's
+scheduling: the estimate's transposes, the isolated winners, and a method
+that is among the fastest :data:`TRAINING_FINALISTS` of both roles filling
+both; then the fastest of those with
+:attr:`~jtconv.lowering.plan.Plan.waits` flipped. The fastest program's plan
+is chosen, ties again going to the estimate's. A candidate whose compiled
+temporaries exceed :data:`MEMORY_BUDGET_BYTES`, or whose compilation takes
+longer than :data:`COMPILE_BUDGET_SECONDS`, is skipped.
 
 This runs at trace time (when ``conv_transpose`` is called under ``jit``,
 ``grad``, ``vmap``, …): the shapes are static, and the timed programs run on
@@ -59,7 +60,7 @@ from jtconv.lowering.methods import ROLES, methods_for
 from jtconv.lowering.plan import Plan
 from jtconv.lowering.planner import describe_layer, estimate, scheduled_plan, validate
 
-__all__ = ["Measurement", "layer_key", "measure", "measured_plan", "TIE_FRACTION"]
+__all__ = ["Measurement", "layer_key", "measure", "measured_plan", "untimed", "TIE_FRACTION"]
 
 _log = logging.getLogger("jtconv")
 
@@ -197,28 +198,35 @@ def measure(
     skipped: dict[str, str] = {}
     with jax.ensure_compile_time_eval():
         x, w, ct = _random_operands(geom, batch, dtype, preferred_element_type)
+        timed: list[tuple[str, str]] = []
         for role in ROLES:
-            names = methods_for(role, geom)
-            programs = [
-                _program(
-                    role,
-                    _isolated(guess, role, name, geom, batch, dtype, preferred_element_type, backend),
-                    geom,
-                    x,
-                    w,
-                    ct,
-                    precision,
-                    preferred_element_type,
-                )
-                for name in names
-            ]
             times[role] = {}
-            for name, compiled in zip(names, _compile_all(programs)):
-                best = min((t for t in times[role].values() if t is not None), default=None)
-                seconds, reason = _time(compiled, best)
-                times[role][name] = seconds
+            for name in _timing_order(role, guess, geom):
+                reason = untimed(role, name, geom, backend)
                 if reason:
+                    times[role][name] = None
                     skipped[f"{role}:{name}"] = reason
+                else:
+                    timed.append((role, name))
+        programs = [
+            _program(
+                role,
+                _isolated(guess, role, name, geom, batch, dtype, preferred_element_type, backend),
+                geom,
+                x,
+                w,
+                ct,
+                precision,
+                preferred_element_type,
+            )
+            for role, name in timed
+        ]
+        for (role, name), compiled in zip(timed, _compile_all(programs)):
+            best = min((t for t in times[role].values() if t is not None), default=None)
+            seconds, reason = _time(compiled, best)
+            times[role][name] = seconds
+            if reason:
+                skipped[f"{role}:{name}"] = reason
         forward = _fastest(times["forward"], guess.forward)
         schedule = functools.partial(
             scheduled_plan,
@@ -259,6 +267,42 @@ def measure(
     return found
 
 
+def _timing_order(role: str, guess: Plan, geom: ConvTransposeGeometry) -> list[str]:
+    """The methods supporting ``role`` for the layer, the estimate's first: its
+    time is then the bar that hopeless candidates are stopped against."""
+    names = list(methods_for(role, geom))
+    preferred = getattr(guess, role)
+    return sorted(names, key=lambda name: name != preferred)
+
+
+def untimed(role: str, name: str, geom: ConvTransposeGeometry, backend: str) -> str | None:
+    """Why measure mode does not time method ``name`` in ``role`` for this layer
+    on ``backend`` (``None``: it is timed).
+
+    XLA's CPU backend has no fast kernel for two of the convolutions JAX
+    derives from the lhs-dilated forward (``xla``), and runs them in its
+    generic loop emitter, whose one warm-up call alone can take longer than
+    timing every other candidate:
+
+    * the weight transpose of a strided layer, a convolution whose window is
+      dilated by the stride;
+    * every role of a strided depthwise layer (one group per channel).
+
+    ``xla-wgrad`` computes the first in torch's pattern, and ``matmul``,
+    ``matmul-ad`` and ``gemm`` cover depthwise layers.
+    ``python benchmarks/run.py --planning measure`` records every timed
+    candidate (``benchmarks/RESULTS_measure.md``: these ran 22–2400× the
+    fastest candidate on every strided benchmark layer).
+    """
+    if backend != "cpu" or name != "xla" or all(s == 1 for s in geom.stride):
+        return None
+    if geom.in_per_group == 1 and geom.groups > 1:
+        return "not timed: XLA:CPU runs strided depthwise convolutions in its generic loop"
+    if role == "weight_transpose":
+        return "not timed: XLA:CPU runs a strided layer's window-dilated weight gradient in its generic loop"
+    return None
+
+
 def _fastest(role_times: dict[str, float | None], preferred: str) -> str:
     timed = {name: t for name, t in role_times.items() if t is not None}
     if not timed:
@@ -284,14 +328,13 @@ def _training_finalists(times, guess: Plan, forward: str, schedule, geom) -> lis
         return sorted(timed, key=timed.__getitem__)
 
     dx_ranked, dw_ranked = ranked("input_transpose"), ranked("weight_transpose")
-    guess_pair = (guess.input_transpose, guess.weight_transpose)
-    pairs = [guess_pair]
+    pairs = [(guess.input_transpose, guess.weight_transpose)]
     if dx_ranked and dw_ranked:
-        pairs += [(dx_ranked[0], dw_ranked[0]), (dx_ranked[0], guess_pair[1]), (guess_pair[0], dw_ranked[0])]
+        pairs.append((dx_ranked[0], dw_ranked[0]))
     top_dx, top_dw = dx_ranked[:TRAINING_FINALISTS], dw_ranked[:TRAINING_FINALISTS]
     pairs += [(name, name) for name in top_dx if name in top_dw]
-    plans: list[Plan] = [schedule(forward, guess.input_transpose, guess.weight_transpose)]
-    for dx, dw in pairs:  # every name was timed, so the layer supports it
+    plans: list[Plan] = []
+    for dx, dw in pairs:  # every name was timed or is the estimate's, so the layer supports it
         plan = schedule(forward, dx, dw)
         if plan not in plans:
             plans.append(plan)
@@ -403,23 +446,23 @@ class _Compiled(NamedTuple):
 def _compile_all(programs) -> list[_Compiled]:
     """Compile ``(jitted, args)`` programs, several at once.
 
-    Lowering (tracing) runs here; XLA's compilations run on a thread pool, one
-    per core, since each is single-threaded and releases the GIL. Timing then
-    runs one program at a time.
+    Lowering (tracing, which holds the GIL) runs here, one program after
+    another, while XLA compiles the ones already lowered on a thread pool, one
+    per core (each compilation is single-threaded and releases the GIL).
+    Timing then runs one program at a time.
     """
-    lowered = [(program.lower(*args), args) for program, args in programs]
 
-    def compile_one(item) -> _Compiled:
-        low, args = item
+    def compile_one(low, args) -> _Compiled:
         start = time.perf_counter()
         compiled = low.compile()
         seconds = time.perf_counter() - start
         return _Compiled(lambda: compiled(*args), seconds, _temporary_bytes(compiled))
 
-    if len(lowered) <= 1:
-        return [compile_one(item) for item in lowered]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(lowered), os.cpu_count() or 1)) as pool:
-        return list(pool.map(compile_one, lowered))
+    if len(programs) <= 1:
+        return [compile_one(program.lower(*args), args) for program, args in programs]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(programs), os.cpu_count() or 1)) as pool:
+        futures = [pool.submit(compile_one, program.lower(*args), args) for program, args in programs]
+        return [future.result() for future in futures]
 
 
 def _over_budget(compiled: _Compiled) -> str | None:
