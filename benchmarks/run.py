@@ -759,7 +759,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--suite",
         default="main",
         choices=[*SUITES, "random"],
-        help="which layers to time: 'main' (the issue's nine), 'holdout' (layers the lowerings were not tuned on) "
+        help="which layers to time: 'main' (the issue's nine), 'holdout' (layers the lowerings were not tuned on), "
+        "'large' (large kernels), 'models' (layers of public models in the planner's target families) "
         "or 'random' (--random-count layers drawn with --layer-seed)",
     )
     parser.add_argument("--random-count", type=int, default=12, help="layers drawn for --suite random (default 12)")

@@ -189,7 +189,36 @@ layers (FCN-32s, FCN-8s, PyTorch's k16 s16 tests, a 3d k3 s2 layer), then kernel
 public models that do not tile their stride (FSRCNN's k9, a 3d k5 decoder layer)
 (``--suite large``; ``compile_time.py`` times their compilation)."""
 
-SUITES: dict[str, tuple[BenchShape, ...]] = {"main": SHAPES, "holdout": HOLDOUT_SHAPES, "large": LARGE_KERNEL_SHAPES}
+MODEL_SHAPES: tuple[BenchShape, ...] = (
+    _shape("dcgan-rgb", "DCGAN generator's last layer, 64 → 3 (RGB)", (64, 64, 32, 32), 3, 4, stride=2, padding=1),
+    _shape("dcgan-z", "DCGAN generator's first layer, z (100) → 4×4", (64, 100, 1, 1), 512, 4, bias=False),
+    _shape("vqvae-dec", "VQ-VAE decoder k4 s2 128 → 64", (16, 128, 32, 32), 64, 4, stride=2, padding=1),
+    _shape("lapsrn-up", "LapSRN feature up-sampling k4 s2 64 → 64", (16, 64, 32, 32), 64, 4, stride=2, padding=1),
+    _shape("fcn-upscore2", "FCN-8s upscore2, 21 classes", (8, 21, 32, 32), 21, 4, stride=2, bias=False),
+    _shape(
+        "dw-up32", "learned depthwise ×2 up-sampling, 32 ch.", (8, 32, 64, 64), 32, 4, stride=2, padding=1, groups=32
+    ),
+    _shape(
+        "dw-up64", "learned depthwise ×2 up-sampling, 64 ch.", (4, 64, 64, 64), 64, 4, stride=2, padding=1, groups=64
+    ),
+    _shape("hifigan-up1", "HiFi-GAN v1 first up-sampling k16 s8", (16, 512, 32), 256, 16, stride=8, padding=4),
+    _shape("hifigan-up3", "HiFi-GAN v1 third up-sampling k4 s2", (16, 128, 2048), 64, 4, stride=2, padding=1),
+    _shape("hifigan-up4", "HiFi-GAN v1 last up-sampling k4 s2", (16, 64, 4096), 32, 4, stride=2, padding=1),
+    _shape("encodec-up2", "EnCodec decoder k10 s5 256 → 128", (8, 256, 600), 128, 10, stride=5),
+    _shape("unet3d-med", "3D U-Net (medical) up-convolution k2 s2 256 → 128", (1, 256, 8, 8, 8), 128, 2, stride=2),
+    _shape("vnet-up", "V-Net up-convolution k2 s2 128 → 64", (1, 128, 16, 16, 16), 64, 2, stride=2),
+)
+"""Layers of public models in the families the planner is judged on (GAN generators, VAE/VQ-VAE
+decoders, super-resolution, segmentation heads, depthwise learned up-sampling, vocoders, audio
+codecs, 3d medical decoders), with typical training batches; none of them was used to tune the
+estimate's thresholds (``--suite models``)."""
+
+SUITES: dict[str, tuple[BenchShape, ...]] = {
+    "main": SHAPES,
+    "holdout": HOLDOUT_SHAPES,
+    "large": LARGE_KERNEL_SHAPES,
+    "models": MODEL_SHAPES,
+}
 
 SHAPES_BY_NAME: dict[str, BenchShape] = {shape.name: shape for suite in SUITES.values() for shape in suite}
 
@@ -197,7 +226,7 @@ SHAPES_BY_NAME: dict[str, BenchShape] = {shape.name: shape for suite in SUITES.v
 def select_shapes(names: list[str] | None, suite: str = "main") -> list[BenchShape]:
     """The shapes named in ``names`` (all of ``suite`` for ``None``), in suite order.
 
-    Names may come from either suite; ``suite`` only picks the default set.
+    Names may come from any suite; ``suite`` only picks the default set.
 
     Raises:
       ValueError: naming ``--shapes`` when a name is in no suite, or
@@ -210,4 +239,4 @@ def select_shapes(names: list[str] | None, suite: str = "main") -> list[BenchSha
     unknown = [n for n in names if n not in SHAPES_BY_NAME]
     if unknown:
         raise ValueError(f"--shapes: unknown shape(s) {unknown}; choose from {list(SHAPES_BY_NAME)}")
-    return [shape for shape in SHAPES + HOLDOUT_SHAPES if shape.name in names]
+    return [shape for suite in SUITES.values() for shape in suite if shape.name in names]

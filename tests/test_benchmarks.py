@@ -77,7 +77,9 @@ def test_suite_has_the_issue_layers_with_unique_names():
 RANDOM_LAYERS = random_layers.random_layers(40, seed=7)
 
 
-@pytest.mark.parametrize("shape", shapes.SHAPES + shapes.HOLDOUT_SHAPES + RANDOM_LAYERS, ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "shape", shapes.SHAPES + shapes.HOLDOUT_SHAPES + shapes.MODEL_SHAPES + RANDOM_LAYERS, ids=lambda s: s.name
+)
 def test_suite_shape_is_the_layer_torch_and_jtconv_run(shape):
     torch = pytest.importorskip("torch")
     import jtconv
@@ -93,6 +95,7 @@ def test_suite_shape_is_the_layer_torch_and_jtconv_run(shape):
 
 def test_select_shapes_keeps_suite_order_and_rejects_unknown_names():
     assert [s.name for s in shapes.select_shapes(["vae", "dcgan"])] == ["dcgan", "vae"]
+    assert [s.name for s in shapes.select_shapes(["dw-up32", "fcn32s"], "large")] == ["fcn32s", "dw-up32"]
     assert shapes.select_shapes(None) == list(shapes.SHAPES)
     with pytest.raises(ValueError, match="--shapes.*nope"):
         shapes.select_shapes(["dcgan", "nope"])
@@ -107,6 +110,18 @@ def test_holdout_suite_is_disjoint_from_the_main_suite_and_selectable():
     assert [s.name for s in shapes.select_shapes(["grouped", "dcgan"], "holdout")] == ["dcgan", "grouped"]
     with pytest.raises(ValueError, match="--suite.*nope"):
         shapes.select_shapes(None, "nope")
+
+
+def test_model_suite_is_disjoint_from_the_tuned_suites_and_covers_the_families():
+    tuned = {(s.x_shape, s.w_shape, s.stride, s.padding, s.groups) for s in shapes.SHAPES + shapes.HOLDOUT_SHAPES}
+    models = shapes.select_shapes(None, "models")
+    assert models == list(shapes.MODEL_SHAPES)
+    assert not tuned & {(s.x_shape, s.w_shape, s.stride, s.padding, s.groups) for s in models}
+    assert {s.ndim for s in models} == {1, 2, 3}
+    assert any(s.groups == s.in_channels > 1 for s in models)  # depthwise learned up-sampling
+    by_name = shapes.SHAPES_BY_NAME
+    vocoder = by_name["hifigan-up3"]
+    assert (vocoder.in_channels, vocoder.out_channels, vocoder.kernel_size, vocoder.stride) == (128, 64, (4,), (2,))
 
 
 def test_random_layers_are_reproducible_varied_and_sized_for_a_few_milliseconds():
