@@ -140,6 +140,8 @@ def test_png_is_written(capsys, tmp_path, ndim_args):
         (["--gif", "never.gif", "--gif-width", "50"], "width must be between 400 and 2000 pixels, got 50"),
         (["--gif", "never.gif", "--gif-frame-ms", "fast"], "--gif-frame-ms"),
         (["--gif", "never.gif", "--input-size", "13"], "input_size 13×13 has 169 values"),
+        (["--png", "never.out"], "--png must name a .png file, got 'never.out'"),
+        (["--gif", "never.png"], "--gif must name a .gif file, got 'never.png'"),
     ],
 )
 def test_bad_arguments_give_one_line_and_status_2(capsys, extra, argument):
@@ -149,7 +151,7 @@ def test_bad_arguments_give_one_line_and_status_2(capsys, extra, argument):
     assert err.count("\n") == 1 and err.startswith("jtconv explain: error: ")
     assert argument in err
     assert "Traceback" not in err
-    assert not Path("never.gif").exists()
+    assert not any(Path(name).exists() for name in ("never.gif", "never.out", "never.png"))
 
 
 def test_gif_is_written_with_one_frame_per_input_value(capsys, tmp_path):

@@ -148,6 +148,10 @@ def run(args: argparse.Namespace) -> int:
                 )
             )
         )
+        for option, suffix in (("--png", ".png"), ("--gif", ".gif")):
+            path = getattr(args, option[2:])
+            if path and not path.lower().endswith(suffix):
+                raise ValueError(f"{option} must name a {suffix} file, got {path!r}")
         result = explain(
             _per_dim(args.input_size),
             _per_dim(args.kernel_size),
