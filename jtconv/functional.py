@@ -123,8 +123,9 @@ def _explicit_out_sharding(x, weight, geom: ConvTransposeGeometry, channels_last
     """Output sharding when ``x`` or ``weight`` lives on a mesh with explicit axes.
 
     The batch axis keeps the input's sharding and (for ``groups == 1``) the
-    channel axis the weight's output-channel sharding; spatial axes are
-    replicated. ``None`` when no explicit axes are involved.
+    channel axis the weight's output-channel sharding, unless that uses a mesh
+    axis the batch already does; spatial axes are replicated. ``None`` when no
+    explicit axes are involved.
     """
     shardings = [jax.typeof(a).sharding for a in (x, weight)]
     meshes = [s.mesh for s in shardings if isinstance(s, NamedSharding) and not s.mesh.empty]
@@ -138,12 +139,21 @@ def _explicit_out_sharding(x, weight, geom: ConvTransposeGeometry, channels_last
         if isinstance(shardings[1], NamedSharding)
         else (None,) * weight.ndim
     )
-    channel = w_spec[1] if geom.groups == 1 else None
-    spatial = (None,) * geom.ndim
     batched = x.ndim == geom.ndim + 2
     batch = (x_spec[0],) if batched else ()
+    channel = w_spec[1] if geom.groups == 1 else None
+    if batch and _mesh_axes(channel) & _mesh_axes(batch[0]):
+        channel = None  # a mesh axis shards one output axis at most: the batch keeps it
+    spatial = (None,) * geom.ndim
     spec = batch + (spatial + (channel,) if channels_last else (channel,) + spatial)
     return NamedSharding(meshes[0], PartitionSpec(*spec))
+
+
+def _mesh_axes(entry) -> set[str]:
+    """The mesh axes one ``PartitionSpec`` entry (``None``, a name or a tuple of names) shards over."""
+    if entry is None:
+        return set()
+    return {entry} if isinstance(entry, str) else set(entry)
 
 
 def _apply(plan: Plan, x, weight, bias, geom: ConvTransposeGeometry, channels_last, precision, preferred_element_type):
