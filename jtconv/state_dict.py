@@ -239,19 +239,17 @@ def _flax_to_torch_kernel(kind: str, kernel: jax.Array) -> jax.Array:
 
 
 def _torch_kernel_shape(kind: str, flax_shape: Shape) -> Shape:
+    """The torch weight shape of a convolution kernel of ``kind`` ``conv`` or ``conv_transpose``."""
     n = len(flax_shape) - 2
     if kind == "conv":
         return (flax_shape[n + 1], flax_shape[n], *flax_shape[:n])
-    if kind == "linear":
-        return tuple(reversed(flax_shape))
     return tuple(flax_shape)
 
 
 def _flax_kernel_shape(kind: str, torch_shape: Shape) -> Shape:
+    """The Flax kernel shape of a torch convolution weight of ``kind`` ``conv`` or ``conv_transpose``."""
     if kind == "conv":
         return (*torch_shape[2:], torch_shape[1], torch_shape[0])
-    if kind == "linear":
-        return tuple(reversed(torch_shape))
     return tuple(torch_shape)
 
 

@@ -509,15 +509,14 @@ def _atomic_write(path: pathlib.Path, text: str) -> None:
 
 def _replace(source: str, target: pathlib.Path) -> None:
     # Windows refuses to replace a file another process has open; readers hold it for milliseconds.
-    attempts = 20 if sys.platform == "win32" else 1
-    for attempt in range(attempts):
+    retries = 19 if sys.platform == "win32" else 0
+    for _ in range(retries):
         try:
             os.replace(source, target)
             return
         except PermissionError:
-            if attempt == attempts - 1:
-                raise
             time.sleep(0.05)
+    os.replace(source, target)
 
 
 def _fsync_directory(directory: pathlib.Path) -> None:

@@ -29,7 +29,7 @@ from jtconv.geometry import ConvTransposeGeometry
 from jtconv.lowering import phase, split, tiled
 from jtconv.lowering.common import MMAP_THRESHOLD_BYTES, accumulation_dtype, tap_product_bytes
 from jtconv.lowering.methods import METHODS, ROLES, method, methods_for
-from jtconv.lowering.plan import GEMM_LAYOUTS, Plan
+from jtconv.lowering.plan import Plan
 
 __all__ = [
     "ALGORITHMS",
@@ -408,8 +408,6 @@ def validate(plan: Plan, geom: ConvTransposeGeometry) -> Plan:
                 f"Plan.{role}={name!r} does not support this layer ({describe_layer(geom)}); "
                 f"methods supporting it as {role}: {supported}"
             )
-    if plan.gemm_layout is not None and plan.gemm_layout not in GEMM_LAYOUTS:
-        raise ValueError(f"Plan.gemm_layout must be None or one of {GEMM_LAYOUTS}, got {plan.gemm_layout!r}")
     return plan
 
 
