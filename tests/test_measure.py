@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import jax
 import jax.numpy as jnp
@@ -304,3 +305,23 @@ def test_backends_without_a_memory_analysis_are_not_held_to_the_memory_budget():
 
     assert measure._temporary_bytes(NoAnalysis()) is None
     assert measure._temporary_bytes(object()) is None
+
+
+def test_a_candidate_far_behind_the_best_stops_after_its_first_runs(monkeypatch):
+    monkeypatch.setattr(measure, "MIN_RUNS", 3)
+    monkeypatch.setattr(measure, "MAX_RUNS", 15)
+    monkeypatch.setattr(measure, "TARGET_SECONDS", 10.0)
+    calls = []
+
+    def slow_after_warm_up():
+        calls.append(None)
+        if len(calls) > 1:
+            time.sleep(0.02)
+
+    program = measure._Compiled(slow_after_warm_up, compile_seconds=0.0, temporary_bytes=None)
+    seconds, reason = measure._time(program, best=0.001)
+    # the warm-up was fast, so it ran on; the first MIN_RUNS runs were far behind the best, so it stopped
+    assert reason is None and len(calls) == 1 + 3 and seconds >= 0.02
+    calls.clear()
+    seconds, reason = measure._time(program, best=None)  # nothing to be behind: runs until MAX_RUNS
+    assert reason is None and len(calls) == 1 + 15
