@@ -1,0 +1,92 @@
+"""jtconv.lowering.primitive: rules the public tests do not reach (precision
+lists, vmap of a waiting plan's backward, symbolic zeros, a method without a forward)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from jax.interpreters import ad
+
+import jtconv
+from jtconv import testing
+from jtconv.geometry import make_geometry
+from jtconv.lowering import primitive
+
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((2, 3, 5)).astype(np.float32)
+W = RNG.standard_normal((3, 2, 3)).astype(np.float32)
+WAITING = jtconv.Plan("matmul", "gemm", "gemm", waits=True)
+TOLERANCE = testing.relative_tolerance(np.float32)
+
+
+def assert_close(actual, expected) -> None:
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape
+    assert np.max(np.abs(actual - expected)) <= TOLERANCE * np.max(np.abs(expected))
+
+
+def torch_conv(x, w):
+    return torch.nn.functional.conv_transpose1d(x, w, stride=2)
+
+
+def test_precision_list_is_accepted_like_a_tuple():
+    highest = jax.lax.Precision.HIGHEST
+    as_list = jtconv.conv_transpose(X, W, stride=2, precision=[highest, highest])
+    as_tuple = jtconv.conv_transpose(X, W, stride=2, precision=(highest, highest))
+    np.testing.assert_array_equal(np.asarray(as_list), np.asarray(as_tuple))
+    assert_close(as_list, torch_conv(torch.tensor(X), torch.tensor(W)).numpy())
+
+
+def test_vmap_of_the_gradient_of_a_waiting_plan():
+    def loss(x, w):
+        return (jtconv.conv_transpose(x[None], w, stride=2, algorithm=WAITING) ** 2).sum()
+
+    got = jax.vmap(jax.grad(loss), in_axes=(0, None))(jnp.asarray(X), jnp.asarray(W))
+    x = torch.tensor(X, requires_grad=True)
+    (torch_conv(x, torch.tensor(W)) ** 2).sum().backward()
+    assert_close(got, x.grad.numpy())
+
+
+def rule_parameters():
+    geom = make_geometry(X.shape, W.shape, stride=2)
+    return dict(plan=WAITING, geom=geom, precision=None, preferred_element_type=None)
+
+
+def test_jvp_with_zero_tangents_is_a_symbolic_zero():
+    x, w = jnp.asarray(X), jnp.asarray(W)
+    after = primitive._no_marker(x.dtype)
+    zero_x, zero_w = ad.Zero(jax.typeof(x).to_tangent_aval()), ad.Zero(jax.typeof(w).to_tangent_aval())
+    y, tangent = primitive._jvp((x, w, after), (zero_x, zero_w, ad.Zero(jax.typeof(after))), **rule_parameters())
+    assert type(tangent) is ad.Zero and tangent.aval.shape == y.shape == (2, 2, 11)
+    assert_close(y, torch_conv(torch.tensor(X), torch.tensor(W)).numpy())
+
+
+def test_transpose_of_a_zero_cotangent_and_of_the_ordering_operand():
+    x, w = jnp.asarray(X), jnp.asarray(W)
+    after = primitive._no_marker(x.dtype)
+    zero_ct = ad.Zero(jax.core.ShapedArray((2, 2, 11), jnp.float32))
+    undefined_x = ad.UndefinedPrimal(jax.typeof(x))
+    assert primitive._transpose(zero_ct, undefined_x, w, after, **rule_parameters()) == (None, None, None)
+    ct = jnp.ones((2, 2, 11), jnp.float32)
+    with pytest.raises(ValueError, match="the ordering operand is not differentiable"):
+        primitive._transpose(ct, x, w, ad.UndefinedPrimal(jax.typeof(after)), **rule_parameters())
+
+
+def test_a_method_without_a_forward_is_refused():
+    params = rule_parameters()
+    with pytest.raises(ValueError, match="method 'gemm' has no forward"):
+        primitive._run_forward("gemm", jnp.asarray(X), jnp.asarray(W), **params)
+
+
+def test_vmap_of_the_jvp_of_a_waiting_plan_batches_the_ordering_operand():
+    tangent_in = RNG.standard_normal(X.shape).astype(np.float32)
+
+    def f(x):
+        return jtconv.conv_transpose(x[None], jnp.asarray(W), stride=2, algorithm=WAITING)[0]
+
+    y, tangent = jax.vmap(lambda x, t: jax.jvp(f, (x,), (t,)))(jnp.asarray(X), jnp.asarray(tangent_in))
+    assert_close(y, torch_conv(torch.tensor(X), torch.tensor(W)).numpy())
+    assert_close(tangent, torch_conv(torch.tensor(tangent_in), torch.tensor(W)).numpy())  # linear in x
