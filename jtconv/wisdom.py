@@ -571,7 +571,7 @@ def _acquire(descriptor: int) -> bool:
         pause = min(pause * 2, 0.05)
 
 
-if sys.platform == "win32":
+if sys.platform == "win32":  # pragma: no cover - Windows only (msvcrt); CI runs on Linux
     import msvcrt
 
     def _try_lock(descriptor: int) -> None:
