@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import pytest
 import torch
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -63,15 +64,12 @@ def test_explicit_axes_with_groups_and_an_unbatched_input():
         assert_close(unbatched, expected()[0])
 
 
-def test_one_mesh_axis_on_the_batch_and_the_weight_shards_only_the_batch():
+@pytest.mark.parametrize("channel_axes", ["data", ("data", "model")], ids=["same-axis", "overlapping-axes"])
+def test_one_mesh_axis_on_the_batch_and_the_weight_shards_only_the_batch(channel_axes):
     m = mesh()
     with jax.set_mesh(m):
         x = jax.device_put(X, NamedSharding(m, P("data")))
-        w = jax.device_put(W, NamedSharding(m, P(None, "data")))
-        y = jtconv.conv_transpose(x, w, stride=2)
-        assert jax.typeof(y).sharding.spec == P("data", None, None)
-        assert_close(y, expected())
-        w = jax.device_put(W, NamedSharding(m, P(None, ("data", "model"))))
+        w = jax.device_put(W, NamedSharding(m, P(None, channel_axes)))
         y = jtconv.conv_transpose(x, w, stride=2)
         assert jax.typeof(y).sharding.spec == P("data", None, None)
         assert_close(y, expected())

@@ -36,14 +36,20 @@ def test_config_result_reports():
     assert rejected.passed and rejected.report().startswith(f"{REJECTED.label()}: both reject (torch: ")
 
 
-def test_check_config_of_a_valid_config_jtconv_refuses(monkeypatch):
-    def refuses(config, algorithm="auto", precision=None):
+def raising(error: Exception):
+    """A stand-in for ``testing.jtconv_conv_transpose`` whose layers raise ``error``."""
+
+    def build(config, algorithm="auto", precision=None):
         def forward(x, w, b=None):
-            raise ValueError("refused\nsecond line")
+            raise error
 
         return forward
 
-    monkeypatch.setattr(testing, "jtconv_conv_transpose", refuses)
+    return build
+
+
+def test_check_config_of_a_valid_config_jtconv_refuses(monkeypatch):
+    monkeypatch.setattr(testing, "jtconv_conv_transpose", raising(ValueError("refused\nsecond line")))
     result = testing.check_config(VALID)
     assert result.expected == "values" and not result.passed and result.comparison is None
     assert result.jtconv_error == "ValueError: refused"
@@ -59,13 +65,7 @@ def test_check_config_of_a_rejected_config_that_jtconv_accepts_or_fails_otherwis
     assert result.expected == "rejection" and not result.passed and result.jtconv_error == "no error"
     assert "jtconv did not raise ValueError" in result.report()
 
-    def type_error(config, algorithm="auto", precision=None):
-        def forward(x, w, b=None):
-            raise TypeError("wrong type")
-
-        return forward
-
-    monkeypatch.setattr(testing, "jtconv_conv_transpose", type_error)
+    monkeypatch.setattr(testing, "jtconv_conv_transpose", raising(TypeError("wrong type")))
     result = testing.check_config(REJECTED)
     assert not result.passed and result.jtconv_error == "TypeError: wrong type"
     assert result.torch_error and "jtconv did not raise ValueError" in result.report()
