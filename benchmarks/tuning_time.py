@@ -102,6 +102,7 @@ def measure_layer(shape: BenchShape) -> dict:
         "estimate": str(found.estimate),
         "times": found.times,
         "training": found.training,
+        "rematch": found.rematch,
         "skipped": found.skipped,
     }
 

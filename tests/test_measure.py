@@ -87,11 +87,16 @@ def test_measure_mode_times_each_role_and_matches_torch(fresh_cache, measurement
         timed = found.times[role]
         assert getattr(plan, role) in timed and all(t is None or t > 0 for t in timed.values())
     assert "xla-wgrad" in found.times["weight_transpose"]
-    # The chosen plan's whole training program was timed and is the fastest, up to a tie.
+    # The finalists' whole training programs were raced (unless there was one); the fastest
+    # met itself with `waits` flipped, and the faster of those two, up to a tie, is the plan.
+    a, b = (Plan.parse(text) for text in found.rematch)
+    assert a == b.replace(waits=not b.waits) and plan in (a, b)
+    assert found.rematch[str(plan)] <= (1 + measure.TIE_FRACTION) * min(found.rematch.values())
     timed = {text: t for text, t in found.training.items() if t is not None}
-    assert str(plan) in timed and len(timed) >= 2
-    assert timed[str(plan)] <= (1 + measure.TIE_FRACTION) * min(timed.values())
-    assert str(plan.replace(waits=not plan.waits)) in found.training
+    if timed:
+        (leader,) = set(found.rematch) & set(timed)
+        assert len(timed) >= 2 and timed[leader] <= (1 + measure.TIE_FRACTION) * min(timed.values())
+    assert found.rematch[str(plan)] <= (1 + measure.TIE_FRACTION) * min(found.rematch.values())
     messages = [r.getMessage() for r in caplog.records if r.name == "jtconv" and r.levelno == logging.INFO]
     assert any("measured 1d 3→2 channels" in m and str(plan) in m for m in messages)
     stored = json.loads((fresh_cache / "wisdom-v1.json").read_text())
@@ -325,3 +330,62 @@ def test_a_candidate_far_behind_the_best_stops_after_its_first_runs(monkeypatch)
     calls.clear()
     seconds, reason = measure._time(program, best=None)  # nothing to be behind: runs until MAX_RUNS
     assert reason is None and len(calls) == 1 + 15
+
+
+def _sleeping(seconds_per_call: list[float], calls: list) -> measure._Compiled:
+    """A stand-in compiled program whose ``i``-th call sleeps ``seconds_per_call[i]`` (the last one after)."""
+
+    def call():
+        time.sleep(seconds_per_call[min(len(calls), len(seconds_per_call) - 1)])
+        calls.append(None)
+
+    return measure._Compiled(call, compile_seconds=0.0, temporary_bytes=None)
+
+
+def test_a_candidate_well_behind_the_best_in_warm_up_and_first_run_stops_after_that_run(monkeypatch):
+    monkeypatch.setattr(measure, "MIN_RUNS", 3)
+    monkeypatch.setattr(measure, "MAX_RUNS", 15)
+    monkeypatch.setattr(measure, "TARGET_SECONDS", 10.0)
+    best = 0.01
+    calls = []
+    behind = _sleeping([1.7 * best], calls)  # between SHORTLIST_FACTOR and HOPELESS_FACTOR times the best
+    seconds, reason = measure._time(behind, best=best)
+    assert reason is None and len(calls) == 1 + 1 and seconds >= 1.7 * best
+    calls.clear()
+    # a slow warm-up alone does not stop it: the runs after it are close to the best
+    slow_start = _sleeping([1.7 * best, 1.1 * best], calls)
+    seconds, reason = measure._time(slow_start, best=best)
+    assert reason is None and len(calls) == 1 + 15 and seconds < 1.5 * best
+
+
+def test_training_races_run_fewer_rounds_once_they_have_taken_their_time(monkeypatch):
+    monkeypatch.setattr(measure, "TRAINING_ROUNDS", 7)
+    monkeypatch.setattr(measure, "TRAINING_MIN_ROUNDS", 3)
+    monkeypatch.setattr(measure, "TARGET_SECONDS", 0.0)
+    calls_a, calls_b = [], []
+    programs = {"a": _sleeping([0.01], calls_a), "b": _sleeping([0.011], calls_b)}
+    monkeypatch.setattr(measure, "TRAINING_SECONDS", 10.0)
+    times = measure._time_interleaved(programs)
+    assert len(calls_a) == len(calls_b) == 1 + 7 and min(times.values()) >= 0.01
+    calls_a.clear(), calls_b.clear()
+    monkeypatch.setattr(measure, "TRAINING_SECONDS", 0.001)  # spent after the first round
+    times = measure._time_interleaved(programs)
+    assert len(calls_a) == len(calls_b) == 1 + 3 and set(times) == {"a", "b"}
+
+
+def test_a_single_finalist_goes_straight_to_the_waits_rematch(fresh_cache, measurements, monkeypatch):
+    only = []
+
+    def one_finalist(times, guess, forward, schedule, geom):
+        only.append(schedule(forward, guess.input_transpose, guess.weight_transpose))
+        return list(only)
+
+    monkeypatch.setattr(measure, "_training_finalists", one_finalist)
+    x, w = _data()
+    with jtconv.planning("measure"):
+        jax.jit(_layer)(x, w)
+    (found,) = measurements
+    (leader,) = only
+    assert found.training == {}
+    assert set(found.rematch) == {str(leader), str(leader.replace(waits=not leader.waits))}
+    assert found.plan in (leader, leader.replace(waits=not leader.waits))

@@ -166,6 +166,7 @@ def _as_json(m) -> dict:
         "estimate": str(m.estimate),
         "times_s": m.times,
         "training_s": m.training,
+        "rematch_s": m.rematch,
         "skipped": m.skipped,
         "measure_s": m.seconds,
     }
@@ -183,7 +184,8 @@ def _print_measurement(m) -> None:
             for name, t in sorted(times.items(), key=lambda kv: (kv[1] is None, kv[1] or 0))
         ]
         print(f"  {role:17s} " + ", ".join(cells))
-    for text, t in sorted(m.training.items(), key=lambda kv: (kv[1] is None, kv[1] or 0)):
-        print(f"  fwd+bwd {'skipped' if t is None else f'{t * 1e3:.3f} ms':>12s}  {text}")
+    for label, race in (("fwd+bwd", m.training), ("rematch", m.rematch)):
+        for text, t in sorted(race.items(), key=lambda kv: (kv[1] is None, kv[1] or 0)):
+            print(f"  {label} {'skipped' if t is None else f'{t * 1e3:.3f} ms':>12s}  {text}")
     print(f"  chosen:   {m.plan}")
     print(f"  estimate: {m.estimate}")

@@ -22,9 +22,10 @@ therefore times whole forward + backward programs (``⟨f(x, w), ȳ⟩`` and its
 gradients in ``x`` and ``w``) for a few plans, each with the estimate's
 scheduling: the estimate's transposes, the isolated winners, and a method
 that is among the fastest :data:`TRAINING_FINALISTS` of both roles filling
-both; then the fastest of those with
-:attr:`~jtconv.lowering.plan.Plan.waits` flipped. The fastest program's plan
-is chosen, ties again going to the estimate's. A candidate whose compiled
+both. The fastest of those then races itself with
+:attr:`~jtconv.lowering.plan.Plan.waits` flipped (both timed afresh,
+interleaved), and the faster is chosen; ties again go to the estimate's
+choice (in the rematch: to the leader). A candidate whose compiled
 temporaries exceed :data:`MEMORY_BUDGET_BYTES`, or whose compilation takes
 longer than :data:`COMPILE_BUDGET_SECONDS`, is skipped.
 
@@ -77,15 +78,24 @@ MIN_RUNS = 3
 MAX_RUNS = 15
 TARGET_SECONDS = 0.05
 HOPELESS_FACTOR = 2.0
+SHORTLIST_FACTOR = 1.5
+"""Each candidate runs at least :data:`MIN_RUNS` times and at most
+:data:`MAX_RUNS`, stopping once its runs add up to :data:`TARGET_SECONDS`.
+Against the best median of its role so far: one whose warm-up call took
+:data:`HOPELESS_FACTOR` times as long keeps that call's time and is not run
+again; one whose warm-up and first run both took :data:`SHORTLIST_FACTOR`
+times as long stops after that run; one whose first :data:`MIN_RUNS` runs
+have a median :data:`HOPELESS_FACTOR` times as long stops there."""
+
 TRAINING_ROUNDS = 7
-"""Rounds of interleaved calls (at least) in which the training programs are compared."""
+TRAINING_MIN_ROUNDS = 3
+TRAINING_SECONDS = 0.5
+"""The training programs are compared in rounds of interleaved calls:
+:data:`TRAINING_ROUNDS` of them, or only :data:`TRAINING_MIN_ROUNDS` once the
+rounds have taken :data:`TRAINING_SECONDS` (large layers), and more while
+the rounds are shorter than :data:`TARGET_SECONDS` per program."""
 TRAINING_FINALISTS = 2
 """A method among the fastest this many of both transposes is also timed filling both."""
-"""Each candidate runs at least :data:`MIN_RUNS` times and at most
-:data:`MAX_RUNS`, stopping once its runs add up to :data:`TARGET_SECONDS`;
-one whose warm-up call already took :data:`HOPELESS_FACTOR` times the best
-median of its role keeps that call's time and is not run again, and one
-whose first :data:`MIN_RUNS` runs have a median that far off stops there."""
 
 _lock = threading.RLock()
 _plans: dict[str, Plan] = {}
@@ -130,11 +140,14 @@ class Measurement:
         estimate: Plan,
         seconds: float,
         training: dict[str, float | None] | None = None,
+        rematch: dict[str, float | None] | None = None,
     ) -> None:
         self.key, self.times, self.skipped = key, times, skipped
         self.plan, self.estimate, self.seconds = plan, estimate, seconds
         self.training = training or {}
-        """Median seconds of each whole forward + backward program, by ``str(plan)``."""
+        """Median seconds of each finalist's whole forward + backward program, by ``str(plan)``."""
+        self.rematch = rematch or {}
+        """The same for the race between the fastest finalist and it with ``waits`` flipped."""
 
     def to_entry(self) -> dict:
         return {
@@ -142,6 +155,7 @@ class Measurement:
             "estimate": self.estimate.to_dict(),
             "times": self.times,
             "training": self.training,
+            "rematch": self.rematch,
             "seconds": self.seconds,
         }
 
@@ -237,22 +251,21 @@ def measure(
             backend=backend,
         )
         finalists = _training_finalists(times, guess, forward, schedule, geom)
-        training: dict[str, float | None] = {}
-        time_training = functools.partial(
-            _time_training,
+        race = functools.partial(
+            _race,
+            compiled={},
             geom=geom,
             operands=(x, w, ct),
             precision=precision,
             preferred_element_type=preferred_element_type,
-            training=training,
             skipped=skipped,
         )
-        time_training(finalists)
-        leader = _fastest_plan(training, finalists, preferred=finalists[0])
+        first = race(finalists) if len(finalists) > 1 else {}
+        leader = _fastest_plan(first, finalists, preferred=finalists[0])
         flipped = leader.replace(waits=not leader.waits)
-        time_training([flipped])
-        plan = _fastest_plan(training, [leader, flipped], preferred=leader)
-    found = Measurement(key, times, skipped, plan, guess, time.perf_counter() - start, training)
+        rematch = race([leader, flipped])
+        plan = _fastest_plan(rematch, [leader, flipped], preferred=leader)
+    found = Measurement(key, times, skipped, plan, guess, time.perf_counter() - start, first, rematch)
     _log.info(
         "jtconv: measured %s, batch %d, %s in %.2f s: %s (estimate: %s)",
         describe_layer(geom),
@@ -341,45 +354,52 @@ def _training_finalists(times, guess: Plan, forward: str, schedule, geom) -> lis
     return plans
 
 
-def _time_training(plans, *, geom, operands, precision, preferred_element_type, training, skipped) -> None:
-    """Time the training programs of ``plans`` not timed yet into ``training``, interleaved."""
-    plans = [p for p in plans if str(p) not in training]
+def _race(plans, *, compiled, geom, operands, precision, preferred_element_type, skipped) -> dict[str, float | None]:
+    """Median seconds of the training programs of ``plans``, timed interleaved
+    (``None`` where skipped, with the reason in ``skipped``); ``compiled``
+    keeps the programs by ``str(plan)`` for a later race."""
     x, w, ct = operands
-    programs = [_program("training", p, geom, x, w, ct, precision, preferred_element_type) for p in plans]
-    compiled = _compile_all(programs)
+    new = [p for p in plans if str(p) not in compiled]
+    programs = [_program("training", p, geom, x, w, ct, precision, preferred_element_type) for p in new]
+    compiled.update(zip(map(str, new), _compile_all(programs)))
+    results: dict[str, float | None] = {}
     runnable = {}
-    for plan, program in zip(plans, compiled):
-        reason = _over_budget(program)
+    for plan in plans:
+        reason = _over_budget(compiled[str(plan)])
         if reason:
-            training[str(plan)] = None
+            results[str(plan)] = None
             skipped[f"training:{plan}"] = reason
         else:
-            runnable[str(plan)] = program
-    training.update(
-        _time_interleaved(runnable, best=min((t for t in training.values() if t is not None), default=None))
-    )
+            runnable[str(plan)] = compiled[str(plan)]
+    results.update(_time_interleaved(runnable))
+    return results
 
 
-def _time_interleaved(programs: dict[str, _Compiled], best: float | None) -> dict[str, float]:
+def _time_interleaved(programs: dict[str, _Compiled]) -> dict[str, float]:
     """Median seconds per call of each program, sampled in rounds (each program once per
     round, as A/B-interleaved benchmarks do, so that drifting machine state affects all
-    alike): at least :data:`TRAINING_ROUNDS` rounds, more while a round is short. A program
-    whose first call takes :data:`HOPELESS_FACTOR` times the fastest first call (or ``best``)
-    keeps that time and leaves the rounds."""
+    alike), as many as :data:`TRAINING_SECONDS` says. A program
+    whose first call takes :data:`HOPELESS_FACTOR` times the fastest first call keeps that
+    time and leaves the rounds."""
     first = {}
     for name, program in programs.items():
         begin = time.perf_counter()
         jax.block_until_ready(program.call())
         first[name] = time.perf_counter() - begin
-    fastest = min([*first.values(), *([best] if best is not None else [])], default=0.0)
+    fastest = min(first.values(), default=0.0)
     results = {name: t for name, t in first.items() if t > HOPELESS_FACTOR * fastest}
     racing = [name for name in programs if name not in results]
     samples: dict[str, list[float]] = {name: [] for name in racing}
     spent = 0.0
-    while racing and (
-        len(samples[racing[0]]) < TRAINING_ROUNDS
-        or (spent < TARGET_SECONDS * len(racing) and len(samples[racing[0]]) < MAX_RUNS)
-    ):
+
+    def another_round(rounds: int) -> bool:
+        if rounds < min(TRAINING_MIN_ROUNDS, TRAINING_ROUNDS):
+            return True
+        if rounds < TRAINING_ROUNDS and spent < TRAINING_SECONDS:
+            return True
+        return spent < TARGET_SECONDS * len(racing) and rounds < MAX_RUNS
+
+    while racing and another_round(len(samples[racing[0]])):
         for name in racing:
             begin = time.perf_counter()
             jax.block_until_ready(programs[name].call())
@@ -491,7 +511,11 @@ def _time(compiled: _Compiled, best: float | None = None) -> tuple[float | None,
         begin = time.perf_counter()
         jax.block_until_ready(compiled.call())
         samples.append(time.perf_counter() - begin)
-        if len(samples) == MIN_RUNS and best is not None and statistics.median(samples) > HOPELESS_FACTOR * best:
+        if best is None:
+            continue
+        if len(samples) == 1 and min(first, samples[0]) > SHORTLIST_FACTOR * best:
+            break
+        if len(samples) == MIN_RUNS and statistics.median(samples) > HOPELESS_FACTOR * best:
             break
     return statistics.median(samples), None
 
