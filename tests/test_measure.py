@@ -254,6 +254,10 @@ def test_training_finalists_pair_the_estimate_and_the_winners():
     times["input_transpose"]["gemm"] = times["weight_transpose"]["gemm"] = 0.5
     finalists = measure._training_finalists(times, guess, "matmul", schedule, geom)
     assert [(p.input_transpose, p.weight_transpose) for p in finalists] == [("gemm", "gemm")]
+    # a faster forward than the estimate's races the estimate's whole plan, which comes last
+    times["forward"]["phase"] = 0.5
+    finalists = measure._training_finalists(times, guess, "phase", schedule, geom)
+    assert finalists == [Plan("phase", "gemm", "gemm", waits=True), guess]
 
 
 def test_xla_convolutions_that_xla_cpu_runs_in_its_generic_loop_are_not_timed(measurements):
@@ -332,45 +336,63 @@ def test_a_candidate_far_behind_the_best_stops_after_its_first_runs(monkeypatch)
     assert reason is None and len(calls) == 1 + 15
 
 
-def _sleeping(seconds_per_call: list[float], calls: list) -> measure._Compiled:
-    """A stand-in compiled program whose ``i``-th call sleeps ``seconds_per_call[i]`` (the last one after)."""
+class _Clock:
+    """A stand-in for ``measure``'s ``time`` module: only the programs below advance it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch) -> _Clock:
+    fake = _Clock()
+    monkeypatch.setattr(measure, "time", fake)
+    return fake
+
+
+def _scripted(clock: _Clock, seconds_per_call: list[float], calls: list) -> measure._Compiled:
+    """A stand-in compiled program whose ``i``-th call takes ``seconds_per_call[i]`` on
+    ``clock`` (the last one for every call after)."""
 
     def call():
-        time.sleep(seconds_per_call[min(len(calls), len(seconds_per_call) - 1)])
+        clock.now += seconds_per_call[min(len(calls), len(seconds_per_call) - 1)]
         calls.append(None)
 
     return measure._Compiled(call, compile_seconds=0.0, temporary_bytes=None)
 
 
-def test_a_candidate_well_behind_the_best_in_warm_up_and_first_run_stops_after_that_run(monkeypatch):
+def test_a_candidate_well_behind_the_best_in_warm_up_and_first_run_stops_after_that_run(monkeypatch, clock):
     monkeypatch.setattr(measure, "MIN_RUNS", 3)
     monkeypatch.setattr(measure, "MAX_RUNS", 15)
     monkeypatch.setattr(measure, "TARGET_SECONDS", 10.0)
     best = 0.01
     calls = []
-    behind = _sleeping([1.7 * best], calls)  # between SHORTLIST_FACTOR and HOPELESS_FACTOR times the best
+    behind = _scripted(clock, [1.7 * best], calls)  # between SHORTLIST_FACTOR and HOPELESS_FACTOR times the best
     seconds, reason = measure._time(behind, best=best)
-    assert reason is None and len(calls) == 1 + 1 and seconds >= 1.7 * best
+    assert reason is None and len(calls) == 1 + 1 and seconds == pytest.approx(1.7 * best)
     calls.clear()
     # a slow warm-up alone does not stop it: the runs after it are close to the best
-    slow_start = _sleeping([1.7 * best, 1.1 * best], calls)
+    slow_start = _scripted(clock, [1.7 * best, 1.1 * best], calls)
     seconds, reason = measure._time(slow_start, best=best)
-    assert reason is None and len(calls) == 1 + 15 and seconds < 1.5 * best
+    assert reason is None and len(calls) == 1 + 15 and seconds == pytest.approx(1.1 * best)
 
 
-def test_training_races_run_fewer_rounds_once_they_have_taken_their_time(monkeypatch):
+def test_training_races_run_fewer_rounds_once_they_have_taken_their_time(monkeypatch, clock):
     monkeypatch.setattr(measure, "TRAINING_ROUNDS", 7)
     monkeypatch.setattr(measure, "TRAINING_MIN_ROUNDS", 3)
     monkeypatch.setattr(measure, "TARGET_SECONDS", 0.0)
     calls_a, calls_b = [], []
-    programs = {"a": _sleeping([0.01], calls_a), "b": _sleeping([0.011], calls_b)}
+    programs = {"a": _scripted(clock, [0.01], calls_a), "b": _scripted(clock, [0.011], calls_b)}
     monkeypatch.setattr(measure, "TRAINING_SECONDS", 10.0)
     times = measure._time_interleaved(programs)
-    assert len(calls_a) == len(calls_b) == 1 + 7 and min(times.values()) >= 0.01
+    assert len(calls_a) == len(calls_b) == 1 + 7 and times == pytest.approx({"a": 0.01, "b": 0.011})
     calls_a.clear(), calls_b.clear()
     monkeypatch.setattr(measure, "TRAINING_SECONDS", 0.001)  # spent after the first round
     times = measure._time_interleaved(programs)
-    assert len(calls_a) == len(calls_b) == 1 + 3 and set(times) == {"a", "b"}
+    assert len(calls_a) == len(calls_b) == 1 + 3 and times == pytest.approx({"a": 0.01, "b": 0.011})
 
 
 def test_a_single_finalist_goes_straight_to_the_waits_rematch(fresh_cache, measurements, monkeypatch):

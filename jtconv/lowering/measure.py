@@ -22,7 +22,9 @@ therefore times whole forward + backward programs (``⟨f(x, w), ȳ⟩`` and its
 gradients in ``x`` and ``w``) for a few plans, each with the estimate's
 scheduling: the estimate's transposes, the isolated winners, and a method
 that is among the fastest :data:`TRAINING_FINALISTS` of both roles filling
-both. The fastest of those then races itself with
+both; where the fastest forward is not the estimate's, the estimate's whole
+plan races with them (a forward that is faster alone but slows the
+training program down is not kept). The fastest of those then races itself with
 :attr:`~jtconv.lowering.plan.Plan.waits` flipped (both timed afresh,
 interleaved), and the faster is chosen; ties again go to the estimate's
 choice (in the rematch: to the leader). A candidate whose compiled
@@ -334,7 +336,9 @@ def _fastest_plan(training: dict[str, float | None], plans: list[Plan], preferre
 
 
 def _training_finalists(times, guess: Plan, forward: str, schedule, geom) -> list[Plan]:
-    """The plans whose whole training programs are timed, the estimate's transposes first."""
+    """The plans whose whole training programs are timed: the measured ``forward``
+    with the estimate's transposes first (it wins ties), the estimate's own plan
+    last, so that a faster forward is kept only if training is no slower for it."""
 
     def ranked(role: str) -> list[str]:
         timed = {name: t for name, t in times[role].items() if t is not None}
@@ -351,6 +355,8 @@ def _training_finalists(times, guess: Plan, forward: str, schedule, geom) -> lis
         plan = schedule(forward, dx, dw)
         if plan not in plans:
             plans.append(plan)
+    if guess not in plans:  # the measured forward differs: the estimate's whole plan races too
+        plans.append(guess)
     return plans
 
 
