@@ -118,13 +118,11 @@ def is_dark(rgba) -> bool:
     return 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
 
 
-def write_values(ax, grid: np.ndarray, colours, fontsize: float = 8, where: np.ndarray | None = None) -> None:
+def write_values(ax, grid: np.ndarray, colours, fontsize: float = 8) -> None:
     """Each value of ``grid`` (2-d) in its cell, white on dark ``colours`` (RGBA per cell, or None)."""
     rows, cols = grid.shape
     for r in range(rows):
         for c in range(cols):
-            if where is not None and not where[r, c]:
-                continue
             dark = colours is not None and is_dark(colours[r][c])
             ax.text(
                 c,

@@ -82,10 +82,11 @@ def test_long_1d_case_has_no_numbers_in_the_scatter_view():
     assert len([p for p in scatter_ax.patches if isinstance(p, Rectangle)]) == 40 * 3 + e.canvas.shape[0]
 
 
-def test_write_values_skips_cells_outside_where():
+def test_write_values_writes_every_cell_in_row_order():
     figure = explain_plot.build_figure(explain(2, 2))
     ax = figure.axes[0]
     before = len(ax.texts)
     grid = np.array([[1.0, 2.5], [3.0, 4.0]])
-    explain_plot.write_values(ax, grid, None, where=np.array([[True, False], [False, True]]))
-    assert [t.get_text() for t in ax.texts[before:]] == ["1", "4"]
+    explain_plot.write_values(ax, grid, None)
+    assert [t.get_text() for t in ax.texts[before:]] == [explain_plot.format_value(v) for v in grid.ravel()]
+    assert [t.get_position() for t in ax.texts[before:]] == [(0, 0), (1, 0), (0, 1), (1, 1)]
