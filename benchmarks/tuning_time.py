@@ -103,6 +103,7 @@ def measure_layer(shape: BenchShape) -> dict:
         "times": found.times,
         "training": found.training,
         "rematch": found.rematch,
+        "forward_race": found.forward_race,
         "skipped": found.skipped,
     }
 

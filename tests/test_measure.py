@@ -411,3 +411,20 @@ def test_a_single_finalist_goes_straight_to_the_waits_rematch(fresh_cache, measu
     assert found.training == {}
     assert set(found.rematch) == {str(leader), str(leader.replace(waits=not leader.waits))}
     assert found.plan in (leader, leader.replace(waits=not leader.waits))
+
+
+def test_a_forward_faster_only_one_after_the_other_loses_the_interleaved_race(monkeypatch, clock):
+    monkeypatch.setattr(measure, "TRAINING_ROUNDS", 3)
+    times = {"matmul": 0.010, "phase": 0.008}  # timed one after the other: phase looked faster
+    calls: list = []
+    steady = {"matmul": _scripted(clock, [0.010], calls), "phase": _scripted(clock, [0.0105], calls)}
+    forward, race = measure._confirmed_forward(times, steady, preferred="matmul")
+    assert forward == "matmul" and race == pytest.approx({"matmul": 0.010, "phase": 0.0105})
+    faster = {"matmul": _scripted(clock, [0.010], calls), "phase": _scripted(clock, [0.008], calls)}
+    assert measure._confirmed_forward(times, faster, preferred="matmul")[0] == "phase"
+    # the estimate's forward fastest, or not run: nothing to confirm
+    assert measure._confirmed_forward({"matmul": 0.01, "phase": 0.02}, faster, "matmul") == ("matmul", {})
+    assert measure._confirmed_forward({"matmul": None, "phase": 0.02}, {"phase": faster["phase"]}, "matmul") == (
+        "phase",
+        {},
+    )

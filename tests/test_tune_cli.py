@@ -41,7 +41,7 @@ def test_tune_measures_writes_wisdom_and_reuses_it(capsys, tmp_path):
     (result,) = json.loads(capsys.readouterr().out)
     assert result["layer"]["kernel"] == [4] and result["plan"].startswith("forward=")
     assert set(result["times_s"]) == {"forward", "input_transpose", "weight_transpose"}
-    assert result["plan"] in result["training_s"]
+    assert result["plan"] in result["rematch_s"] and isinstance(result["forward_race_s"], dict)
     assert (tmp_path / "cache" / "wisdom-v1.json").exists()
     measure.forget_measurements()
     assert main(["tune", "--layer", layer]) == 0
@@ -74,7 +74,7 @@ def test_tune_prints_every_candidate_for_a_file_and_a_model(capsys, tmp_path, mo
     for role in ("forward", "input_transpose", "weight_transpose"):
         assert f"  {role}" in out
     assert out.count("  chosen:   forward=") == 2 and out.count("  estimate: forward=") == 2
-    assert "  fwd+bwd " in out and f"wisdom: {tmp_path / 'cache'}" in out
+    assert "  rematch " in out and f"wisdom: {tmp_path / 'cache'}" in out
     assert main(["tune", "--model", "tune_model"]) == 2
     assert "MODULE:FUNCTION" in capsys.readouterr().err
 

@@ -167,6 +167,7 @@ def _as_json(m) -> dict:
         "times_s": m.times,
         "training_s": m.training,
         "rematch_s": m.rematch,
+        "forward_race_s": m.forward_race,
         "skipped": m.skipped,
         "measure_s": m.seconds,
     }
@@ -184,6 +185,8 @@ def _print_measurement(m) -> None:
             for name, t in sorted(times.items(), key=lambda kv: (kv[1] is None, kv[1] or 0))
         ]
         print(f"  {role:17s} " + ", ".join(cells))
+    if m.forward_race:
+        print("  forward race      " + ", ".join(f"{name} {t * 1e3:.3f} ms" for name, t in m.forward_race.items()))
     for label, race in (("fwd+bwd", m.training), ("rematch", m.rematch)):
         for text, t in sorted(race.items(), key=lambda kv: (kv[1] is None, kv[1] or 0)):
             print(f"  {label} {'skipped' if t is None else f'{t * 1e3:.3f} ms':>12s}  {text}")

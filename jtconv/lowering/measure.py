@@ -10,7 +10,8 @@ for one layer signature (geometry, batch, dtype, precision, backend):
 
 each as its own small compiled program on random data of the layer's shapes
 and dtype, on JAX's default device: one call to compile and warm up, then
-the median of several calls. The fastest forward is the plan's forward; a
+the median of several calls. The fastest forward is the plan's forward if
+it beats the estimate's again when the two race in interleaved rounds; a
 method within :data:`TIE_FRACTION` of the estimate's choice counts as a tie,
 which the estimate's choice wins. The few candidates that :func:`untimed`
 names (convolutions XLA's CPU backend runs in its generic loop) are not run.
@@ -143,6 +144,7 @@ class Measurement:
         seconds: float,
         training: dict[str, float | None] | None = None,
         rematch: dict[str, float | None] | None = None,
+        forward_race: dict[str, float] | None = None,
     ) -> None:
         self.key, self.times, self.skipped = key, times, skipped
         self.plan, self.estimate, self.seconds = plan, estimate, seconds
@@ -150,6 +152,9 @@ class Measurement:
         """Median seconds of each finalist's whole forward + backward program, by ``str(plan)``."""
         self.rematch = rematch or {}
         """The same for the race between the fastest finalist and it with ``waits`` flipped."""
+        self.forward_race = forward_race or {}
+        """Median seconds of the fastest forward and the estimate's, raced interleaved
+        (empty where the estimate's forward was the fastest)."""
 
     def to_entry(self) -> dict:
         return {
@@ -158,6 +163,7 @@ class Measurement:
             "times": self.times,
             "training": self.training,
             "rematch": self.rematch,
+            "forward_race": self.forward_race,
             "seconds": self.seconds,
         }
 
@@ -237,13 +243,16 @@ def measure(
             )
             for role, name in timed
         ]
+        forwards: dict[str, _Compiled] = {}
         for (role, name), compiled in zip(timed, _compile_all(programs)):
             best = min((t for t in times[role].values() if t is not None), default=None)
             seconds, reason = _time(compiled, best)
             times[role][name] = seconds
             if reason:
                 skipped[f"{role}:{name}"] = reason
-        forward = _fastest(times["forward"], guess.forward)
+            elif role == "forward":
+                forwards[name] = compiled
+        forward, forward_race = _confirmed_forward(times["forward"], forwards, guess.forward)
         schedule = functools.partial(
             scheduled_plan,
             geom=geom,
@@ -267,7 +276,7 @@ def measure(
         flipped = leader.replace(waits=not leader.waits)
         rematch = race([leader, flipped])
         plan = _fastest_plan(rematch, [leader, flipped], preferred=leader)
-    found = Measurement(key, times, skipped, plan, guess, time.perf_counter() - start, first, rematch)
+    found = Measurement(key, times, skipped, plan, guess, time.perf_counter() - start, first, rematch, forward_race)
     _log.info(
         "jtconv: measured %s, batch %d, %s in %.2f s: %s (estimate: %s)",
         describe_layer(geom),
@@ -326,6 +335,20 @@ def _fastest(role_times: dict[str, float | None], preferred: str) -> str:
     if preferred in timed and timed[preferred] <= timed[best] * (1 + TIE_FRACTION):
         return preferred
     return best
+
+
+def _confirmed_forward(
+    role_times: dict[str, float | None], compiled: dict[str, _Compiled], preferred: str
+) -> tuple[str, dict[str, float]]:
+    """The fastest forward, and the race that confirmed it: a forward other than
+    ``preferred`` (the estimate's) that was faster one after the other must be
+    faster again when the two run interleaved, so that the machine's drift
+    between their timings cannot pick it."""
+    fastest = _fastest(role_times, preferred)
+    if fastest == preferred or preferred not in compiled:
+        return fastest, {}
+    race = _time_interleaved({preferred: compiled[preferred], fastest: compiled[fastest]})
+    return _fastest(dict(race), preferred), race
 
 
 def _fastest_plan(training: dict[str, float | None], plans: list[Plan], preferred: Plan) -> Plan:
