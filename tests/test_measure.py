@@ -227,6 +227,8 @@ def test_planning_mode_sources_and_precedence(monkeypatch):
 
 def test_ties_within_noise_go_to_the_estimate():
     assert measure._fastest({"a": 1.00, "b": 1.04}, preferred="b") == "b"
+    assert measure._fastest({"a": 1.00, "b": 1.09}, preferred="b") == "b"  # within 10%
+    assert measure._fastest({"a": 1.00, "b": 1.12}, preferred="b") == "a"
     assert measure._fastest({"a": 1.00, "b": 1.20}, preferred="b") == "a"
     assert measure._fastest({"a": None, "b": None}, preferred="b") == "b"
     assert measure._fastest({"a": 2.0, "b": None}, preferred="b") == "a"
