@@ -72,7 +72,7 @@ TIE_FRACTION = 0.10
 """A method must be this much faster than the estimate's choice to replace it.
 
 Two timings of one program seconds apart differ by up to about this much on
-a shared 2-core VM; with 5%, plans that had won their race by 5–6% ran
+a shared 2-core VM; with 5%, plans that had won their race by 4–6% ran
 13–20% slower than the estimate's in the benchmark (``python
 benchmarks/run.py --planning measure``, recorded in
 ``benchmarks/RESULTS_measure.md``)."""
