@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+import jtconv
 from jtconv import wisdom
 from jtconv.cli import main
 from jtconv.commands.tune import parse_layer
@@ -84,3 +85,19 @@ def test_tune_runs_without_rich(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "rich.progress", None)  # as if rich were not installed
     assert tune._progress(3) is None
+
+
+def test_tune_prints_the_forward_race_where_there_was_one(capsys):
+    from jtconv.commands.tune import _print_measurement
+    from jtconv.lowering.plan import Plan
+
+    key = measure.layer_key(jtconv.make_geometry((2, 8, 16), (8, 4, 4), stride=2, padding=1), 2, "float32", "cpu")
+    plan, estimate = Plan("phase", "gemm", "gemm"), Plan("matmul", "gemm", "gemm")
+    times = {"forward": {"matmul": 0.002, "phase": 0.001}, "input_transpose": {}, "weight_transpose": {}}
+    race = {"matmul": 0.0021, "phase": 0.0012}
+    _print_measurement(measure.Measurement(key, times, {}, plan, estimate, 1.0, forward_race=race))
+    out = capsys.readouterr().out
+    assert "  forward race      matmul 2.100 ms, phase 1.200 ms\n" in out
+    assert "  chosen:   forward=phase" in out and "  estimate: forward=matmul" in out
+    _print_measurement(measure.Measurement(key, times, {}, estimate, estimate, 1.0))
+    assert "forward race" not in capsys.readouterr().out
