@@ -51,7 +51,7 @@ import os
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import jax
@@ -333,7 +333,7 @@ def untimed(role: str, name: str, geom: ConvTransposeGeometry, backend: str) -> 
     return None
 
 
-def _fastest(role_times: dict[str, float | None], preferred: str) -> str:
+def _fastest(role_times: Mapping[str, float | None], preferred: str) -> str:
     timed = {name: t for name, t in role_times.items() if t is not None}
     if not timed:
         return preferred
@@ -354,7 +354,7 @@ def _confirmed_forward(
     if fastest == preferred or preferred not in compiled:
         return fastest, {}
     race = _time_interleaved({preferred: compiled[preferred], fastest: compiled[fastest]})
-    return _fastest(dict(race), preferred), race
+    return _fastest(race, preferred), race
 
 
 def _fastest_plan(training: dict[str, float | None], plans: list[Plan], preferred: Plan) -> Plan:
@@ -413,9 +413,9 @@ def _race(plans, *, compiled, geom, operands, precision, preferred_element_type,
 def _time_interleaved(programs: dict[str, _Compiled]) -> dict[str, float]:
     """Median seconds per call of each program, sampled in rounds (each program once per
     round, as A/B-interleaved benchmarks do, so that drifting machine state affects all
-    alike), as many as :data:`TRAINING_SECONDS` says. A program
-    whose first call takes :data:`HOPELESS_FACTOR` times the fastest first call keeps that
-    time and leaves the rounds."""
+    alike), as many rounds as :data:`TRAINING_SECONDS` says. A program whose first call
+    takes :data:`HOPELESS_FACTOR` times the fastest first call keeps that time and leaves
+    the rounds."""
     first = {}
     for name, program in programs.items():
         begin = time.perf_counter()
