@@ -21,7 +21,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from jtconv.geometry import ConvTransposeGeometry, IntOrTuple, PaddingLike, make_geometry
 from jtconv.lowering.plan import Plan
-from jtconv.lowering.planner import resolve
+from jtconv.lowering.planning import PlanRequest, request
 from jtconv.lowering.primitive import conv_transpose_planned
 from jtconv.operand_types import check_operand_dtypes
 
@@ -74,7 +74,10 @@ def conv_transpose(
         :func:`jtconv.plan_for`), an algorithm name in :data:`jtconv.ALGORITHMS`,
         a :class:`jtconv.Plan` (or its ``str``), or a dict of Plan fields that
         override parts of the ``"auto"`` plan, e.g.
-        ``{"weight_transpose": "xla-wgrad"}``.
+        ``{"weight_transpose": "xla-wgrad"}``. All but a Plan are resolved
+        when the program is lowered, per platform: a program compiled or
+        exported for GPU or TPU runs that platform's plan, whatever the
+        default backend (see the Platforms page of the docs).
 
     Returns:
       ``(N, Cout, *out)`` (or the unbatched / channels-last equivalent) with
@@ -106,7 +109,7 @@ def conv_transpose(
     )
     batch = x.shape[0] if x.ndim == geom.ndim + 2 else 1
     dtype = jnp.result_type(x, weight)
-    plan = resolve(algorithm, geom, batch, dtype, jax.default_backend(), preferred_element_type, precision)
+    plan = request(algorithm, geom, batch, dtype, preferred_element_type, precision)
 
     def apply(x, weight, bias):
         return _apply(plan, x, weight, bias, geom, channels_last, precision, preferred_element_type)
@@ -156,7 +159,16 @@ def _mesh_axes(entry) -> set[str]:
     return {entry} if isinstance(entry, str) else set(entry)
 
 
-def _apply(plan: Plan, x, weight, bias, geom: ConvTransposeGeometry, channels_last, precision, preferred_element_type):
+def _apply(
+    plan: Plan | PlanRequest,
+    x,
+    weight,
+    bias,
+    geom: ConvTransposeGeometry,
+    channels_last,
+    precision,
+    preferred_element_type,
+):
     ndim = geom.ndim
     batched = x.ndim == ndim + 2
     if not batched:

@@ -18,7 +18,8 @@ import jax.numpy as jnp
 
 from jtconv.geometry import ConvTransposeGeometry, IntOrTuple, PaddingLike, make_geometry
 from jtconv.lowering.plan import Plan
-from jtconv.lowering.planner import candidates, resolve
+from jtconv.lowering.planner import backend_of, candidates
+from jtconv.lowering.planning import resolve
 
 __all__ = ["candidate_plans", "plan_for"]
 
@@ -61,8 +62,10 @@ def plan_for(
 ) -> Plan:
     """The plan ``conv_transpose(x, w, ..., algorithm=algorithm)`` runs for
     ``x`` of shape ``x_shape`` and ``w`` of shape ``w_shape`` (``dtype``:
-    their common dtype) on ``backend`` (default: JAX's default backend), in
-    the current planning mode (:func:`jtconv.planning`).
+    their common dtype) in a program compiled for ``backend`` (``"cpu"``,
+    ``"gpu"``, ``"cuda"``, ``"rocm"``, ``"tpu"``; default: JAX's default
+    backend), in the current planning mode (:func:`jtconv.planning`).
+    ``jax.export`` for that platform, from any host, runs this plan.
 
     Raises ``ValueError`` for a layer torch rejects, or for an ``algorithm``
     that names an unknown or unsupported method.
@@ -96,4 +99,6 @@ def candidate_plans(
     geom, batch = _layer(
         x_shape, w_shape, stride, padding, output_padding, groups, dilation, output_size, channels_last
     )
-    return candidates(geom, batch, jnp.dtype(dtype), backend or jax.default_backend(), preferred_element_type)
+    return candidates(
+        geom, batch, jnp.dtype(dtype), backend_of(backend or jax.default_backend()), preferred_element_type
+    )

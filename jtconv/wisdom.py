@@ -110,29 +110,32 @@ def wisdom_path() -> pathlib.Path:
     return cache_dir() / WISDOM_FILENAME
 
 
-def environment_key() -> EnvironmentKey:
-    """Everything about this process that can change which plan is fastest.
+def environment_key(device=None) -> EnvironmentKey:
+    """Everything about a device and this process that can change which plan is fastest.
 
-    ``backend`` (``jax.default_backend()``), ``device_kind`` and
-    ``device_count`` of its devices, ``cpu_count`` (the cores this process may
-    run on), ``os`` (``sys.platform``), ``machine`` (``platform.machine()``),
-    and the ``jax``, ``jaxlib`` and ``jtconv`` versions. Initialises JAX's
-    backend on the first call; the value is computed once per process.
+    ``backend`` (the device's platform: ``cpu``, ``gpu``, ``tpu``), ``device_kind``
+    and ``device_count`` of its platform's devices, ``cpu_count`` (the cores this
+    process may run on), ``os`` (``sys.platform``), ``machine``
+    (``platform.machine()``), and the ``jax``, ``jaxlib`` and ``jtconv``
+    versions. ``device`` defaults to JAX's first default device; the value is
+    computed once per device.
     """
-    return dict(_environment())
+    import jax
+
+    return dict(_environment(jax.devices()[0] if device is None else device))
 
 
-@functools.lru_cache(maxsize=1)
-def _environment() -> EnvironmentKey:
+@functools.cache
+def _environment(device) -> EnvironmentKey:
     import jax
     import jaxlib
 
     import jtconv
 
     return {
-        "backend": jax.default_backend(),
-        "device_kind": str(jax.devices()[0].device_kind),
-        "device_count": jax.device_count(),
+        "backend": str(device.platform),
+        "device_kind": str(device.device_kind),
+        "device_count": len(jax.devices(device.platform)),
         "cpu_count": _usable_cpu_count(),
         "os": sys.platform,
         "machine": platform.machine(),
@@ -161,23 +164,31 @@ def environment_id(environment: Mapping[str, str | int] | None = None) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
-@functools.lru_cache(maxsize=1)
-def _current_environment_id() -> str:
-    return environment_id(_environment())
-
-
-def lookup(key: str) -> Entry | None:
-    """The entry recorded under layer key ``key`` for the current environment, or None.
+def lookup(key: str, device=None) -> Entry | None:
+    """The entry recorded under layer key ``key`` for ``device``'s environment
+    (default: JAX's default device), or None.
 
     Returns a copy: changing it does not change the store.
     """
     if not isinstance(key, str):
         raise TypeError(f"key must be a str, got {type(key).__name__}")
-    return _STORE.lookup(_current_environment_id(), key)
+    return _STORE.lookup(environment_id(environment_key(device)), key)
 
 
-def record(key: str, entry: Mapping[str, Any]) -> None:
-    """Store ``entry`` under layer key ``key`` for the current environment and write it to disk now.
+def lookup_backend(key: str, backend: str) -> Entry | None:
+    """An entry recorded under layer key ``key`` on any device of ``backend``
+    (``gpu``, ``tpu``, …), for programs compiled for a platform this process
+    has no devices of; the environment with the smallest id wins, so the
+    choice does not depend on the order entries were recorded in."""
+    for _, group in sorted(_STORE.snapshot().items()):
+        if group.environment.get("backend") == backend and key in group.entries:
+            return copy.deepcopy(group.entries[key])
+    return None
+
+
+def record(key: str, entry: Mapping[str, Any], device=None) -> None:
+    """Store ``entry`` under layer key ``key`` for ``device``'s environment
+    (default: JAX's default device) and write it to disk now.
 
     ``entry`` must be a JSON object: str keys, and values that strict JSON can
     hold (no NaN or infinity). It is stored as its JSON round trip (tuples
@@ -201,7 +212,8 @@ def record(key: str, entry: Mapping[str, Any]) -> None:
         raise ValueError(f"entry must hold only finite numbers (strict JSON): {error}") from None
     except TypeError as error:
         raise TypeError(f"entry must be JSON-serialisable: {error}") from None
-    _STORE.record(_current_environment_id(), environment_key(), {key: json.loads(text)})
+    environment = environment_key(device)
+    _STORE.record(environment_id(environment), environment, {key: json.loads(text)})
 
 
 def export_wisdom(path: PathLike) -> int:

@@ -9,7 +9,7 @@ import torch
 import jtconv
 from jtconv import testing
 from jtconv.geometry import make_geometry
-from jtconv.lowering import planner
+from jtconv.lowering import planner, planning
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((1, 2, 5)).astype(np.float32)
@@ -23,10 +23,10 @@ def test_algorithm_dict_with_unknown_plan_fields_is_refused():
 
 def test_overriding_the_forward_sets_the_gemm_layout_it_needs():
     geom = make_geometry(X.shape, W.shape, stride=2)
-    base = planner.resolve("auto", geom, 1, "float32", "cpu")
+    base = planning.resolve("auto", geom, 1, "float32", "cpu")
     forward = "phase" if base.forward == "matmul" else "matmul"
     layout = planner._matmul_layout(geom, 1, "float32", None) if forward == "matmul" else None
-    plan = planner.resolve({"forward": forward}, geom, 1, "float32", "cpu")
+    plan = planning.resolve({"forward": forward}, geom, 1, "float32", "cpu")
     assert plan == base.replace(forward=forward, gemm_layout=layout)
     y = jtconv.conv_transpose(X, W, stride=2, algorithm={"forward": forward})
     want = torch.nn.functional.conv_transpose1d(torch.tensor(X), torch.tensor(W), stride=2).numpy()

@@ -341,7 +341,7 @@ def test_vmap_over_weights_adapts_a_split_plan():
     for b in range(3):
         _close(got[b], TORCH_FN[2](torch.tensor(x), torch.tensor(ws[b]), padding=2).numpy())
     geom = make_geometry((2, 12, 6, 6), (12, 3, 5, 5), padding=2, groups=3)
-    assert planner.adapt(plan, geom) == plan.replace(
+    assert methods.adapt(plan, geom) == plan.replace(
         forward="matmul", input_transpose="gemm", weight_transpose="gemm", gemm_layout="weight_copy"
     )
 

@@ -1,5 +1,5 @@
 """jtconv.lowering.primitive: rules the public tests do not reach (precision
-lists, vmap of a waiting plan's backward, symbolic zeros, a method without a forward)."""
+lists, vmap of a waiting plan's backward, symbolic zeros)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,9 @@ def test_vmap_of_the_gradient_of_a_waiting_plan():
 
 def rule_parameters():
     geom = make_geometry(X.shape, W.shape, stride=2)
-    return dict(plan=WAITING, geom=geom, precision=None, preferred_element_type=None)
+    return dict(
+        role="forward", plan=WAITING, geom=geom, precision=None, preferred_element_type=None, differentiated=False
+    )
 
 
 def test_jvp_with_zero_tangents_is_a_symbolic_zero():
@@ -73,12 +75,6 @@ def test_transpose_of_a_zero_cotangent_and_of_the_ordering_operand():
     ct = jnp.ones((2, 2, 11), jnp.float32)
     with pytest.raises(ValueError, match="the ordering operand is not differentiable"):
         primitive._transpose(ct, x, w, ad.UndefinedPrimal(jax.typeof(after)), **rule_parameters())
-
-
-def test_a_method_without_a_forward_is_refused():
-    params = rule_parameters()
-    with pytest.raises(ValueError, match="method 'gemm' has no forward"):
-        primitive._run_forward("gemm", jnp.asarray(X), jnp.asarray(W), **params)
 
 
 def test_vmap_of_the_jvp_of_a_waiting_plan_batches_the_ordering_operand():

@@ -9,7 +9,7 @@ for one layer signature (geometry, batch, dtype, precision, backend):
 * every weight-transpose method (``w̄`` from ``x`` and ``ȳ``),
 
 each as its own small compiled program on random data of the layer's shapes
-and dtype, on JAX's default device: one call to compile and warm up, then
+and dtype, on a device of the platform being compiled for: one call to compile and warm up, then
 the median of several calls. The fastest forward is the plan's forward if
 it beats the estimate's again when the two race in interleaved rounds; a
 method within :data:`TIE_FRACTION` of the estimate's choice counts as a tie,
@@ -32,11 +32,11 @@ choice (in the rematch: to the leader). A candidate whose compiled
 temporaries exceed :data:`MEMORY_BUDGET_BYTES`, or whose compilation takes
 longer than :data:`COMPILE_BUDGET_SECONDS`, is skipped.
 
-This runs at trace time (when ``conv_transpose`` is called under ``jit``,
-``grad``, ``vmap``, …): the shapes are static, and the timed programs run on
-concrete arrays under :func:`jax.ensure_compile_time_eval`, so no tracer
-leaks. A signature is measured once per process (under a lock, so two
-threads tracing the same layer measure it once) and the result is kept as
+This runs when a program is lowered for a platform this process has devices
+of (:mod:`jtconv.lowering.planning`): the shapes are static, and the timed
+programs run on concrete arrays under :func:`jax.ensure_compile_time_eval`.
+A signature is measured once per process and device kind (under a lock, so
+two threads lowering the same layer measure it once) and the result is kept as
 wisdom (:mod:`jtconv.wisdom`) for later processes. A stored plan the layer
 does not support is measured again.
 """
@@ -63,6 +63,7 @@ from jtconv.geometry import ConvTransposeGeometry
 from jtconv.lowering.methods import ROLES, methods_for
 from jtconv.lowering.plan import Plan
 from jtconv.lowering.planner import describe_layer, estimate, scheduled_plan, validate
+from jtconv.lowering.primitive import conv_transpose_planned
 
 __all__ = ["Measurement", "layer_key", "measure", "measured_plan", "untimed", "TIE_FRACTION"]
 
@@ -107,7 +108,7 @@ TRAINING_FINALISTS = 2
 """A method among the fastest this many of both transposes is also timed filling both."""
 
 _lock = threading.RLock()
-_plans: dict[str, Plan] = {}
+_plans: dict[tuple[str, str | None], Plan] = {}
 
 
 def layer_key(
@@ -179,26 +180,38 @@ _listeners: list[Callable[[Measurement], None]] = []
 
 
 def measured_plan(
-    geom: ConvTransposeGeometry, batch: int, dtype, backend: str, preferred_element_type=None, precision=None
-) -> Plan:
-    """The measured plan for this layer signature: from this process's
-    memory, else from wisdom (if the layer supports it), else measured now."""
+    geom: ConvTransposeGeometry,
+    batch: int,
+    dtype,
+    backend: str,
+    preferred_element_type=None,
+    precision=None,
+    device=None,
+) -> Plan | None:
+    """The measured plan for this layer signature on ``backend``: from this
+    process's memory, else from wisdom (if the layer supports it), else
+    measured now on ``device`` (a device of ``backend``). Without a device,
+    wisdom recorded on any device of ``backend``, else ``None``."""
     key = layer_key(geom, batch, dtype, backend, preferred_element_type, precision)
     with _lock:
-        plan = _plans.get(key)
+        memory_key = (key, None if device is None else str(device.device_kind))
+        plan = _plans.get(memory_key)
         if plan is not None:
             return plan
-        plan = _stored_plan(key, geom)
+        entry = wisdom.lookup(key, device) if device is not None else wisdom.lookup_backend(key, backend)
+        plan = _stored_plan(entry, geom)
         if plan is None:
-            found = measure(geom, batch, dtype, backend, preferred_element_type, precision)
+            if device is None:
+                return None
+            with jax.default_device(device):
+                found = measure(geom, batch, dtype, backend, preferred_element_type, precision)
             plan = found.plan
-            wisdom.record(key, found.to_entry())
-        _plans[key] = plan
+            wisdom.record(key, found.to_entry(), device)
+        _plans[memory_key] = plan
         return plan
 
 
-def _stored_plan(key: str, geom: ConvTransposeGeometry) -> Plan | None:
-    entry = wisdom.lookup(key)
+def _stored_plan(entry, geom: ConvTransposeGeometry) -> Plan | None:
     if entry is None:
         return None
     try:
@@ -475,7 +488,6 @@ def _random_operands(geom: ConvTransposeGeometry, batch: int, dtype, preferred_e
 
 def _program(role: str, plan: Plan, geom, x, w, ct, precision, preferred_element_type):
     """A jitted function computing only ``role`` of ``plan``, and its arguments."""
-    from jtconv.lowering.primitive import conv_transpose_planned  # the primitive imports the planner
 
     def f(x, w):
         return conv_transpose_planned(

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from jtconv.geometry import ConvTransposeGeometry
 from jtconv.lowering import matmul_transpose, phase, reference, split, tiled
 from jtconv.lowering.matmul import matmul_forward
+from jtconv.lowering.plan import Plan
 
 __all__ = [
     "Method",
@@ -30,6 +31,7 @@ __all__ = [
     "INPUT_TRANSPOSE_METHODS",
     "WEIGHT_TRANSPOSE_METHODS",
     "ROLES",
+    "adapt",
     "method",
     "methods_for",
 ]
@@ -50,8 +52,8 @@ class Method:
       summary: one line for users (``jtconv.lowering.methods.describe``, docs).
       supports: whether the method expresses a layer (a pure function of the
         geometry).
-      forward: ``(x, w, geom, *, precision, preferred_element_type, layout)
-        → y``, or ``None``.
+      forward: ``(x, w, geom, *, precision, preferred_element_type, layout,
+        platform) → y``, or ``None`` (``platform``: the one being lowered for).
       transpose_input: ``(ȳ, w, geom, *, precision, acc_dtype, out_dtype) →
         x̄``, or ``None``.
       transpose_weight: ``(x, ȳ, geom, *, precision, acc_dtype, out_dtype) →
@@ -82,19 +84,27 @@ class Method:
         return (self.transpose_input if role == "input_transpose" else self.transpose_weight) is not None
 
 
-def _matmul_forward(x, w, geom, *, precision, preferred_element_type, layout):
+def _matmul_forward(x, w, geom, *, precision, preferred_element_type, layout, platform):
+    del platform
     return matmul_forward(
         x, w, geom, precision=precision, preferred_element_type=preferred_element_type, layout=layout or "weight_copy"
     )
 
 
 def _ignoring_layout(forward: Callable) -> Callable:
-    def run(x, w, geom, *, precision, preferred_element_type, layout):
-        del layout
+    def run(x, w, geom, *, precision, preferred_element_type, layout, platform):
+        del layout, platform
         return forward(x, w, geom, precision=precision, preferred_element_type=preferred_element_type)
 
     run.__name__ = run.__qualname__ = forward.__name__
     return run
+
+
+def _reference_forward(x, w, geom, *, precision, preferred_element_type, layout, platform):
+    del layout
+    return reference.conv_transpose_reference(
+        x, w, geom, precision=precision, preferred_element_type=preferred_element_type, platform=platform
+    )
 
 
 _records = (
@@ -144,7 +154,7 @@ _records = (
         "xla",
         "XLA's convolutions: forward as the lhs-dilated convolution (backward-data pattern), "
         "transposes as JAX derives them (input: a strided convolution of the cotangent)",
-        forward=_ignoring_layout(reference.conv_transpose_reference),
+        forward=_reference_forward,
         derived_from="xla",
     ),
     Method(
@@ -186,3 +196,19 @@ def methods_for(role: str, geom: ConvTransposeGeometry | None = None) -> tuple[s
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     return tuple(m.name for m in METHODS.values() if m.fills(role) and (geom is None or m.supports(geom)))
+
+
+def adapt(plan: Plan, geom: ConvTransposeGeometry) -> Plan:
+    """``plan`` for a layer that a transformation derived from the planned one
+    (``vmap`` folding stacked weights into groups): each part its method
+    cannot express becomes that method's fallback."""
+    changes = {}
+    for role in ROLES:
+        record = METHODS[getattr(plan, role)]
+        if not record.supports(geom):
+            changes[role] = record.fallback[role]
+    if not changes:
+        return plan
+    if changes.get("forward") == "matmul" and plan.gemm_layout is None:
+        changes["gemm_layout"] = "weight_copy"
+    return plan.replace(**changes)

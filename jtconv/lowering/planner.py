@@ -38,10 +38,11 @@ __all__ = [
     "algorithm_plan",
     "candidates",
     "cpu_algorithm",
+    "backend_of",
     "estimate",
-    "resolve",
     "scheduled_plan",
     "validate",
+    "with_changes",
 ]
 
 ALGORITHMS: tuple[str, ...] = ("reference", "matmul", "conv", "split", "phase", "tiled", "xla")
@@ -161,6 +162,15 @@ THRESHOLDS: Mapping[str, Threshold] = {
     ),
 }
 """The estimate's thresholds by name (see :class:`Threshold`)."""
+
+
+_BACKENDS = {"cuda": "gpu", "rocm": "gpu"}
+
+
+def backend_of(platform: str) -> str:
+    """The backend whose rules a platform follows: ``cuda`` and ``rocm`` are ``gpu``;
+    ``cpu``, ``gpu``, ``tpu`` and any other name are themselves."""
+    return _BACKENDS.get(platform, platform)
 
 
 def _t(name: str) -> int:
@@ -419,54 +429,17 @@ def describe_layer(geom: ConvTransposeGeometry) -> str:
     )
 
 
-def resolve(
-    algorithm,
-    geom: ConvTransposeGeometry,
-    batch: int,
-    dtype="float32",
-    backend: str = "cpu",
-    preferred_element_type=None,
-    precision=None,
+def with_changes(
+    plan: Plan, changes: Mapping, geom: ConvTransposeGeometry, batch: int, dtype="float32", preferred_element_type=None
 ) -> Plan:
-    """The plan ``algorithm=`` asks for: ``"auto"`` (the planner: the
-    estimate, or a measurement in ``planning="measure"``), an algorithm name
-    (:data:`ALGORITHMS`), a :class:`Plan`, its text (``str(plan)``) or a dict
-    of Plan fields overriding some parts of the ``"auto"`` plan."""
-    if isinstance(algorithm, Plan):
-        return validate(algorithm, geom)
-    if isinstance(algorithm, Mapping):
-        base = resolve("auto", geom, batch, dtype, backend, preferred_element_type, precision)
-        unknown = sorted(set(algorithm) - {f.name for f in dataclasses.fields(Plan)})
-        if unknown:
-            raise ValueError(f"algorithm= dict has unknown Plan fields {unknown}")
-        changes = dict(algorithm)
-        if "forward" in changes and changes["forward"] != base.forward and "gemm_layout" not in changes:
-            changes["gemm_layout"] = (
-                _matmul_layout(geom, batch, dtype, preferred_element_type) if changes["forward"] == "matmul" else None
-            )
-        return validate(base.replace(**changes), geom)
-    if not isinstance(algorithm, str):
-        raise TypeError(f"algorithm must be a str, a Plan or a dict of Plan fields, got {type(algorithm).__name__}")
-    if "=" in algorithm:
-        return validate(Plan.parse(algorithm), geom)
-    if algorithm == "auto":
-        from jtconv.lowering import planning  # measured planning consults the estimate itself
-
-        return planning.auto_plan(geom, batch, dtype, backend, preferred_element_type, precision)
-    return algorithm_plan(algorithm, geom, batch, dtype, preferred_element_type, backend)
-
-
-def adapt(plan: Plan, geom: ConvTransposeGeometry) -> Plan:
-    """``plan`` for a layer that a transformation derived from the planned one
-    (``vmap`` folding stacked weights into groups): each part its method
-    cannot express becomes that method's fallback."""
-    changes = {}
-    for role in ROLES:
-        record = METHODS[getattr(plan, role)]
-        if not record.supports(geom):
-            changes[role] = record.fallback[role]
-    if not changes:
-        return plan
-    if changes.get("forward") == "matmul" and plan.gemm_layout is None:
-        changes["gemm_layout"] = "weight_copy"
-    return plan.replace(**changes)
+    """``plan`` with the Plan fields in ``changes`` replaced, validated for the
+    layer; a new ``forward`` without a ``gemm_layout`` takes the estimate's
+    layout for it."""
+    unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(Plan)})
+    if unknown:
+        raise ValueError(f"algorithm= dict has unknown Plan fields {unknown}")
+    changes = dict(changes)
+    if "forward" in changes and changes["forward"] != plan.forward and "gemm_layout" not in changes:
+        matmul = changes["forward"] == "matmul"
+        changes["gemm_layout"] = _matmul_layout(geom, batch, dtype, preferred_element_type) if matmul else None
+    return validate(plan.replace(**changes) if changes else plan, geom)

@@ -1,45 +1,54 @@
-"""The methods as one JAX primitive, ``jtconv_conv_transpose``, with its own
-transpose rules.
+"""The methods as one JAX primitive, ``jtconv_conv_transpose``, whose plan is
+resolved per platform when the program is lowered.
 
-Automatic differentiation of the GEMM forwards is correct but slow on XLA
-CPU (the transposed col2im becomes single-threaded slice loops and unfused
-copies), and XLA's automatic weight gradient of an lhs-dilated convolution is
-a huge-window convolution. So every plan binds one primitive, bilinear in
-``(x, w)`` like ``lax.conv_general_dilated``, whose ``plan`` parameter (a
-:class:`~jtconv.lowering.plan.Plan`) names the method of each role
-(:mod:`jtconv.lowering.methods`). This module carries out a plan; it decides
-nothing (the planner does, :mod:`jtconv.lowering.planner`).
+A transposed convolution ``y = f(x, w)`` is bilinear, and so are its two
+transposes, the input gradient ``x̄ = dx(ȳ, w)`` and the weight gradient
+``w̄ = dw(x, ȳ)``. The primitive computes one of the three (its ``role``
+parameter); the three are closed under differentiation, as convolutions are in
+``lax``:
 
-The forward is lowered with ``mlir.lower_fun``, so XLA sees plain HLO and
-sharding propagates. The rules:
+* ``f(x, w)``: jvp ``f(ẋ, w) + f(x, ẇ)``; transposes ``dx(ȳ, w)`` and ``dw(x, ȳ)``;
+* ``dx(u, w)``: jvp ``dx(u̇, w) + dx(u, ẇ)``; since ``⟨dx(u, w), a⟩ = ⟨f(a, w), u⟩``,
+  transposes ``f(a, w)`` (in ``u``) and ``dw(a, u)`` (in ``w``);
+* ``dw(x, u)``: jvp ``dw(ẋ, u) + dw(x, u̇)``; since ``⟨dw(x, u), b⟩ = ⟨f(x, b), u⟩``,
+  transposes ``dx(u, b)`` (in ``x``) and ``f(x, b)`` (in ``u``).
 
-* jvp: ``ẏ = f(ẋ, w) + f(x, ẇ)`` (the same primitive again, so jvp of jvp works);
-* transposes: the plan's ``input_transpose`` and ``weight_transpose``
-  methods, written out (GEMMs, convolutions) or derived by JAX from a
-  forward (``jax.vjp`` of a linear map);
-* vmap: a batched ``x`` folds into the batch axis, a batched weight into
-  the groups (``B`` stacked layers are one layer with ``B·G`` groups; parts
-  of the plan that cannot express the folded layer take their method's
-  fallback, :func:`~jtconv.lowering.planner.adapt`).
+So grad, jvp, and any order of either, bind this primitive again, and nothing
+about the plan is decided while JAX traces. The ``plan`` parameter is a
+:class:`~jtconv.lowering.plan.Plan` or a *plan source* (anything with
+``plan_on(platform) -> Plan``, such as :class:`jtconv.lowering.planning.PlanRequest`),
+asked when the program is lowered: once per platform it is lowered for, with
+one lowering rule registered per platform (``cpu``, ``cuda``, ``rocm``,
+``tpu`` and a default), the way ``lax`` primitives have them. A ``jax.jit``
+on CPU devices in a GPU process, a ``jax.export`` for ``cuda`` from a CPU
+host and each branch of a multi-platform export therefore run the plan of
+their own platform. This module carries a plan out; it decides nothing.
 
-The transposes are ordinary JAX code, so second-order reverse mode
-differentiates them.
+Each role lowers with ``mlir.lower_fun`` to the plan's method for it
+(:mod:`jtconv.lowering.methods`), so XLA sees plain HLO and sharding
+propagates. vmap folds a batched operand into the batch axis, or a batch of
+weights into the groups (``B`` stacked layers are one layer with ``B·G``
+groups; a method that cannot express the folded layer takes its fallback,
+:func:`~jtconv.lowering.methods.adapt`).
 
-With ``plan.stores_output`` the jvp stores the primal output once
-(:func:`_stored`), so that XLA does not recompute the col2im inside every
-backward fusion that reads ``y``.
+Two scheduling choices of a plan are lowered here:
 
-A third operand, ``after``, carries no data: with ``plan.waits`` the
-transposes wait for it and the jvp passes one element of the primal output
-there. XLA's CPU runtime otherwise starts the backward GEMMs while the
-forward GEMM still runs whenever the loss's cotangent does not depend on
-``y`` (as in ``sum(y · c)``).
+* ``stores_output``: the forward of a differentiated layer stores its output
+  once (:func:`_stored`), so that XLA does not recompute the col2im inside
+  every backward fusion that reads ``y``;
+* ``waits``: the transposes wait for their third operand, ``after``, one
+  element of the forward's output (:func:`_wait_for`). XLA's CPU runtime
+  otherwise starts the backward GEMMs while the forward GEMM still runs
+  whenever the loss's cotangent does not depend on ``y`` (as in
+  ``sum(y · c)``). Plans that do not wait leave ``after`` dead.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
+from typing import Protocol, cast
 
 import jax
 import jax.numpy as jnp
@@ -49,56 +58,132 @@ from jax.interpreters import ad, batching, mlir
 
 from jtconv.geometry import ConvTransposeGeometry
 from jtconv.lowering.common import accumulation_dtype, output_dtype
-from jtconv.lowering.methods import METHODS
+from jtconv.lowering.methods import METHODS, adapt
 from jtconv.lowering.plan import Plan
-from jtconv.lowering.planner import adapt
 from jtconv.lowering.varying import aval_varying_axes, vary_over, varying_axes, zeros_varying
+
+__all__ = ["PLATFORMS", "PlanSource", "conv_transpose_p", "conv_transpose_planned"]
 
 conv_transpose_p = Primitive("jtconv_conv_transpose")
 
+PLATFORMS: tuple[str, ...] = ("cpu", "cuda", "rocm", "tpu")
+"""Platforms with a lowering rule of their own; any other platform lowers like ``cuda``."""
 
-def _forward(x, w, after, *, plan, geom, precision, preferred_element_type):
-    del after
-    return _run_forward(
-        plan.forward, x, w, plan=plan, geom=geom, precision=precision, preferred_element_type=preferred_element_type
+FORWARD, INPUT_TRANSPOSE, WEIGHT_TRANSPOSE = "forward", "input_transpose", "weight_transpose"
+
+
+class PlanSource(Protocol):
+    """What the primitive's ``plan`` parameter may be besides a :class:`Plan`:
+    a hashable value that names the plan for a platform (``"cpu"``,
+    ``"cuda"``, ``"rocm"``, ``"tpu"``, …) when the program is lowered."""
+
+    def plan_on(self, platform: str) -> Plan: ...
+
+    def may_wait(self) -> bool:
+        """Whether the plan of some platform may have ``waits`` (known before lowering)."""
+        ...
+
+
+def _may_wait(source: Plan | PlanSource) -> bool:
+    return source.waits if isinstance(source, Plan) else source.may_wait()
+
+
+def plan_on(source: Plan | PlanSource, platform: str, geom: ConvTransposeGeometry) -> Plan:
+    """The plan ``source`` names for ``platform``, adapted to the layer ``geom``."""
+    plan = source if isinstance(source, Plan) else source.plan_on(platform)
+    return adapt(plan, geom)
+
+
+# ----------------------------------------------------------------------------- the three computations
+
+
+def _run_forward(name: str, x, w, *, platform: str, plan: Plan, geom, precision, preferred_element_type):
+    return cast(Callable, METHODS[name].forward)(
+        x,
+        w,
+        geom,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+        layout=plan.gemm_layout,
+        platform=platform,
     )
 
 
-def _run_forward(name: str, x, w, *, plan: Plan, geom, precision, preferred_element_type):
-    forward = METHODS[name].forward
-    if forward is None:
-        raise ValueError(f"method {name!r} has no forward")
-    return forward(
-        x, w, geom, precision=precision, preferred_element_type=preferred_element_type, layout=plan.gemm_layout
+def _compute(role: str, plan: Plan, platform: str, a, b, after, *, out_aval, geom, precision, preferred_element_type):
+    """``role`` of ``plan`` on its operands: ``(x, w)``, ``(ȳ, w)`` or ``(x, ȳ)``."""
+    run = dict(
+        platform=platform, plan=plan, geom=geom, precision=precision, preferred_element_type=preferred_element_type
     )
+    if role == FORWARD:
+        return _run_forward(plan.forward, a, b, **run)
+    if role == INPUT_TRANSPOSE:
+        ct, w = (_wait_for(a, after) if plan.waits else a), b
+    else:
+        x, ct = a, (_wait_for(b, after) if plan.waits else b)
+    record = METHODS[getattr(plan, role)]
+    if record.derived_from is not None:
+        name = record.derived_from
+        if role == INPUT_TRANSPOSE:
+            return _linear_transpose(lambda x: _run_forward(name, x, w, **run), out_aval, ct)
+        return _linear_transpose(lambda w: _run_forward(name, x, w, **run), out_aval, ct)
+    options = dict(
+        precision=precision,
+        acc_dtype=accumulation_dtype(out_aval.dtype, preferred_element_type),
+        out_dtype=out_aval.dtype,
+    )
+    if role == INPUT_TRANSPOSE:
+        return cast(Callable, record.transpose_input)(ct, w, geom, **options)
+    return cast(Callable, record.transpose_weight)(x, ct, geom, **options)
 
 
-def _abstract_eval(x, w, after, *, plan, geom, precision, preferred_element_type):
-    del w, after, precision, plan
-    shape = (x.shape[0], geom.out_channels) + geom.output_size
-    # ``update`` keeps x's manual-axis (shard_map) type, which _bind made w's and after's too.
-    return x.update(shape=shape, dtype=output_dtype(x.dtype, preferred_element_type), weak_type=False)
+def _linear_transpose(linear, aval, ct: jax.Array) -> jax.Array:
+    """The transpose of the linear map ``linear`` (input ``aval``) applied to ``ct``.
+
+    ``jax.vjp`` at a zero point (its primal result is dead code XLA drops)
+    rather than ``jax.linear_transpose``, so that the input keeps the
+    ``shard_map`` varying axes of ``aval``.
+    """
+    zeros = zeros_varying(aval.shape, aval.dtype, aval_varying_axes(aval))
+    return jax.linear_transpose(linear, zeros)(ct)[0]
+
+
+def _abstract_eval(a, b, after, *, role, plan, geom, precision, preferred_element_type, differentiated):
+    del after, plan, precision, differentiated
+    batch = (a.shape[0],)
+    if role == FORWARD:
+        shape, dtype = batch + (geom.out_channels,) + geom.output_size, output_dtype(a.dtype, preferred_element_type)
+    elif role == INPUT_TRANSPOSE:
+        shape, dtype = batch + (geom.in_channels,) + geom.input_size, b.dtype
+    else:
+        shape, dtype = (geom.in_channels, geom.out_per_group) + geom.kernel_size, a.dtype
+    # ``update`` keeps a's manual-axis (shard_map) type, which _bind made every operand's.
+    return a.update(shape=shape, dtype=dtype, weak_type=False)
+
+
+def _lowering(platform: str):
+    def rule(ctx, a, b, after, *, role, plan, geom, precision, preferred_element_type, differentiated):
+        chosen = plan_on(plan, platform, geom)
+        options = dict(geom=geom, precision=precision, preferred_element_type=preferred_element_type)
+
+        def compute(a, b, after):
+            out = _compute(role, chosen, platform, a, b, after, out_aval=ctx.avals_out[0], **options)
+            if role == FORWARD and differentiated and chosen.stores_output:
+                out = _stored(out, a)
+            return out
+
+        return mlir.lower_fun(compute, multiple_results=False)(ctx, a, b, after)
+
+    return rule
 
 
 conv_transpose_p.def_abstract_eval(_abstract_eval)
-conv_transpose_p.def_impl(lambda *args, **params: jax.jit(functools.partial(_forward, **params))(*args))
-mlir.register_lowering(conv_transpose_p, mlir.lower_fun(_forward, multiple_results=False))
+conv_transpose_p.def_impl(lambda *args, **params: jax.jit(functools.partial(conv_transpose_p.bind, **params))(*args))
+mlir.register_lowering(conv_transpose_p, _lowering("cuda"))
+for _platform in PLATFORMS:
+    mlir.register_lowering(conv_transpose_p, _lowering(_platform), platform=_platform)
 
 
-def _bind(x, w, after, **params):
-    """Bind the primitive after making all operands vary over the same
-    ``shard_map`` axes (what JAX does for its own primitives; the transposes of
-    the casts are the ``psum``s a replicated operand's gradient needs).
-
-    The plan is adapted to the layer (:func:`~jtconv.lowering.planner.adapt`):
-    a vmap that folded weights into groups can leave a method without the
-    layer it was planned for.
-    """
-    params = dict(params, plan=adapt(params["plan"], params["geom"]))
-    operands = (x, w, after)
-    varying = frozenset().union(*(varying_axes(a) for a in operands))
-    operands = tuple(vary_over(a, varying) for a in operands)
-    return conv_transpose_p.bind(*operands, **params)
+# ----------------------------------------------------------------------------- scheduling helpers
 
 
 def _marker(y: jax.Array) -> jax.Array:
@@ -150,100 +235,133 @@ def _stored_jvp(primals, tangents):
     return _stored(y, anchor), tangents[0]
 
 
-def _jvp(primals, tangents, **params):
-    x, w, after = primals
-    x_dot, w_dot, _ = tangents
-    y = conv_transpose_p.bind(x, w, after, **params)
-    plan = params["plan"]
-    if plan.stores_output:
-        y = _stored(y, x)
-    marker = _marker(y) if plan.waits else _no_marker(y.dtype)
+marker_p = Primitive("jtconv_backward_marker")
+"""``marker(y)``: what a plan's transposes wait for: one element of ``y`` where
+the plan of the platform being lowered for waits (:attr:`Plan.waits`), else
+zeros, so that nothing orders the backward after the forward."""
+
+
+def _marker_lowering(platform: str):
+    def rule(ctx, y, *, plan, geom):
+        waits = plan_on(plan, platform, geom).waits
+        aval = ctx.avals_out[0]
+        return mlir.lower_fun(lambda y: _marker(y) if waits else jnp.zeros(aval.shape, aval.dtype), False)(ctx, y)
+
+    return rule
+
+
+marker_p.def_abstract_eval(lambda y, *, plan, geom: y.update(shape=(min(1, y.size),), weak_type=False))
+marker_p.def_impl(lambda y, **params: jax.jit(functools.partial(marker_p.bind, **params))(y))
+
+
+def _marker_jvp(primals, tangents, **params):
+    marker = marker_p.bind(*primals, **params)
+    return marker, ad.Zero(jax.typeof(marker).to_tangent_aval())
+
+
+ad.primitive_jvps[marker_p] = _marker_jvp
+batching.primitive_batchers[marker_p] = lambda args, dims, **params: (marker_p.bind(args[0], **params), None)
+mlir.register_lowering(marker_p, _marker_lowering("cuda"))
+for _platform in PLATFORMS:
+    mlir.register_lowering(marker_p, _marker_lowering(_platform), platform=_platform)
+
+
+# ----------------------------------------------------------------------------- binding and the rules
+
+
+def _bind(role: str, a, b, after, **params):
+    """Bind the primitive after making all operands vary over the same
+    ``shard_map`` axes (what JAX does for its own primitives; the transposes of
+    the casts are the ``psum``s a replicated operand's gradient needs)."""
+    params.setdefault("differentiated", False)
+    varying = frozenset().union(*(varying_axes(v) for v in (a, b, after)))
+    return conv_transpose_p.bind(*(vary_over(v, varying) for v in (a, b, after)), role=role, **params)
+
+
+def _jvp(primals, tangents, *, role, differentiated, **params):
+    a, b, after = primals
+    a_dot, b_dot, _ = tangents
+    y = _bind(role, a, b, after, differentiated=role == FORWARD, **params)
+    # Transposes of the tangent map wait for the forward's output if their plan says so.
+    if role != FORWARD:
+        marker = after
+    elif _may_wait(params["plan"]):
+        marker = marker_p.bind(y, plan=params["plan"], geom=params["geom"])
+    else:
+        marker = _no_marker(y.dtype)
     terms = []
-    if type(x_dot) is not ad.Zero:
-        terms.append(_bind(x_dot, w, marker, **params))
-    if type(w_dot) is not ad.Zero:
-        terms.append(_bind(x, w_dot, marker, **params))
+    if type(a_dot) is not ad.Zero:
+        terms.append(_bind(role, a_dot, b, marker, **params))
+    if type(b_dot) is not ad.Zero:
+        terms.append(_bind(role, a, b_dot, marker, **params))
     if not terms:
         return y, ad.Zero(jax.typeof(y).to_tangent_aval())
     return y, functools.reduce(jnp.add, terms)
 
 
-def _transpose(ct, x, w, after, *, plan, geom, precision, preferred_element_type):
+# Which computation is the transpose of ``role`` in its first or second operand,
+# and in which order it takes (the cotangent, the other operand).
+_TRANSPOSES = {
+    (FORWARD, 0): (INPUT_TRANSPOSE, "ct_first"),  # x̄ = dx(ȳ, w)
+    (FORWARD, 1): (WEIGHT_TRANSPOSE, "ct_second"),  # w̄ = dw(x, ȳ)
+    (INPUT_TRANSPOSE, 0): (FORWARD, "ct_first"),  # ū = f(a, w)
+    (INPUT_TRANSPOSE, 1): (WEIGHT_TRANSPOSE, "ct_first"),  # w̄ = dw(a, u)
+    (WEIGHT_TRANSPOSE, 0): (INPUT_TRANSPOSE, "ct_second"),  # x̄ = dx(u, b)
+    (WEIGHT_TRANSPOSE, 1): (FORWARD, "ct_second"),  # ū = f(x, b)
+}
+
+
+def _transpose(ct, a, b, after, *, role, differentiated, **params):
+    del differentiated
     if ad.is_undefined_primal(after):
         raise ValueError("jtconv_conv_transpose: the ordering operand is not differentiable")
     if type(ct) is ad.Zero:
         return None, None, None
-    ct = _wait_for(ct, after)
-    run = dict(plan=plan, geom=geom, precision=precision, preferred_element_type=preferred_element_type)
-    if ad.is_undefined_primal(x):
-        aval = x.aval
-        record = METHODS[plan.input_transpose]
-        if record.derived_from is not None:
-            linear = functools.partial(_forward_in_x, w=w, name=record.derived_from, **run)
-            return _linear_transpose(linear, aval, ct), None, None
-        acc_dtype = accumulation_dtype(aval.dtype, preferred_element_type)
-        dx = record.transpose_input(ct, w, geom, precision=precision, acc_dtype=acc_dtype, out_dtype=aval.dtype)
-        return dx, None, None
-    aval = w.aval
-    record = METHODS[plan.weight_transpose]
-    if record.derived_from is not None:
-        linear = functools.partial(_forward_in_w, x=x, name=record.derived_from, **run)
-        return None, _linear_transpose(linear, aval, ct), None
-    acc_dtype = accumulation_dtype(jax.typeof(x).dtype, preferred_element_type)
-    dw = record.transpose_weight(x, ct, geom, precision=precision, acc_dtype=acc_dtype, out_dtype=aval.dtype)
-    return None, dw, None
-
-
-def _linear_transpose(linear, aval, ct: jax.Array) -> jax.Array:
-    """The transpose of the linear map ``linear`` (input ``aval``) applied to ``ct``.
-
-    ``jax.vjp`` at a zero point (its primal result is dead code XLA drops)
-    rather than ``jax.linear_transpose``, so that the input keeps the
-    ``shard_map`` varying axes of ``aval``.
-    """
-    zeros = zeros_varying(aval.shape, aval.dtype, aval_varying_axes(aval))
-    _, pullback = jax.vjp(linear, zeros)
-    return pullback(ct)[0]
-
-
-def _forward_in_x(x, *, w, name, **run):
-    return _run_forward(name, x, w, **run)
-
-
-def _forward_in_w(w, *, x, name, **run):
-    return _run_forward(name, x, w, **run)
+    position = 0 if ad.is_undefined_primal(a) else 1
+    other = b if position == 0 else a
+    target, order = _TRANSPOSES[(role, position)]
+    operands = (ct, other) if order == "ct_first" else (other, ct)
+    wait = after if target != FORWARD else _no_marker(jax.typeof(ct).dtype)
+    result = _bind(target, *operands, wait, **params)
+    return (result, None, None) if position == 0 else (None, result, None)
 
 
 ad.primitive_jvps[conv_transpose_p] = _jvp
 ad.primitive_transposes[conv_transpose_p] = _transpose
 
 
-def _batch(args, dims, *, plan, geom: ConvTransposeGeometry, precision, preferred_element_type):
-    x, w, after = args
-    bx, bw, b_after = dims
-    if b_after is not None:
+def _channels_into_groups(v: jax.Array, dim: int | None, size: int) -> jax.Array:
+    """``(…B at dim…, N, C, *S)`` → ``(N, B·C, *S)`` (broadcast first if ``dim`` is None)."""
+    v = jnp.broadcast_to(v, (size,) + v.shape) if dim is None else jnp.moveaxis(v, dim, 0)
+    return jnp.swapaxes(v, 0, 1).reshape((v.shape[1], size * v.shape[2]) + v.shape[3:])
+
+
+def _batch(args, dims, *, role, geom: ConvTransposeGeometry, **params):
+    a, b, after = args
+    da, db, d_after = dims
+    if d_after is not None:
         after = _marker(after)
-    params = dict(plan=plan, precision=precision, preferred_element_type=preferred_element_type)
-    if bw is None:
-        x = jnp.moveaxis(x, bx, 0)
-        b, n = x.shape[:2]
-        y = _bind(x.reshape((b * n,) + x.shape[2:]), w, after, geom=geom, **params)
-        return y.reshape((b, n) + y.shape[1:]), 0
-    # A batch of weights is one layer with B·G groups.
-    w = jnp.moveaxis(w, bw, 0)
-    b = w.shape[0]
-    if bx is None:
-        x = jnp.broadcast_to(x, (b,) + x.shape)
-    else:
-        x = jnp.moveaxis(x, bx, 0)
-    n = x.shape[1]
-    x = jnp.swapaxes(x, 0, 1).reshape((n, b * geom.in_channels) + x.shape[3:])
-    w = w.reshape((b * geom.in_channels,) + w.shape[2:])
+    if da is None and db is None:
+        return _bind(role, a, b, after, geom=geom, **params), None
+    if role != WEIGHT_TRANSPOSE and db is None:
+        # A batch of activations is a larger batch.
+        a = jnp.moveaxis(a, da, 0)
+        size, n = a.shape[:2]
+        y = _bind(role, a.reshape((size * n,) + a.shape[2:]), b, after, geom=geom, **params)
+        return y.reshape((size, n) + y.shape[1:]), 0
+    # Otherwise a batch of layers is one layer with B·G groups.
+    size = next(v.shape[d] for v, d in ((a, da), (b, db)) if d is not None)
     folded = dataclasses.replace(
-        geom, groups=b * geom.groups, in_channels=b * geom.in_channels, out_channels=b * geom.out_channels
+        geom, groups=size * geom.groups, in_channels=size * geom.in_channels, out_channels=size * geom.out_channels
     )
-    y = _bind(x, w, after, geom=folded, **params)
-    return y.reshape((n, b, geom.out_channels) + y.shape[2:]), 1
+    if role == WEIGHT_TRANSPOSE:
+        x, ct = _channels_into_groups(a, da, size), _channels_into_groups(b, db, size)
+        dw = _bind(role, x, ct, after, geom=folded, **params)
+        return dw.reshape((size, geom.in_channels) + dw.shape[1:]), 0
+    w = jnp.moveaxis(b, db, 0)
+    w = w.reshape((size * geom.in_channels,) + w.shape[2:])
+    y = _bind(role, _channels_into_groups(a, da, size), w, after, geom=folded, **params)
+    return y.reshape((y.shape[0], size, -1) + y.shape[2:]), 1
 
 
 batching.primitive_batchers[conv_transpose_p] = _batch
@@ -253,17 +371,20 @@ def conv_transpose_planned(
     x: jax.Array,
     weight: jax.Array,
     geom: ConvTransposeGeometry,
-    plan: Plan,
+    plan: Plan | PlanSource,
     *,
     precision=None,
     preferred_element_type=None,
 ) -> jax.Array:
-    """``(N, Cin, *S) × (Cin, Cout/G, *K) → (N, Cout, *O)`` (no bias) as ``plan`` says."""
+    """``(N, Cin, *S) × (Cin, Cout/G, *K) → (N, Cout, *O)`` (no bias) as
+    ``plan`` (a :class:`Plan`, or a :class:`PlanSource` asked per platform at
+    lowering) says."""
     if isinstance(precision, list):  # primitive parameters must be hashable
         precision = tuple(precision)
     if preferred_element_type is not None:
         preferred_element_type = jnp.dtype(preferred_element_type)
     return _bind(
+        FORWARD,
         x,
         weight,
         _no_marker(x.dtype),

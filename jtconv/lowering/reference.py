@@ -36,7 +36,7 @@ def flip_and_swap_kernel(weight: jax.Array, groups: int) -> jax.Array:
     return jnp.flip(w, axis=tuple(range(2, 2 + len(kernel))))
 
 
-def _needs_explicit_zeros(geom: ConvTransposeGeometry) -> bool:
+def _needs_explicit_zeros(geom: ConvTransposeGeometry, platform: str) -> bool:
     """Whether to insert the zeros with ``lax.pad`` instead of ``lhs_dilation``.
 
     XLA's CPU compiler (jaxlib 0.10.2) aborts the whole process, in its
@@ -47,7 +47,7 @@ def _needs_explicit_zeros(geom: ConvTransposeGeometry) -> bool:
     arithmetic and compiles; the CPU planner never picks this lowering for
     strided shapes, so its speed there does not matter.
     """
-    return jax.default_backend() == "cpu" and sum(s > 1 for s in geom.stride) >= 2
+    return platform == "cpu" and sum(s > 1 for s in geom.stride) >= 2
 
 
 def conv_transpose_reference(
@@ -57,9 +57,11 @@ def conv_transpose_reference(
     *,
     precision=None,
     preferred_element_type=None,
+    platform: str = "cpu",
 ) -> jax.Array:
     """``(N, Cin, *S) × (Cin, Cout/G, *K) → (N, Cout, *O)`` via
-    ``lax.conv_general_dilated`` with ``lhs_dilation = stride``.
+    ``lax.conv_general_dilated`` with ``lhs_dilation = stride``, for a
+    program lowered for ``platform`` (``"cpu"``, the default, is correct on every platform).
 
     Groups with more than one input channel each are run as one ungrouped
     convolution per group: XLA's sharding propagation all-gathers the
@@ -70,7 +72,7 @@ def conv_transpose_reference(
     makes XLA move data with this lowering; the matmul lowering has no
     collectives there.
     """
-    options = dict(precision=precision, preferred_element_type=preferred_element_type)
+    options = dict(precision=precision, preferred_element_type=preferred_element_type, platform=platform)
     if geom.groups > 1 and geom.in_per_group > 1:
         per_group = dataclasses.replace(geom, groups=1, in_channels=geom.in_per_group, out_channels=geom.out_per_group)
         outputs = [
@@ -81,9 +83,11 @@ def conv_transpose_reference(
     return _lhs_dilated_conv(x, weight, geom, **options)
 
 
-def _lhs_dilated_conv(x, weight, geom: ConvTransposeGeometry, *, precision, preferred_element_type) -> jax.Array:
+def _lhs_dilated_conv(
+    x, weight, geom: ConvTransposeGeometry, *, precision, preferred_element_type, platform: str
+) -> jax.Array:
     lhs_dilation = geom.stride
-    if _needs_explicit_zeros(geom):
+    if _needs_explicit_zeros(geom, platform):
         zero = jnp.zeros((), x.dtype)
         x = lax.pad(x, zero, [(0, 0, 0)] * 2 + [(0, 0, s - 1) for s in geom.stride])
         lhs_dilation = (1,) * geom.ndim
