@@ -6,6 +6,7 @@
 
 from jtconv.functional import conv_transpose, conv_transpose1d, conv_transpose2d, conv_transpose3d
 from jtconv.geometry import ConvTransposeGeometry, make_geometry, output_padding_for_size, output_size
+from jtconv.initializers import bilinear_upsampling_init
 from jtconv.lowering import ALGORITHMS, Plan
 from jtconv.lowering.planning import planning, set_planning
 from jtconv.plans import candidate_plans, plan_for
@@ -36,6 +37,7 @@ __all__ = [
     "ALGORITHMS",
     "ConvTransposeGeometry",
     "Plan",
+    "bilinear_upsampling_init",
     "candidate_plans",
     "conv_transpose",
     "conv_transpose1d",
