@@ -14,12 +14,13 @@ from jtconv.wisdom import export_wisdom, forget_wisdom, import_wisdom
 
 __version__ = "0.1.0"
 
-# Imported on first use: they pull in Flax (and torch, when called).
+# Imported on first use: most pull in Flax (and torch, when called).
 _LAZY = {
     "from_torch": "jtconv.interop",
     "to_torch": "jtconv.interop",
     "linen": "jtconv.linen",
     "nnx": "jtconv.nnx",
+    "onnx": "jtconv.onnx",
     "state_dict": "jtconv.state_dict",
 }
 

@@ -61,7 +61,8 @@ def conv_transpose(
       padding: ``p ≥ 0`` cropped from both ends of every spatial dimension
         (int or tuple); or per-side pairs ``((lo, hi), …)``; or ``"same"``
         (``out = i·s``) / ``"valid"`` (``out = i·s + max(d·(k−1)+1 − s, 0)``),
-        as in Keras/TF. See :func:`jtconv.geometry.normalize_padding`.
+        as in Keras/TF (not ONNX's: see :mod:`jtconv.onnx`). See
+        :func:`jtconv.geometry.normalize_padding`.
       output_padding: ``0 ≤ op < max(s, d)`` extra positions at the high end.
       groups: ``G``; ``Cin`` must be divisible by it.
       dilation: ``d ≥ 1``, spacing between kernel taps.

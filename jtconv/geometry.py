@@ -83,15 +83,17 @@ def normalize_padding(
 
     * ``int`` or ``(p1, …, pn)`` — PyTorch: crop ``p`` from both ends.
     * ``((lo1, hi1), …, (lon, hin))`` — crop ``lo`` from the low end and ``hi``
-      from the high end (ONNX ``pads`` for ConvTranspose). Both ``>= 0``.
+      from the high end. Both ``>= 0``. ONNX's ConvTranspose
+      ``pads = [b1, …, bn, e1, …, en]`` is ``((b1, e1), …)`` (see :mod:`jtconv.onnx`).
     * ``"valid"`` — Keras/TF: no crop, and when the kernel span
       ``k_eff = d·(k−1)+1`` is shorter than the stride the output is extended
       at the high end so that ``out = i·s + max(k_eff − s, 0)``.
-      As a crop: ``(0, min(k_eff − s, 0))``.
-    * ``"same"`` — Keras/TF/ONNX ``SAME_UPPER``: ``out = i·s``. This is the
-      adjoint of a forward ``"SAME"`` convolution: with ``total = k_eff − s``,
-      the crop is ``lo = max(total, 0) // 2``, ``hi = total − lo`` (a negative
-      ``hi`` extends the high end).
+      As a crop: ``(0, min(k_eff − s, 0))``. (ONNX ``VALID`` is ``padding=0``.)
+    * ``"same"`` — Keras/TF: ``out = i·s``. This is the adjoint of a forward
+      ``"SAME"`` convolution: with ``total = k_eff − s``, the crop is
+      ``lo = max(total, 0) // 2``, ``hi = total − lo`` (a negative ``hi``
+      extends the high end). It equals ONNX ``SAME_UPPER`` only when
+      ``k_eff ≥ s``.
 
     The returned ``hi`` may be negative only for the string forms.
     """

@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 API_DIR = ROOT / "docs" / "api"
-PUBLIC_MODULES = ["jtconv", "jtconv.linen", "jtconv.nnx", "jtconv.interop", "jtconv.testing"]
+PUBLIC_MODULES = ["jtconv", "jtconv.linen", "jtconv.nnx", "jtconv.interop", "jtconv.onnx", "jtconv.testing"]
 
 _DIRECTIVE = re.compile(r"^::: (?P<path>[\w.]+)[ \t]*\n(?P<options>(?:[ \t]+.*\n?)*)", re.MULTILINE)
 
