@@ -312,3 +312,97 @@ def test_report_names_the_output_path_and_the_tolerance():
     )
     assert "max abs error 0.003 at index (3,): jax 9.0 vs torch 9.003" in report
     assert "allowed 9e-05 (atol 0 + rtol 1e-05 · 9)" in report
+
+
+# --- the float64 referee -----------------------------------------------------------------------
+
+
+def _rounded_through_bfloat16(y):
+    """A float32 result rounded to bfloat16 and back: a kernel whose float32 path is sloppy
+    while its float64 path is exact (float64 passes unchanged)."""
+    if isinstance(y, torch.Tensor):
+        return y.to(torch.bfloat16).to(y.dtype) if y.dtype == torch.float32 else y
+    return y.astype(jnp.bfloat16).astype(y.dtype) if y.dtype == jnp.float32 else y
+
+
+class SloppyConvTranspose2d(torch.nn.ConvTranspose2d):
+    def forward(self, x):
+        return _rounded_through_bfloat16(super().forward(x))
+
+
+def test_referee_passes_a_torch_side_whose_float32_rounding_is_off():
+    torch.manual_seed(0)
+    module = SloppyConvTranspose2d(3, 2, (3, 4), **KW)
+    w, b = (p.detach().numpy() for p in (module.weight, module.bias))
+
+    def jax_fn(x):
+        return jtconv.conv_transpose2d(x, w.astype(x.dtype), b.astype(x.dtype), **KW)
+
+    x = _inputs()[0]
+    with pytest.raises(AssertionError, match="differ"):
+        testing.assert_matches_torch(jax_fn, module, x, grads=True, referee=False)
+    comparison = testing.assert_matches_torch(jax_fn, module, x, grads=True)
+    assert [leaf.name for leaf in comparison.refereed] == ["output[0]", "grad[0]"]
+    for leaf in comparison.refereed:
+        assert leaf.mismatched > 0 and leaf.referee.verdict == "torch"
+        assert leaf.referee.jtconv_error <= leaf.tolerance < leaf.referee.torch_error
+        assert leaf.referee.float64_error <= leaf.referee.float64_tolerance
+    assert comparison.report().startswith(
+        "JAX and torch results match (2 of 2 compared arrays by the float64 referee: torch's float32 rounding is off)"
+    )
+    assert module.weight.dtype == torch.float32  # the float64 run used a copy
+
+
+def test_referee_blames_a_jax_side_whose_float32_rounding_is_off():
+    def sloppy(x, w):
+        return _rounded_through_bfloat16(correct(x, w))
+
+    comparison = testing.compare_with_torch(sloppy, torch_ct, *_inputs(), grads=True)
+    assert not comparison.passed
+    assert {leaf.referee.verdict for leaf in comparison.leaves} == {"jtconv"}
+    with pytest.raises(AssertionError) as info:
+        testing.assert_matches_torch(sloppy, torch_ct, *_inputs())
+    first_line = str(info.value).splitlines()[0]
+    assert first_line.startswith("JAX and torch results differ: 1 of 1 compared arrays outside tolerance")
+    assert "; float64 referee: jtconv is off (jtconv beyond 2 × torch's error + tolerance = " in first_line
+
+
+def test_referee_reports_a_real_difference_when_the_float64_runs_disagree():
+    comparison = testing.compare_with_torch(flipped_kernel, torch_ct, *_inputs(), grads=True)
+    assert not comparison.passed
+    assert {leaf.referee.verdict for leaf in comparison.leaves} == {"float64"}
+    assert (
+        comparison.report()
+        .splitlines()[0]
+        .endswith("float64 referee: the float64 runs differ too: a real difference, not rounding")
+    )
+
+
+def test_referee_that_cannot_run_in_float64_leaves_the_failure():
+    weight = torch.ones(3, 2)
+
+    def torch_fn(x):  # closes over a float32 tensor: no float64 run
+        return _rounded_through_bfloat16(x @ weight)
+
+    x = np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3) / 3
+    comparison = testing.compare_with_torch(lambda x: x @ jnp.ones((3, 2), x.dtype), torch_fn, x)
+    assert not comparison.passed and comparison.leaves[0].referee is None
+    assert "float64 referee could not run: RuntimeError: " in comparison.report()
+
+
+@pytest.mark.parametrize(
+    "jtconv_error, float64_error, verdict",
+    [(5.0, 0.0, "torch"), (5.0 + 1e-9, 0.0, "jtconv"), (0.0, 2e-12, "float64")],
+)
+def test_referee_factor_and_float64_agreement(jtconv_error, float64_error, verdict):
+    referee = testing.Referee(
+        jtconv_error=jtconv_error, torch_error=2.0, float64_error=float64_error, float64_tolerance=1e-12, tolerance=1.0
+    )
+    assert testing.REFEREE_FACTOR == 2 and referee.allowed == 5.0
+    assert referee.verdict == verdict and referee.passed == (verdict == "torch")
+
+
+def test_half_precision_reference_computes_float64_in_float64():
+    third = testing._computed_in_float32(lambda x: x / 3)
+    assert third(torch.tensor([1.0], dtype=torch.float64)).item() == 1 / 3
+    assert third(torch.tensor([1.0], dtype=torch.bfloat16)).dtype == torch.bfloat16

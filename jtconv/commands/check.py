@@ -5,7 +5,9 @@ lowering in :data:`jtconv.ALGORITHMS`, every JAX device, every dtype and
 every torch device (CPU, and CUDA when available), and compares forward
 values and gradients (of ``Σ y · cotangent`` w.r.t. input, weight and bias)
 with :func:`jtconv.testing.check_config`. Configurations torch rejects must
-make jtconv raise ``ValueError``.
+make jtconv raise ``ValueError``. A comparison outside its tolerance goes to
+the float64 referee (:class:`jtconv.testing.Referee`; ``--no-referee`` turns
+it off): it passes when torch's rounding, not jtconv's, is off.
 
 Tolerances are :func:`jtconv.testing.relative_tolerance` of the dtype (errors
 are measured relative to ``max|torch result|``); TF32 is disabled on both
@@ -84,6 +86,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="lowerings to check (names in jtconv.ALGORITHMS); default: all",
     )
     parser.add_argument("--no-grads", action="store_true", help="compare forward values only")
+    parser.add_argument(
+        "--no-referee",
+        action="store_true",
+        help="fail every comparison outside its tolerance; default: rerun it in float64, and pass it when "
+        "torch's rounding, not jtconv's, is off",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random part of the sweep (default 0)")
     parser.add_argument(
         "--verbose",
@@ -104,6 +112,7 @@ class Plan:
     dtypes: list[str]
     algorithms: list[str]
     grads: bool
+    referee: bool = True
 
     @property
     def comparisons(self) -> int:
@@ -207,6 +216,7 @@ def _make_plan(args: argparse.Namespace) -> Plan:
         dtypes=dtypes,
         algorithms=algorithms,
         grads=not args.no_grads,
+        referee=not args.no_referee,
     )
 
 
@@ -247,10 +257,12 @@ def _run_plan(plan: Plan, advance: Callable[[int], None]) -> dict[str, Any]:
                                 grads=plan.grads,
                                 jax_device=device,
                                 torch_device=torch_device,
+                                referee=plan.referee,
                             )
                         results.append(_result_row(outcome, device, torch_device, dtype, algorithm, plan.grads))
                         advance(1)
     failed = sum(not r["passed"] for r in results)
+    refereed = sum(r["passed"] and bool(r["referee"]) for r in results)
     rejections_failed = sum(not r["passed"] for r in rejections)
     return {
         "results": results,
@@ -259,6 +271,7 @@ def _run_plan(plan: Plan, advance: Callable[[int], None]) -> dict[str, Any]:
             "results": len(results),
             "passed": len(results) - failed,
             "failed": failed,
+            "refereed": refereed,
             "rejections": len(rejections),
             "rejections_passed": len(rejections) - rejections_failed,
             "rejections_failed": rejections_failed,
@@ -284,6 +297,7 @@ def _result_row(outcome, device, torch_device: str, dtype: str, algorithm: str, 
         "tolerance": relative_tolerance(dtype, config.reduction_lengths()["output"]),
         "grads": grads,
         "gradients": {},
+        "referee": {},
         "passed": outcome.passed,
         "error": outcome.jtconv_error,
     }
@@ -304,6 +318,14 @@ def _result_row(outcome, device, torch_device: str, dtype: str, algorithm: str, 
                 "max_rel_err": _finite(leaf.relative_error),
                 "tolerance": leaf.rtol,
                 "passed": leaf.passed,
+            }
+    for leaf in comparison.leaves:
+        if leaf.referee is not None:
+            row["referee"][leaf.name] = {
+                "jtconv_error": leaf.referee.jtconv_error,
+                "torch_error": leaf.referee.torch_error,
+                "float64_error": _finite(leaf.referee.float64_error),
+                "verdict": leaf.referee.verdict,
             }
     if not outcome.passed:
         row["error"] = comparison.report()
@@ -332,7 +354,7 @@ def _environment(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
     import torch
 
     import jtconv
-    from jtconv.testing import relative_tolerance
+    from jtconv.testing import REFEREE_FACTOR, relative_tolerance
 
     return {
         "mode": "quick" if args.quick else "thorough",
@@ -354,6 +376,7 @@ def _environment(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
             }
             for dtype in plan.dtypes
         },
+        "referee": {"enabled": plan.referee, "factor": REFEREE_FACTOR},
         "tf32": "disabled on both sides: torch allow_tf32 = False (matmul and cuDNN), JAX precision HIGHEST",
     }
 
@@ -536,8 +559,9 @@ class _Console:
         ratios = [r["max_rel_err"] / r["tolerance"] for r in report["results"] if r["max_rel_err"] is not None]
         worst = max(ratios, default=0.0)
         status = "OK" if s["failed"] == 0 and s["rejections_failed"] == 0 else "FAILED"
+        refereed = f" ({s['refereed']} by the float64 referee: torch's rounding is off)" if s["refereed"] else ""
         self.line(
-            f"{status}: {s['passed']}/{s['results']} comparisons passed, "
+            f"{status}: {s['passed']}/{s['results']} comparisons passed{refereed}, "
             f"{s['rejections_passed']}/{s['rejections']} rejection checks passed (invalid arguments raise like torch); "
             f"{s['configs']} configurations, worst forward error {worst:.3f} of its tolerance, {s['seconds']:.1f} s"
         )
