@@ -54,10 +54,10 @@ class Method:
         geometry).
       forward: ``(x, w, geom, *, precision, preferred_element_type, layout,
         platform) → y``, or ``None`` (``platform``: the one being lowered for).
-      transpose_input: ``(ȳ, w, geom, *, precision, acc_dtype, out_dtype) →
-        x̄``, or ``None``.
-      transpose_weight: ``(x, ȳ, geom, *, precision, acc_dtype, out_dtype) →
-        w̄``, or ``None``.
+      transpose_input: ``(ȳ, w, geom, *, precision, acc_dtype, out_dtype,
+        platform) → x̄``, or ``None``.
+      transpose_weight: ``(x, ȳ, geom, *, precision, acc_dtype, out_dtype,
+        platform) → w̄``, or ``None``.
       derived_from: for derived transposes, the name of the method whose
         forward JAX transposes (``None`` otherwise).
       fallback: the method used, in the same role, for a layer this one does
@@ -100,6 +100,15 @@ def _ignoring_layout(forward: Callable) -> Callable:
     return run
 
 
+def _any_platform(transpose: Callable) -> Callable:
+    def run(*args, platform, **kwargs):
+        del platform
+        return transpose(*args, **kwargs)
+
+    run.__name__ = run.__qualname__ = transpose.__name__
+    return run
+
+
 def _reference_forward(x, w, geom, *, precision, preferred_element_type, layout, platform):
     del layout
     return reference.conv_transpose_reference(
@@ -118,8 +127,8 @@ _records = (
         "1d/2d stride-1 layers with one group: one GEMM between one-axis im2cols (input along W, output along H)",
         supports=split.supports,
         forward=_ignoring_layout(split.split_forward),
-        transpose_input=split.transpose_input,
-        transpose_weight=split.transpose_weight,
+        transpose_input=_any_platform(split.transpose_input),
+        transpose_weight=_any_platform(split.transpose_weight),
         fallback={"forward": "matmul", "input_transpose": "gemm", "weight_transpose": "gemm"},
     ),
     Method(
@@ -127,8 +136,8 @@ _records = (
         "sub-pixel: one GEMM between the input's im2col over block shifts and every output phase",
         supports=phase.supports,
         forward=_ignoring_layout(phase.phase_forward),
-        transpose_input=phase.transpose_input,
-        transpose_weight=phase.transpose_weight,
+        transpose_input=_any_platform(phase.transpose_input),
+        transpose_weight=_any_platform(phase.transpose_weight),
         fallback={"forward": "matmul", "input_transpose": "matmul-ad", "weight_transpose": "matmul-ad"},
     ),
     Method(
@@ -136,8 +145,8 @@ _records = (
         "sub-pixel with the phase products from a stride-1 XLA convolution (no im2col in memory)",
         supports=phase.supports,
         forward=_ignoring_layout(phase.phase_conv_forward),
-        transpose_input=phase.conv_transpose_input,
-        transpose_weight=phase.batch_first_transpose_weight,
+        transpose_input=_any_platform(phase.conv_transpose_input),
+        transpose_weight=_any_platform(phase.batch_first_transpose_weight),
         fallback={"forward": "matmul", "input_transpose": "matmul-ad", "weight_transpose": "matmul-ad"},
     ),
     Method(
@@ -146,8 +155,8 @@ _records = (
         "k/s blocks), a program of the same size for every kernel",
         supports=tiled.supports,
         forward=_ignoring_layout(tiled.tiled_forward),
-        transpose_input=tiled.transpose_input,
-        transpose_weight=tiled.transpose_weight,
+        transpose_input=_any_platform(tiled.transpose_input),
+        transpose_weight=_any_platform(tiled.transpose_weight),
         fallback={"forward": "matmul", "input_transpose": "gemm", "weight_transpose": "gemm"},
     ),
     Method(
@@ -160,8 +169,8 @@ _records = (
     Method(
         "gemm",
         "transposes as the cotangent's im2col times the weight (input) or the input (weight): one GEMM each",
-        transpose_input=matmul_transpose.transpose_input,
-        transpose_weight=matmul_transpose.transpose_weight,
+        transpose_input=_any_platform(matmul_transpose.transpose_input),
+        transpose_weight=_any_platform(matmul_transpose.transpose_weight),
     ),
     Method(
         "matmul-ad",

@@ -130,6 +130,7 @@ def _compute(role: str, plan: Plan, platform: str, a, b, after, *, out_aval, geo
         precision=precision,
         acc_dtype=accumulation_dtype(out_aval.dtype, preferred_element_type),
         out_dtype=out_aval.dtype,
+        platform=platform,
     )
     if role == INPUT_TRANSPOSE:
         return cast(Callable, record.transpose_input)(ct, w, geom, **options)

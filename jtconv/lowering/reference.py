@@ -50,6 +50,12 @@ def _needs_explicit_zeros(geom: ConvTransposeGeometry, platform: str) -> bool:
     return platform == "cpu" and sum(s > 1 for s in geom.stride) >= 2
 
 
+def _split_groups(geom: ConvTransposeGeometry, platform: str) -> bool:
+    """Whether a grouped layer runs one ungrouped convolution per group (see
+    :func:`conv_transpose_reference` and :func:`backward_filter_weight`)."""
+    return platform == "cpu" and geom.groups > 1 and geom.in_per_group > 1
+
+
 def conv_transpose_reference(
     x: jax.Array,
     weight: jax.Array,
@@ -63,17 +69,19 @@ def conv_transpose_reference(
     ``lax.conv_general_dilated`` with ``lhs_dilation = stride``, for a
     program lowered for ``platform`` (``"cpu"``, the default, is correct on every platform).
 
-    Groups with more than one input channel each are run as one ungrouped
-    convolution per group: XLA's sharding propagation all-gathers the
-    operands of such grouped convolutions (openxla/xla#47945), which would
-    put collectives into every batch- or group-sharded program. Depthwise
-    (one input channel per group) stays a single grouped convolution.
-    Sharding the channel axis *across* groups (one group per device) still
-    makes XLA move data with this lowering; the matmul lowering has no
-    collectives there.
+    On CPU, groups with more than one input channel each are run as one
+    ungrouped convolution per group: XLA's sharding propagation all-gathers
+    the operands of such grouped convolutions (openxla/xla#47945), which
+    would put collectives into every batch- or group-sharded program, and
+    XLA:CPU has no faster grouped kernel. On GPU and TPU a grouped layer is
+    one grouped convolution (cuDNN's and the TPU's grouped kernels), as
+    torch runs it. Depthwise (one input channel per group) is a single
+    grouped convolution everywhere. Sharding the channel axis *across*
+    groups (one group per device) still makes XLA move data with this
+    lowering; the matmul lowering has no collectives there.
     """
     options = dict(precision=precision, preferred_element_type=preferred_element_type, platform=platform)
-    if geom.groups > 1 and geom.in_per_group > 1:
+    if _split_groups(geom, platform):
         per_group = dataclasses.replace(geom, groups=1, in_channels=geom.in_per_group, out_channels=geom.out_per_group)
         outputs = [
             _lhs_dilated_conv(xg, wg, per_group, **options)
@@ -133,7 +141,14 @@ def strided_convolution(
 
 
 def backward_filter_weight(
-    x: jax.Array, ct: jax.Array, geom: ConvTransposeGeometry, *, precision=None, acc_dtype, out_dtype
+    x: jax.Array,
+    ct: jax.Array,
+    geom: ConvTransposeGeometry,
+    *,
+    precision=None,
+    acc_dtype,
+    out_dtype,
+    platform: str = "cpu",
 ) -> jax.Array:
     """``w̄`` of shape ``(Cin, Cout/G, *K)`` in torch's pattern: the weight
     gradient of :func:`strided_convolution` with the cotangent ``ȳ`` as its
@@ -141,15 +156,17 @@ def backward_filter_weight(
 
     XLA recognises this as a convolution's backward-filter (cuDNN's on
     NVIDIA GPUs), which the automatic weight gradient of the lhs-dilated
-    forward is not. Groups with more than one input channel each run one
-    ungrouped backward-filter per group, as :func:`conv_transpose_reference`
+    forward is not. On CPU, groups with more than one input channel each run
+    one ungrouped backward-filter per group, as :func:`conv_transpose_reference`
     does for its forward (XLA's CPU backend rewrites a grouped one into an
     lhs-dilated convolution).
     """
-    if geom.groups > 1 and geom.in_per_group > 1:
+    if _split_groups(geom, platform):
         per_group = dataclasses.replace(geom, groups=1, in_channels=geom.in_per_group, out_channels=geom.out_per_group)
         parts = [
-            backward_filter_weight(xg, cg, per_group, precision=precision, acc_dtype=acc_dtype, out_dtype=out_dtype)
+            backward_filter_weight(
+                xg, cg, per_group, precision=precision, acc_dtype=acc_dtype, out_dtype=out_dtype, platform=platform
+            )
             for xg, cg in zip(jnp.split(x, geom.groups, axis=1), jnp.split(ct, geom.groups, axis=1))
         ]
         return jnp.concatenate(parts, axis=0)
