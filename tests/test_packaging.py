@@ -32,3 +32,11 @@ def test_console_script_runs_the_cli():
 def test_py_typed_ships_with_the_package():
     """Run against an installed wheel (``.ci/run``), this checks the wheel's contents."""
     assert (Path(jtconv.__file__).parent / "py.typed").is_file()
+
+
+def test_dir_lists_the_public_names_the_lazy_ones_included():
+    names = dir(jtconv)
+    assert {"from_torch", "to_torch", "linen", "nnx", "state_dict", "conv_transpose2d"} <= set(names)
+    assert set(jtconv.__all__) <= set(names) and names == sorted(names)
+    assert [name for name in names if name.startswith("_")] == ["__version__"]
+    assert all(getattr(jtconv, name) is not None for name in names)
