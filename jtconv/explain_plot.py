@@ -8,7 +8,7 @@ stamp's colour, and the sum; one stamp, or the stamps behind ``--at``, drawn
 whole with their products; the output window after padding's crop dashed);
 the overlap map; and the output, with the ``--at`` cells boxed.
 
-matplotlib is imported here only (``pip install "jtconv[plot]"``), and only
+matplotlib is imported here only (``pip install matplotlib Pillow``), and only
 its object API (no pyplot, no global backend change). The cell-drawing
 helpers are shared with :mod:`jtconv.explain_gif`.
 """
