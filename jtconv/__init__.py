@@ -34,6 +34,10 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'jtconv' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted({*__all__, *_LAZY, "__version__"})
+
+
 __all__ = [
     "ALGORITHMS",
     "ConvTransposeGeometry",

@@ -9,7 +9,7 @@ crop, output_padding's extra positions and the output. Output cells named by
 
 matplotlib draws the pictures (object API only) and a
 :class:`matplotlib.animation.AbstractMovieWriter` writes them with Pillow;
-both are imported only when a GIF is made (``pip install "jtconv[plot]"``).
+both are imported only when a GIF is made (``pip install matplotlib Pillow``).
 """
 
 from __future__ import annotations

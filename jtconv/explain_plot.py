@@ -1,14 +1,15 @@
 """Pictures of an :class:`~jtconv.explain.Explanation` (``jtconv explain --png``).
 
-Draws, as the tutorials do: the input, which doubles as the colour legend
-(each input value's cell has the colour of its kernel stamp); the kernel; the
-scatter view (each input value stamps ``x[i]·w`` with tap ``t`` at
-``i·s − p + t·d``; every cell carries one dot per stamp reaching it, in that
-stamp's colour, and the sum; one stamp, or the stamps behind ``--at``, drawn
-whole with their products; the output window after padding's crop dashed);
-the overlap map; and the output, with the ``--at`` cells boxed.
+Draws, as the tutorials do: the input (each input value's cell in the colour
+of its kernel stamp); the kernel; the scatter view (each input value stamps
+``x[i]·w`` with tap ``t`` at ``i·s − p + t·d``; every cell carries one dot per
+stamp reaching it, in that stamp's colour, and the sum; one stamp, or the
+stamps behind ``--at``, drawn whole with their products; the output window
+after padding's crop dashed, its cells grey), with a legend of the stamp
+colours and the window; the overlap map; and the output, with the ``--at``
+cells boxed.
 
-matplotlib is imported here only (``pip install "jtconv[plot]"``), and only
+matplotlib is imported here only (``pip install matplotlib Pillow``), and only
 its object API (no pyplot, no global backend change). The cell-drawing
 helpers are shared with :mod:`jtconv.explain_gif`.
 """
@@ -43,6 +44,19 @@ MAX_LABELLED_STAMPS = 4
 
 AT_COLOUR = "black"
 """Frame of the output cells named by ``--at``."""
+
+STAMP_PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#e377c2", "#17becf", "#885500",
+    "#bbaa00", "#556600", "#99aaff", "#bb0066", "#ff8888", "#2244ff", "#00cc99", "#007744",
+)  # fmt: skip
+"""One colour per input value's stamp, repeating after 16: saturated, mid-light colours (no pale shade of
+another), far apart in CIELAB, starting with matplotlib's tab10 less its grey, olive and brown."""
+
+AT_COLUMN_COLOUR = "#fff2a8"
+"""1-d: the column of an output position named by ``--at``."""
+
+KEPT_COLOUR = "#e6e6e6"
+"""Cells of the output window padding's crop keeps (cropped cells are white)."""
 
 
 def save_figure(
@@ -90,14 +104,10 @@ def figure_title(explanation: Explanation) -> str:
 
 
 def stamp_colours(count: int) -> list:
-    """One distinct colour per input value (row-major), as RGBA tuples."""
-    from matplotlib import colormaps
+    """The colour of each input value's stamp (row-major), as RGBA tuples: :data:`STAMP_PALETTE` in turn."""
+    from matplotlib.colors import to_rgba
 
-    if count <= 10:
-        return [colormaps["tab10"](n) for n in range(count)]
-    # tab20 pairs a dark and a light shade of each hue: take all dark ones first
-    cmap = colormaps["tab20"]
-    return [cmap((2 * n) % 20 + (2 * n // 20) % 2) for n in range(count)]
+    return [to_rgba(STAMP_PALETTE[n % len(STAMP_PALETTE)]) for n in range(count)]
 
 
 def cell(index: Sequence[int]) -> tuple[int, int]:
@@ -206,35 +216,18 @@ def input_legend(
     colours,
     title: str,
     emphasised=(),
-    shown: np.ndarray | None = None,
     fontsize: float = 8,
 ) -> None:
-    """The input, each cell filled with its stamp's colour; ``emphasised`` indices get a black frame.
-
-    ``shown`` (boolean, input-shaped) leaves the other cells white.
-    """
+    """The input, each cell filled with its stamp's colour; ``emphasised`` indices get a black frame."""
     from matplotlib.patches import Rectangle
 
     x = np.atleast_2d(explanation.input)
     rows, cols = x.shape
-    flat_colours = iter(colours)
-    for index in np.ndindex(*explanation.input.shape):
+    for index, colour in zip(np.ndindex(*explanation.input.shape), colours):
         r, c = cell(index)
-        colour = next(flat_colours)
-        visible = shown is None or shown[index]
-        ax.add_patch(
-            Rectangle(
-                (c - 0.5, r - 0.5),
-                1,
-                1,
-                facecolor=colour if visible else "white",
-                alpha=0.45 if visible else 1,
-                edgecolor="#999999",
-                linewidth=0.6,
-            )
-        )
+        ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, facecolor=colour, edgecolor="white", linewidth=1))
     if max(rows, cols) <= MAX_ANNOTATED:
-        write_values(ax, x, None, fontsize=fontsize)
+        write_values(ax, x, np.reshape(colours, (rows, cols, 4)), fontsize=fontsize)
     for index in emphasised:
         outline_cell(ax, *cell(index), "black", linewidth=2.5, inset=0.06)
     ax.set_xlim(-0.5, cols - 0.5)
@@ -268,6 +261,12 @@ def _at_caption(at_terms: Sequence[OutputTerms]) -> str:
     return "\n".join(lines)
 
 
+def _kernel_heatmap(ax, explanation: Explanation) -> None:
+    """The kernel in light greys (its largest value mid-grey), under frames in the stamps' colours."""
+    low, high = float(explanation.kernel.min()), float(explanation.kernel.max())
+    heatmap(ax, explanation.kernel, "kernel w", "Greys", vmin=low, vmax=2 * high - low)
+
+
 def _highlighted_copies(explanation: Explanation, at_terms: Sequence[OutputTerms]) -> list[int]:
     """The stamps behind the ``--at`` cells, or else the one of the middle input value."""
     if at_terms:
@@ -286,13 +285,13 @@ def _figure_2d(explanation: Explanation, at_terms: Sequence[OutputTerms]):
     colours = stamp_colours(len(explanation.copies))
     highlighted = _highlighted_copies(explanation, at_terms)
     inputs = [explanation.copies[n].input_index for n in highlighted]
-    figure = Figure(figsize=(16, 8.5), layout="constrained")
+    figure = Figure(figsize=(16, 9.5), layout="constrained")
     grid = figure.add_gridspec(2, 4, width_ratios=[1, 2.2, 1, 1])
     input_legend(
         figure.add_subplot(grid[0, 0]), explanation, colours, "input x (colour = its stamp)", emphasised=inputs
     )
     kernel_ax = figure.add_subplot(grid[1, 0])
-    heatmap(kernel_ax, explanation.kernel, "kernel w", "Oranges")
+    _kernel_heatmap(kernel_ax, explanation)
     for terms in at_terms:
         for term in terms.terms:
             colour = colours[_copy_number(explanation, term.input_index)]
@@ -360,15 +359,57 @@ def _scatter_2d(
     title = (
         "scatter view: each x[i] stamps x[i]·w with tap t at o = i·s − p + t·d; overlaps add\n"
         + ("dots: the stamps reaching a cell (colours as in the input); " if small and not many else "")
-        + f"drawn whole: {names}{more}\ndashed: output window after padding's crop (grey: cropped)"
+        + f"drawn whole: {names}{more}\ndashed: the output window padding's crop keeps"
+        + (" (grey cells; white ones are cropped)" if small and not many else "")
     )
     if at_terms:
         title += "\n" + _at_caption(at_terms)
     ax.set_title(title, fontsize=10)
+    _legend(ax, explanation, colours, at_terms, cells=small and not many)
+
+
+def _legend(ax, explanation: Explanation, colours, at_terms: Sequence[OutputTerms], cells: bool) -> None:
+    """Below the scatter view: each stamp's colour (the first :data:`STAMP_PALETTE` stamps, in the input's
+    row-major order) and what the window, the cells and the frames mean."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    shown = explanation.copies[: len(STAMP_PALETTE)]
+    columns = min(explanation.geometry.input_size[-1], 4)
+    order = sorted(range(len(shown)), key=lambda n: (n % columns, n))  # legends fill column by column
+    stamps = [
+        Line2D([], [], linestyle="none", marker="o", markersize=8, color=colours[n], label=f"x[{_index(shown[n])}]·w")
+        for n in order
+    ]
+    repeat = f" (repeating every {len(STAMP_PALETTE)} inputs)" if len(shown) < len(explanation.copies) else ""
+    key = _window_key(cells)
+    if at_terms:
+        key.append(Patch(fill=False, edgecolor=AT_COLOUR, linewidth=2.5, label="--at output cell"))
+    style = dict(fontsize=8, title_fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.05))
+    ax.add_artist(ax.legend(handles=stamps, title="stamp colours" + repeat, loc="upper right", ncols=columns, **style))
+    ax.artists[-1].set_clip_on(False)  # add_artist clips it to the axes: the layout would leave it no room
+    ax.legend(handles=key, loc="upper left", **style)
+
+
+def _window_key(cells: bool) -> list:
+    """Legend entries for the output window padding's crop keeps (grey ``cells``, if drawn) and the cropped ones."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    if not cells:
+        return [Line2D([], [], color="black", linestyle="--", label="output window: kept")]
+    return [
+        Patch(facecolor=KEPT_COLOUR, edgecolor="black", linestyle="--", label="output window: kept"),
+        Patch(facecolor="white", edgecolor="#cccccc", label="white: cropped by padding"),
+    ]
+
+
+def _index(copy: KernelCopy) -> str:
+    return ",".join(map(str, copy.input_index))
 
 
 def _cell_backgrounds(ax, explanation: Explanation) -> None:
-    """Light grey cells inside the output window, white ones outside (cropped)."""
+    """Grey cells inside the output window, white ones outside (cropped)."""
     from matplotlib.patches import Rectangle
 
     rows, cols = explanation.canvas.shape
@@ -381,7 +422,7 @@ def _cell_backgrounds(ax, explanation: Explanation) -> None:
                     (c - 0.5, r - 0.5),
                     1,
                     1,
-                    facecolor="#f2f2f2" if inside else "white",
+                    facecolor=KEPT_COLOUR if inside else "white",
                     edgecolor="#cccccc",
                     linewidth=0.6,
                 )
@@ -405,7 +446,9 @@ def _stamp_dots(ax, explanation: Explanation, colours) -> None:
             line, place = divmod(slot, per_row)
             x = c - 0.5 + (place + 0.5) / per_row
             y = r + 0.5 - 2.2 * radius * (line + 0.5) - 0.02
-            ax.add_patch(Circle((x, y), radius, facecolor=colours[number], edgecolor="white", linewidth=0.4))
+            ax.add_patch(
+                Circle((x, y), radius, facecolor=colours[number], edgecolor="white", linewidth=0.4, zorder=2.5)
+            )
 
 
 def _highlight_stamp(ax, explanation: Explanation, number: int, colour, corner: int | None) -> None:
@@ -497,7 +540,7 @@ def _figure_1d(explanation: Explanation, at_terms: Sequence[OutputTerms]):
     inputs = sorted({t.input_index for terms in at_terms for t in terms.terms})
     input_legend(figure.add_subplot(grid[0, 0]), explanation, colours, "input x (colour = its copy)", emphasised=inputs)
     kernel_ax = figure.add_subplot(grid[0, 1])
-    heatmap(kernel_ax, explanation.kernel, "kernel w", "Oranges")
+    _kernel_heatmap(kernel_ax, explanation)
     for terms in at_terms:
         for term in terms.terms:
             outline_cell(
@@ -521,7 +564,7 @@ def _figure_1d(explanation: Explanation, at_terms: Sequence[OutputTerms]):
 
 def _scatter_1d(ax, explanation: Explanation, colours, at_terms: Sequence[OutputTerms]) -> None:
     """One row per kernel copy, offset to where it lands, then the sum row; ``--at`` columns marked."""
-    from matplotlib.patches import Rectangle
+    from matplotlib.patches import Patch, Rectangle
 
     g = explanation.geometry
     copies = explanation.copies
@@ -534,14 +577,12 @@ def _scatter_1d(ax, explanation: Explanation, colours, at_terms: Sequence[Output
     at_positions = {terms.output_index[0] + lo for terms in at_terms}
     used = {(_copy_number(explanation, t.input_index), t.kernel_index[0]) for terms in at_terms for t in terms.terms}
     for position in sorted(at_positions):
-        ax.axvspan(position - 0.5, position + 0.5, color="#fff2a8", zorder=0)
+        ax.axvspan(position - 0.5, position + 0.5, color=AT_COLUMN_COLOUR, zorder=0)
     for row, (copy, colour) in enumerate(zip(copies, colours)):
         (positions,) = tap_positions(explanation, copy)
         for t, (position, value) in enumerate(zip(positions, copy.values)):
             bold = (row, t) in used
-            ax.add_patch(
-                Rectangle((position - 0.45, row - 0.4), 0.9, 0.8, facecolor=colour, alpha=0.35, edgecolor=colour)
-            )
+            ax.add_patch(Rectangle((position - 0.45, row - 0.4), 0.9, 0.8, facecolor=colour, edgecolor="white"))
             if bold:
                 ax.add_patch(
                     Rectangle((position - 0.45, row - 0.4), 0.9, 0.8, fill=False, edgecolor="black", linewidth=2.5)
@@ -555,6 +596,7 @@ def _scatter_1d(ax, explanation: Explanation, colours, at_terms: Sequence[Output
                     va="center",
                     fontsize=8,
                     fontweight="bold" if bold else "normal",
+                    color="white" if is_dark(colour) else "black",
                 )
     for position, value in enumerate(canvas):
         inside = start <= position < stop
@@ -564,7 +606,7 @@ def _scatter_1d(ax, explanation: Explanation, colours, at_terms: Sequence[Output
                 (position - 0.45, sum_row - 0.4),
                 0.9,
                 0.8,
-                facecolor="#dddddd" if inside else "white",
+                facecolor=KEPT_COLOUR if inside else "white",
                 edgecolor=AT_COLOUR if chosen else ("black" if inside else "grey"),
                 linewidth=2.5 if chosen else 1,
             )
@@ -593,7 +635,12 @@ def _scatter_1d(ax, explanation: Explanation, colours, at_terms: Sequence[Output
     ax.set_xticks(range(0, length, step))
     ax.set_xticklabels([str(p - lo) for p in range(0, length, step)], fontsize=8)
     ax.set_xlabel("output position o = i·s − p + t·d")
-    title = "scatter view: each input stamps a scaled kernel copy; dashed: output window after the crop"
+    title = "scatter view: each input stamps a scaled kernel copy\n"
+    title += "dashed: the output window padding's crop keeps (grey sums; white ones are cropped)"
     if at_terms:
         title += "\n" + _at_caption(at_terms) + "   (yellow column; framed: its products)"
     ax.set_title(title, fontsize=11)
+    key = _window_key(cells=True)
+    if at_terms:
+        key.append(Patch(facecolor=AT_COLUMN_COLOUR, label="--at output position"))
+    ax.legend(handles=key, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)

@@ -1,4 +1,5 @@
-"""The API reference (docs/api/*.md) covers every public name, and its directives resolve.
+"""The API reference (docs/api/*.md) covers every public name, and its directives resolve;
+every table in docs/ has a header.
 
 A name counts as covered when a ``::: path`` directive renders it: either the
 directive's path imports to the very same object (``::: jtconv.interop.from_torch``
@@ -156,3 +157,12 @@ def test_simple_tables_become_markdown_tables(docstrings):
     assert docstrings.markdown_docstring(text) == (
         "Kinds:\n\n| kind | torch |\n| --- | --- |\n| conv | ``weight``, ``bias`` |\n| lin | `B` |\n\n\nAfter."
     )
+
+
+@pytest.mark.parametrize("page", sorted((ROOT / "docs").rglob("*.md")), ids=lambda p: p.name)
+def test_every_table_has_a_header(page):
+    lines = page.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines[1:], start=2):
+        if re.fullmatch(r"\|(\s*:?-{3,}:?\s*\|)+", line.strip()):
+            header = [cell.strip() for cell in lines[number - 2].strip().strip("|").split("|")]
+            assert all(header), f"{page.name}:{number - 1}: a table header cell is empty: {lines[number - 2]!r}"

@@ -222,7 +222,7 @@ def test_missing_plot_packages_give_the_install_hint(tmp_path, option, blocked, 
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        f'jtconv explain: error: {option} needs {named}, which is not installed: pip install "jtconv[plot]"'
+        f"jtconv explain: error: {option} needs {named}, which is not installed: pip install matplotlib Pillow"
     ]
     assert not path.exists()
 

@@ -1,13 +1,19 @@
-"""jtconv.explain_plot: the large-grid, crowded-cell and 1-d ``--at`` branches of the picture.
+"""jtconv.explain_plot: the stamp palette, the legends and captions, and the large-grid,
+crowded-cell and 1-d ``--at`` branches of the picture.
 
 Figures are built with matplotlib's object API and inspected (patches, texts,
-titles); nothing is rendered.
+titles, legends); only the legend check renders.
 """
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgb, to_rgba
 from matplotlib.image import AxesImage
+from matplotlib.legend import Legend
 from matplotlib.patches import Circle, Rectangle
 
 from jtconv import explain_plot
@@ -90,3 +96,102 @@ def test_write_values_writes_every_cell_in_row_order():
     explain_plot.write_values(ax, grid, None)
     assert [t.get_text() for t in ax.texts[before:]] == [explain_plot.format_value(v) for v in grid.ravel()]
     assert [t.get_position() for t in ax.texts[before:]] == [(0, 0), (1, 0), (0, 1), (1, 1)]
+
+
+def _cielab(colour) -> np.ndarray:
+    """CIE L*a*b* (D65) of an sRGB colour."""
+    rgb = np.array(to_rgb(colour))
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ linear
+    f = np.cbrt(xyz / [0.95047, 1.0, 1.08883])  # every palette colour is far above the cube root's linear toe
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def test_stamp_colours_are_distinct_saturated_and_repeat_after_the_palette():
+    palette = [_cielab(c) for c in explain_plot.STAMP_PALETTE]
+    assert len(palette) == 16  # the classic 4×4 example: one colour per stamp
+    for lightness, a, b in palette:  # no pale shade of another colour, no grey
+        assert 35 <= lightness <= 75 and np.hypot(a, b) >= 35
+    assert min(np.linalg.norm(p - q) for p, q in itertools.combinations(palette, 2)) >= 25  # CIE76 ΔE
+    colours = explain_plot.stamp_colours(18)
+    assert colours[:16] == [to_rgba(c) for c in explain_plot.STAMP_PALETTE] and colours[16:] == colours[:2]
+
+
+def test_2d_legends_name_each_stamp_and_the_window_and_are_saved():
+    e = explain(4, 4, stride=2, padding=1)
+    figure = explain_plot.build_figure(e, [e.terms_at((0, 1))])
+    input_ax, _, scatter_ax, _, _ = figure.axes
+    (stamps,) = [a for a in scatter_ax.artists if isinstance(a, Legend)]
+    key = scatter_ax.get_legend()
+    colours = explain_plot.stamp_colours(16)
+    # filled column by column, four columns: read row by row, it is the input's row-major order
+    labels = [t.get_text() for t in stamps.get_texts()]
+    assert labels[:5] == ["x[0,0]·w", "x[1,0]·w", "x[2,0]·w", "x[3,0]·w", "x[0,1]·w"]
+    by_label = dict(zip(labels, (to_rgba(h.get_color()) for h in stamps.legend_handles)))
+    assert [by_label[f"x[{r},{c}]·w"] for r in range(4) for c in range(4)] == colours
+    assert stamps.get_title().get_text() == "stamp colours"
+    assert [t.get_text() for t in key.get_texts()] == [
+        "output window: kept",
+        "white: cropped by padding",
+        "--at output cell",
+    ]
+    kept = key.legend_handles[0].get_facecolor()
+    assert kept == to_rgba(explain_plot.KEPT_COLOUR) and kept[:3] != (1.0, 1.0, 1.0)
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()  # lays the figure out
+    renderer = canvas.get_renderer()
+    room = scatter_ax.get_tightbbox(renderer)  # what the layout keeps clear for the scatter view
+    for legend in (stamps, key):
+        extent = legend.get_window_extent(renderer)
+        assert room.x0 <= extent.x0 and extent.x1 <= room.x1 and room.y0 <= extent.y0 and extent.y1 <= room.y1
+        assert figure.bbox.y0 <= extent.y0 and extent.y1 <= figure.bbox.y1
+
+
+def test_2d_caption_says_grey_cells_are_kept_and_dots_are_drawn_over_the_tints():
+    e = explain(4, 4, stride=2, padding=1)
+    scatter_ax = explain_plot.build_figure(e).axes[2]
+    assert "dashed: the output window padding's crop keeps (grey cells; white ones are cropped)" in (
+        scatter_ax.get_title()
+    )
+    (r0, r1), (c0, c1) = e.output_window
+    backgrounds = [p for p in scatter_ax.patches if isinstance(p, Rectangle) and p.get_linewidth() == 0.6]
+    assert len(backgrounds) == e.canvas.size
+    for patch in backgrounds:
+        r, c = round(patch.get_y() + 0.5), round(patch.get_x() + 0.5)
+        inside = r0 <= r < r1 and c0 <= c < c1
+        assert patch.get_facecolor() == to_rgba(explain_plot.KEPT_COLOUR if inside else "white")
+    tints = [p for p in scatter_ax.patches if isinstance(p, Rectangle) and p.get_fill() and p.get_alpha()]
+    dots = [p for p in scatter_ax.patches if isinstance(p, Circle)]
+    assert len(tints) == 16 and len(dots) == 16 * 16
+    assert min(d.get_zorder() for d in dots) > max(t.get_zorder() for t in tints)
+    assert all(d.get_alpha() is None for d in dots)
+    # large pictures draw no grey cells, and the caption does not mention them
+    assert (
+        explain_plot.build_figure(explain(20, 3)).axes[2].get_title().endswith("the output window padding's crop keeps")
+    )
+
+
+def test_more_stamps_than_colours_say_the_colours_repeat():
+    e = explain(5, 3, stride=2, padding=1)
+    (stamps,) = [a for a in explain_plot.build_figure(e).axes[2].artists if isinstance(a, Legend)]
+    assert stamps.get_title().get_text() == "stamp colours (repeating every 16 inputs)"
+    assert len(stamps.get_texts()) == 16
+
+
+def test_1d_stamps_are_opaque_and_the_legend_names_the_window_and_the_at_column():
+    e = explain(5, 3, stride=2, padding=1, ndim=1)
+    scatter_ax = explain_plot.build_figure(e, [e.terms_at(3)]).axes[2]
+    colours = explain_plot.stamp_colours(5)
+    stamp_cells = [p for p in scatter_ax.patches if isinstance(p, Rectangle) and p.get_height() == 0.8 and p.get_fill()]
+    by_row: dict[int, set] = {}
+    for patch in stamp_cells[: 5 * 3]:
+        by_row.setdefault(round(patch.get_y() + 0.4), set()).add(patch.get_facecolor())
+    assert by_row == {row: {colour} for row, colour in enumerate(colours)}  # full colour, alpha 1
+    assert [t.get_text() for t in scatter_ax.get_legend().get_texts()] == [
+        "output window: kept",
+        "white: cropped by padding",
+        "--at output position",
+    ]
+    assert "dashed: the output window padding's crop keeps (grey sums; white ones are cropped)" in (
+        scatter_ax.get_title()
+    )

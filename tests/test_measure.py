@@ -121,7 +121,8 @@ def test_a_second_process_reuses_the_plan_without_measuring(fresh_cache):
         measure._listeners.append(seen.append)
         x = np.ones({X_SHAPE}, np.float32); w = np.ones({W_SHAPE}, np.float32)
         jax.jit(lambda x, w: jtconv.conv_transpose1d(x, w, stride=2, padding=1))(x, w)
-        print(len(seen), jtconv.plan_for({X_SHAPE}, {W_SHAPE}, stride=2, padding=1))
+        made = sum(not m.from_wisdom for m in seen)
+        print(made, len(seen) - made, jtconv.plan_for({X_SHAPE}, {W_SHAPE}, stride=2, padding=1))
         """
     )
     env = dict(os.environ, JTCONV_CACHE_DIR=str(fresh_cache), JTCONV_PLANNING="measure")
@@ -129,12 +130,12 @@ def test_a_second_process_reuses_the_plan_without_measuring(fresh_cache):
     def run():
         done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-2000:]
-        count, plan = done.stdout.strip().splitlines()[-1].split(" ", 1)
-        return int(count), plan
+        made, stored, plan = done.stdout.strip().splitlines()[-1].split(" ", 2)
+        return (int(made), int(stored)), plan
 
-    first_count, first_plan = run()
-    second_count, second_plan = run()
-    assert (first_count, second_count) == (1, 0)
+    first_counts, first_plan = run()
+    second_counts, second_plan = run()
+    assert (first_counts, second_counts) == ((1, 0), (0, 1))
     assert second_plan == first_plan
 
 
@@ -153,13 +154,14 @@ def test_a_corrupt_wisdom_file_is_ignored_with_one_warning(fresh_cache, measurem
 def test_a_stored_plan_the_layer_does_not_support_is_measured_again(measurements, caplog):
     geom = jtconv.make_geometry(X_SHAPE, W_SHAPE, **LAYER)
     key = measure.layer_key(geom, X_SHAPE[0], "float32", jax.default_backend())
-    wisdom.record(key, {"plan": Plan("split", "split", "split").to_dict()})  # split cannot express stride 2
+    split = Plan("split", "split", "split")  # split cannot express stride 2
+    wisdom.record(key, {"plan": split.to_dict(), "estimate": split.to_dict(), "times": {}, "seconds": 1.0})
     x, w = _data(2)
     with caplog.at_level(logging.WARNING, logger="jtconv"), jtconv.planning("measure"):
         y = jax.jit(_layer)(x, w)
     _close(y, _torch(x, w)[0])
     assert len(measurements) == 1 and measurements[0].plan.forward != "split"
-    assert any("measuring it again" in r.getMessage() for r in caplog.records)
+    assert any("does not support this layer" in r.getMessage() for r in caplog.records)
 
 
 def test_transformations_measure_once_and_agree(measurements):

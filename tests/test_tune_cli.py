@@ -43,10 +43,15 @@ def test_tune_measures_writes_wisdom_and_reuses_it(capsys, tmp_path):
     assert result["layer"]["kernel"] == [4] and result["plan"].startswith("forward=")
     assert set(result["times_s"]) == {"forward", "input_transpose", "weight_transpose"}
     assert result["plan"] in result["rematch_s"] and isinstance(result["forward_race_s"], dict)
+    assert result["from_wisdom"] is False  # ties depend on this machine's timings: only their races are known
+    assert {tie.split(":")[0] for tie in result["ties"]} <= {"forward", "fwd+bwd", "rematch"}
     assert (tmp_path / "cache" / "wisdom-v1.json").exists()
     measure.forget_measurements()
     assert main(["tune", "--layer", layer]) == 0
-    assert "already in the wisdom file" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"layer 1d 8→4 k[4] s[2] batch 2 float32  (from wisdom, measured in {result['measure_s']:.1f} s)\n" in out
+    assert f"  chosen:   {result['plan']}\n  estimate: {result['estimate']}\n" in out
+    assert "from wisdom: measured by an earlier run (--forget measures again)" in out
 
 
 def test_tune_errors_exit_2(capsys, tmp_path):
@@ -101,3 +106,37 @@ def test_tune_prints_the_forward_race_where_there_was_one(capsys):
     assert "  chosen:   forward=phase" in out and "  estimate: forward=matmul" in out
     _print_measurement(measure.Measurement(key, times, {}, estimate, estimate, 1.0))
     assert "forward race" not in capsys.readouterr().out
+
+
+def test_tune_says_when_the_estimate_won_a_race_as_a_tie(capsys):
+    from jtconv.commands.tune import _print_measurement, _ties
+    from jtconv.lowering.plan import Plan
+
+    key = measure.layer_key(jtconv.make_geometry((2, 8, 16), (8, 4, 4), stride=2, padding=1), 2, "float32", "cpu")
+    estimate, other = Plan("matmul", "gemm", "gemm"), Plan("phase", "gemm", "gemm")
+    other_dx = estimate.replace(input_transpose="tiled")
+
+    def ties(forward, plan=estimate, forward_race=None, training=None, rematch=None):
+        times = {"forward": forward, "input_transpose": {}, "weight_transpose": {}}
+        return _ties(measure.Measurement(key, times, {}, plan, estimate, 1.0, training, rematch, forward_race))
+
+    tie = "within the 10% that counts as a tie, so the estimate's was kept"
+    assert ties({"matmul": 0.0020, "phase": 0.0019}) == [
+        f"forward: phase ran 5.0% faster than the estimate's matmul, {tie}"
+    ]
+    assert ties({"matmul": 0.0020, "phase": 0.0021, "tiled": None}) == []  # the estimate's was the fastest
+    assert ties({"matmul": 0.0020, "phase": 0.0017}, plan=other) == []  # faster by more than the tie: replaced
+    # The interleaved race decides the forward where there was one.
+    assert ties({"matmul": 0.0020, "phase": 0.0010}, forward_race={"matmul": 0.0020, "phase": 0.00185}) == [
+        f"forward: phase ran 7.5% faster than the estimate's matmul, {tie}"
+    ]
+    training = {str(estimate): 0.010, str(other_dx): 0.0096}
+    rematch = {str(estimate): 0.010, str(estimate.replace(waits=not estimate.waits)): 0.0099}
+    assert ties({"matmul": 0.002}, training=training, rematch=rematch) == [
+        f"fwd+bwd: dx=tiled ran 4.0% faster than the estimate's dx=gemm, {tie}",
+        f"rematch: waits=yes ran 1.0% faster than the estimate's waits=no, {tie}",
+    ]
+    assert ties({"matmul": 0.002}, plan=other_dx, training=training) == []  # the estimate's plan was not kept
+    times = {"forward": {"matmul": 0.0020, "phase": 0.0019}, "input_transpose": {}, "weight_transpose": {}}
+    _print_measurement(measure.Measurement(key, times, {}, estimate, estimate, 1.0))
+    assert f"  estimate: {estimate}\n  tie:      forward: phase ran 5.0% faster" in capsys.readouterr().out

@@ -34,6 +34,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from jtconv.commands import missing_module_hint
+
 HELP = "compare jtconv with PyTorch (values, gradients, rejected arguments) on this machine's devices"
 
 DEFAULT_DTYPES = ("float32", "bfloat16", "float16")
@@ -148,10 +150,9 @@ def _count(n: int, noun: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        import torch  # noqa: F401 - fail early with a clear message
-    except ImportError:
-        print("jtconv check needs PyTorch as the reference: pip install 'jtconv[torch]'", file=sys.stderr)
+    hint = missing_module_hint("torch")
+    if hint:
+        print(f"jtconv check: error: compares against {hint}", file=sys.stderr)
         return 2
     try:
         plan = _make_plan(args)

@@ -11,13 +11,13 @@ printing anything.
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
 import sys
 from collections.abc import Sequence
 
 import numpy as np
 
+from jtconv.commands import missing_module_hint
 from jtconv.explain import Explanation, OutputTerms, explain, infer_ndim
 from jtconv.explain_gif import DEFAULT_FRAME_MS, DEFAULT_WIDTH, check_gif_options
 from jtconv.matrix import convolution_matrix
@@ -28,9 +28,7 @@ DEFAULT_MAX_GRID = 24
 MAX_LISTED_COPIES = 32
 MAX_MATRIX_COLUMNS = 64
 AXIS_NAMES = {1: ("positions",), 2: ("rows", "cols")}
-PLOT_INSTALL_HINT = 'pip install "jtconv[plot]"'
-PLOT_MODULES = {"--png": ("matplotlib",), "--gif": ("matplotlib", "PIL")}
-MODULE_NAMES = {"matplotlib": "matplotlib", "PIL": "Pillow"}
+PLOT_MODULES = ("matplotlib", "PIL")
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -170,14 +168,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"jtconv explain: error: {error}", file=sys.stderr)
         return 2
     for option in ("--png", "--gif"):
-        if getattr(args, option[2:]):
-            missing = _missing_module(PLOT_MODULES[option])
-            if missing:
-                print(
-                    f"jtconv explain: error: {option} needs {missing}, which is not installed: {PLOT_INSTALL_HINT}",
-                    file=sys.stderr,
-                )
-                return 2
+        hint = getattr(args, option[2:]) and missing_module_hint(*PLOT_MODULES)
+        if hint:
+            print(f"jtconv explain: error: {option} needs {hint}", file=sys.stderr)
+            return 2
     print(render(result, at_terms, max_grid=args.max_grid, show_matrix=args.matrix))
     status = 0
     if args.png:
@@ -189,18 +183,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _per_dim(values: tuple[int, ...]) -> int | tuple[int, ...]:
     return values[0] if len(values) == 1 else values
-
-
-def _missing_module(modules: Sequence[str]) -> str | None:
-    """The user-facing name of the package missing for the first of ``modules`` that cannot be imported
-    (matplotlib itself needs Pillow), or None."""
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except ImportError as error:
-            missing = (error.name or module).split(".")[0]
-            return MODULE_NAMES.get(missing, missing)
-    return None
 
 
 def _save_png(result: Explanation, path: str, at_terms: Sequence[OutputTerms]) -> int:

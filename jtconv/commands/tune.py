@@ -5,7 +5,9 @@ Layers come from ``--layer`` (compact syntax, repeatable), ``--layers FILE``
 (a function called with no arguments under measured planning: every
 jtconv layer it traces is measured). Each layer's candidates are timed per
 role (forward, input transpose, weight transpose); the table shows every
-time, the chosen plan and the estimate's plan. Plans go to the wisdom file
+time, the chosen plan, the estimate's plan and the races the estimate's
+choice won only as a tie (within ``TIE_FRACTION``); a layer already in the
+wisdom file shows its stored measurement. Plans go to the wisdom file
 (:func:`jtconv.wisdom.wisdom_path`), where ``algorithm="auto"`` under
 ``planning("measure")`` finds them without measuring again.
 
@@ -153,8 +155,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         for m in found:
             _print_measurement(m)
-        if not found:
-            print("every layer was already in the wisdom file (use --forget to measure again)")
+        if any(m.from_wisdom for m in found):
+            print("from wisdom: measured by an earlier run (--forget measures again)")
         print(f"wisdom: {wisdom.wisdom_path()}")
     return 0
 
@@ -170,6 +172,8 @@ def _as_json(m) -> dict:
         "forward_race_s": m.forward_race,
         "skipped": m.skipped,
         "measure_s": m.seconds,
+        "from_wisdom": m.from_wisdom,
+        "ties": _ties(m),
     }
 
 
@@ -177,7 +181,7 @@ def _print_measurement(m) -> None:
     layer = json.loads(m.key)
     print(
         f"layer {layer['ndim']}d {layer['in']}→{layer['out']} k{layer['kernel']} s{layer['stride']} "
-        f"batch {layer['batch']} {layer['dtype']}  (measured in {m.seconds:.1f} s)"
+        f"batch {layer['batch']} {layer['dtype']}  ({'from wisdom, ' * m.from_wisdom}measured in {m.seconds:.1f} s)"
     )
     for role, times in m.times.items():
         cells = [
@@ -192,3 +196,28 @@ def _print_measurement(m) -> None:
             print(f"  {label} {'skipped' if t is None else f'{t * 1e3:.3f} ms':>12s}  {text}")
     print(f"  chosen:   {m.plan}")
     print(f"  estimate: {m.estimate}")
+    for tie in _ties(m):
+        print(f"  tie:      {tie}")
+
+
+def _ties(m) -> list[str]:
+    """The races the estimate's choice won as a tie: an entrant ran faster, but by less than TIE_FRACTION."""
+    from jtconv.lowering.measure import TIE_FRACTION
+
+    races = [("forward", m.forward_race or m.times["forward"], m.estimate.forward, m.plan.forward)]
+    races += [
+        (label, race, str(m.estimate), str(m.plan)) for label, race in (("fwd+bwd", m.training), ("rematch", m.rematch))
+    ]
+    ties = []
+    for label, race, kept, chosen in races:
+        timed = {name: t for name, t in race.items() if t is not None}
+        best = min(timed, key=timed.__getitem__, default=kept)
+        if chosen == kept and kept in timed and timed[best] < timed[kept] <= timed[best] * (1 + TIE_FRACTION):
+            faster, estimated = (
+                " ".join(p for p in a.split("  ") if p not in b.split("  ")) for a, b in ((best, kept), (kept, best))
+            )
+            ties.append(
+                f"{label}: {faster} ran {1 - timed[best] / timed[kept]:.1%} faster than the estimate's {estimated}, "
+                f"within the {TIE_FRACTION:.0%} that counts as a tie, so the estimate's was kept"
+            )
+    return ties

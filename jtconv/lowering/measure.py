@@ -139,7 +139,8 @@ def layer_key(
 class Measurement:
     """What one measurement found: per role, each method's median time in
     seconds (``None`` where skipped, with the reason in ``skipped``), the
-    chosen plan, the estimate's plan and how long measuring took."""
+    chosen plan, the estimate's plan and how long measuring took; ``from_wisdom``
+    when it was read from the wisdom file rather than made in this process."""
 
     def __init__(
         self,
@@ -152,6 +153,7 @@ class Measurement:
         training: dict[str, float | None] | None = None,
         rematch: dict[str, float | None] | None = None,
         forward_race: dict[str, float] | None = None,
+        from_wisdom: bool = False,
     ) -> None:
         self.key, self.times, self.skipped = key, times, skipped
         self.plan, self.estimate, self.seconds = plan, estimate, seconds
@@ -162,6 +164,14 @@ class Measurement:
         self.forward_race = forward_race or {}
         """Median seconds of the fastest forward and the estimate's, raced interleaved
         (empty where the estimate's forward was the fastest)."""
+        self.from_wisdom = from_wisdom
+
+    @classmethod
+    def from_entry(cls, key: str, entry: Mapping) -> Measurement:
+        """The measurement a wisdom entry (:meth:`to_entry`) holds."""
+        plan, estimate = Plan.from_dict(entry["plan"]), Plan.from_dict(entry["estimate"])
+        races = (entry.get("training"), entry.get("rematch"), entry.get("forward_race"))
+        return cls(key, entry["times"], {}, plan, estimate, entry["seconds"], *races, from_wisdom=True)
 
     def to_entry(self) -> dict:
         return {
@@ -176,7 +186,7 @@ class Measurement:
 
 
 _listeners: list[Callable[[Measurement], None]] = []
-"""Called with every new :class:`Measurement` (``jtconv tune`` listens)."""
+"""Called with every :class:`Measurement` made, or read from wisdom (``jtconv tune`` listens)."""
 
 
 def measured_plan(
@@ -199,7 +209,7 @@ def measured_plan(
         if plan is not None:
             return plan
         entry = wisdom.lookup(key, device) if device is not None else wisdom.lookup_backend(key, backend)
-        plan = _stored_plan(entry, geom)
+        plan = _stored_plan(key, entry, geom)
         if plan is None:
             if device is None:
                 return None
@@ -211,14 +221,18 @@ def measured_plan(
         return plan
 
 
-def _stored_plan(entry, geom: ConvTransposeGeometry) -> Plan | None:
+def _stored_plan(key: str, entry, geom: ConvTransposeGeometry) -> Plan | None:
     if entry is None:
         return None
     try:
-        return validate(Plan.from_dict(entry["plan"]), geom)
+        stored = Measurement.from_entry(key, entry)
+        validate(stored.plan, geom)
     except (KeyError, TypeError, ValueError) as error:
         _log.warning("jtconv: ignoring the stored plan for %s (%s); measuring it again", describe_layer(geom), error)
         return None
+    for listener in list(_listeners):
+        listener(stored)
+    return stored.plan
 
 
 def forget_measurements() -> None:
