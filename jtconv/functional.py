@@ -89,8 +89,10 @@ def conv_transpose(
     Raises:
       ValueError: for any argument PyTorch rejects, naming it and the rule,
         before XLA sees anything (also under ``jit``: shapes are static).
-      TypeError: for an integer or boolean input, weight or bias, naming its
-        dtype (:mod:`jtconv.operand_types`).
+      TypeError: for operand dtypes torch does not compute (integers other
+        than int64 input and weight together, booleans, int64 mixed with a
+        floating dtype), naming the operand and its dtype
+        (:mod:`jtconv.operand_types`).
     """
     x = jnp.asarray(x)
     weight = jnp.asarray(weight)

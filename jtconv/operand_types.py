@@ -1,13 +1,17 @@
 """Operand dtype rules of a transposed convolution, checked before anything is traced.
 
-torch computes transposed convolutions for floating-point (and complex)
-tensors only: its GPU and oneDNN kernels reject every integer and boolean
-input, weight and bias, while its native CPU kernel (batch 1, for example)
-accepts ``int64`` input and weight together and casts an integer bias.
-jtconv applies the strict form of that rule whatever the shapes: an integer
-or boolean ``input``, ``weight`` or ``bias`` is a ``TypeError`` that names
-the argument and its dtype. Floating dtypes that differ are promoted as JAX
-promotes them.
+These are the rules of torch's CPU ``conv_transpose{1,2,3}d``:
+
+* floating-point (and complex) ``input`` and ``weight``; dtypes that differ
+  are promoted as JAX promotes them; the ``bias`` must be inexact too;
+* ``int64`` ``input`` and ``weight`` together, computed exactly in ``int64``
+  (JAX needs ``jax.config.update("jax_enable_x64", True)`` for that: without
+  it, JAX turns an ``int64`` array into ``int32``), with an ``int64`` ``bias``
+  (torch's 1d/2d kernels also cast a narrower integer bias, its 3d kernel
+  refuses one: jtconv takes the rule every kernel follows);
+* any other integer or boolean ``input`` or ``weight`` (``int32``, ``int16``,
+  ``int8``, ``uint8``, ``bool``), and ``int64`` mixed with a floating dtype,
+  are a ``TypeError`` naming the argument and its dtype.
 """
 
 from __future__ import annotations
@@ -17,16 +21,31 @@ import jax.numpy as jnp
 
 __all__ = ["check_operand_dtypes"]
 
+_RULE = "torch's conv_transpose computes floating-point dtypes, and int64 input and weight together"
+_X64_HINT = "; int64 needs jax.config.update('jax_enable_x64', True) (without it JAX turns int64 arrays into int32)"
+
+
+def _exact(value: jax.Array) -> bool:
+    return not jnp.issubdtype(value.dtype, jnp.inexact)
+
 
 def check_operand_dtypes(x: jax.Array, weight: jax.Array, bias: jax.Array | None = None) -> None:
-    """Raise ``TypeError`` unless every operand has an inexact (floating or complex) dtype.
+    """Raise ``TypeError`` unless the operands' dtypes are ones torch computes (module docstring).
 
     Raises:
       TypeError: naming ``input``, ``weight`` or ``bias`` and its dtype.
     """
-    for name, value in (("input", x), ("weight", weight), ("bias", bias)):
-        if value is not None and not jnp.issubdtype(value.dtype, jnp.inexact):
+    operands = (("input", x), ("weight", weight))
+    if not any(_exact(value) for _, value in operands):
+        if bias is not None and _exact(bias):
             raise TypeError(
-                f"{name} must have a floating-point dtype (float32, bfloat16, float16, float64) like torch's "
-                f"conv_transpose, got {value.dtype}; convert it first, e.g. {name}.astype(jnp.float32)"
+                f"bias must have a floating-point dtype like the input and weight ({x.dtype}), got {bias.dtype}"
             )
+        return
+    # An integer operand other than int64 is named first, else the floating one beside an int64.
+    for name, value in sorted(operands, key=lambda operand: not _exact(operand[1])):
+        if value.dtype != jnp.int64:
+            hint = _X64_HINT if value.dtype == jnp.int32 else ""
+            raise TypeError(f"{name} has dtype {value.dtype} (input {x.dtype}, weight {weight.dtype}): {_RULE}{hint}")
+    if bias is not None and bias.dtype != jnp.int64:
+        raise TypeError(f"bias must be int64 like the int64 input and weight, got {bias.dtype}")

@@ -118,7 +118,9 @@ def test_accelerator_exports_run_torchs_three_convolutions(platform, name, x_sha
 
 @pytest.mark.parametrize("backend, platform", [("gpu", "cuda"), ("gpu", "rocm"), ("tpu", "tpu"), ("cpu", "cpu")])
 @pytest.mark.parametrize("name, x_shape, w_shape, kwargs, dtype", LAYERS, ids=IDS)
-def test_an_export_holds_exactly_the_plan_that_plan_for_prints(backend, platform, name, x_shape, w_shape, kwargs, dtype):
+def test_an_export_holds_exactly_the_plan_that_plan_for_prints(
+    backend, platform, name, x_shape, w_shape, kwargs, dtype
+):
     x, w = _arrays(x_shape, w_shape, dtype)
     plan = jtconv.plan_for(x_shape, w_shape, dtype=dtype, backend=backend, **kwargs)
     for default, explicit in zip(_programs(kwargs), _programs(kwargs, algorithm=plan)):
@@ -127,7 +129,9 @@ def test_an_export_holds_exactly_the_plan_that_plan_for_prints(backend, platform
 
 def test_the_cpu_and_accelerator_plans_differ_where_the_docs_say():
     x_shape, w_shape, kwargs = (8, 64, 16, 16), (64, 32, 4, 4), dict(stride=2, padding=1)
-    assert str(jtconv.plan_for(x_shape, w_shape, backend="gpu", **kwargs)).startswith("forward=xla  dx=xla  dw=xla-wgrad")
+    assert str(jtconv.plan_for(x_shape, w_shape, backend="gpu", **kwargs)).startswith(
+        "forward=xla  dx=xla  dw=xla-wgrad"
+    )
     x, w = _arrays(x_shape, w_shape, "float32")
     cpu = _operations(_export(_programs(kwargs)[1], ["cpu"], x, w))
     assert cpu["dot_general"] == 3 and cpu["convolution"] == 0  # GEMMs on the CPU, no convolution

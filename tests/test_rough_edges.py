@@ -1,4 +1,4 @@
-"""What a new user trips over: integer operands, a Flax-layout kernel, the
+"""What a new user trips over: a Flax-layout kernel, the
 ``jtconv check --quick`` output, the sharded example's wording on one device."""
 
 from __future__ import annotations
@@ -23,61 +23,6 @@ from jtconv.commands import check as check_command
 from jtconv.interop import kernel_from_flax_layout
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sharded_training.py"
-
-# --- integer operands: rejected like torch ------------------------------------------------------
-
-FUNCTIONS = {1: jtconv.conv_transpose1d, 2: jtconv.conv_transpose2d, 3: jtconv.conv_transpose3d}
-NOT_FLOATING = ["int32", "int8", "uint8", "int16", "bool"]
-
-
-def _operands(ndim: int, x_dtype: str, w_dtype: str):
-    x = jnp.ones((1, 2) + (3,) * ndim, x_dtype)
-    w = jnp.ones((2, 3) + (2,) * ndim, w_dtype)
-    return x, w
-
-
-@pytest.mark.parametrize("ndim", [1, 2, 3])
-@pytest.mark.parametrize("dtype", NOT_FLOATING)
-@pytest.mark.parametrize("operand", ["input", "weight"])
-def test_integer_operand_raises_type_error_naming_it_and_the_dtype(ndim, dtype, operand):
-    x, w = _operands(ndim, dtype if operand == "input" else "float32", dtype if operand == "weight" else "float32")
-    pattern = rf"^{operand} must have a floating-point dtype .* got {dtype}\b"
-    with pytest.raises(TypeError, match=pattern):
-        FUNCTIONS[ndim](x, w, stride=2)
-    with pytest.raises(TypeError, match=pattern):
-        jax.jit(FUNCTIONS[ndim])(x, w)
-    with pytest.raises(TypeError, match=pattern):
-        jtconv.conv_transpose(x, w)
-
-
-@pytest.mark.parametrize("dtype", ["int32", "int8", "uint8", "int16", "bool"])
-def test_torch_rejects_the_same_integer_operands(dtype):
-    """The oracle for the rule above: torch refuses these operands too."""
-    torch = pytest.importorskip("torch")
-    x, w = (torch.ones((1, 2, 3, 3)), torch.ones((2, 3, 2, 2)))
-    as_int = getattr(torch, dtype)
-    for pair in [(x.to(as_int), w), (x, w.to(as_int)), (x.to(as_int), w.to(as_int))]:
-        with pytest.raises((RuntimeError, NotImplementedError)):
-            torch.nn.functional.conv_transpose2d(*pair)
-
-
-def test_integer_bias_raises_type_error():
-    """torch's oneDNN path (a batch of 2 here) refuses an integer bias; jtconv does whatever the batch."""
-    torch = pytest.importorskip("torch")
-    x, w = torch.ones((2, 3, 4, 4)), torch.ones((3, 2, 3, 3))
-    for dtype in ["int32", "int16", "bool"]:
-        with pytest.raises(RuntimeError, match="bias type"):
-            torch.nn.functional.conv_transpose2d(x, w, torch.ones(2, dtype=getattr(torch, dtype)), stride=2)
-        for batch in (1, 2):
-            with pytest.raises(TypeError, match=rf"^bias must have a floating-point dtype .* got {dtype}\b"):
-                jtconv.conv_transpose2d(jnp.ones((batch, 3, 4, 4)), jnp.ones((3, 2, 3, 3)), jnp.ones(2, dtype))
-
-
-def test_floating_operands_still_accepted():
-    for dtype in ["float32", "bfloat16", "float16"]:
-        x, w = _operands(2, dtype, dtype)
-        assert jtconv.conv_transpose2d(x, w, stride=2).dtype == jnp.dtype(dtype)
-
 
 # --- a Flax-layout kernel: the hint names the expected layout and the converter -----------------
 
