@@ -4,7 +4,7 @@
     python benchmarks/tuning_time.py --suite main --shapes dcgan,vae
     python benchmarks/tuning_time.py --suite random --layer-seed 2041 --json tuning.json
 
-For every layer, one in-process call of ``jtconv.lowering.measure.measure``
+For every layer, one in-process call of ``jtconv.plans.measure.measure``
 with an empty wisdom cache (a temporary ``JTCONV_CACHE_DIR``): the seconds it
 took (tracing, compiling and timing every candidate), how many programs it
 compiled, the chosen plan and the estimate's, and each role's candidates as
@@ -69,7 +69,7 @@ def measure_layer(shape: BenchShape) -> dict:
     import jax
 
     import jtconv
-    from jtconv.lowering import measure
+    from jtconv.plans import measure
 
     compiled = []
     original = measure._compile_all

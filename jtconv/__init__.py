@@ -7,12 +7,12 @@
 from jtconv.functional import conv_transpose, conv_transpose1d, conv_transpose2d, conv_transpose3d
 from jtconv.geometry import ConvTransposeGeometry, make_geometry, output_padding_for_size, output_size
 from jtconv.initializers import bilinear_upsampling_init
-from jtconv.lowering import ALGORITHMS, Plan
-from jtconv.lowering.planning import planning, set_planning
-from jtconv.plans import candidate_plans, plan_for
+from jtconv.lowering.plan import Plan
+from jtconv.plans.estimate import ALGORITHMS
+from jtconv.plans.layer_plans import candidate_plans, plan_for
+from jtconv.plans.resolve import planning, set_planning
+from jtconv.version import __version__ as __version__
 from jtconv.wisdom import export_wisdom, forget_wisdom, import_wisdom
-
-__version__ = "0.1.0"
 
 # Imported on first use: most pull in Flax (and torch, when called).
 _LAZY = {

@@ -21,9 +21,9 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from jtconv.geometry import ConvTransposeGeometry, IntOrTuple, PaddingLike, make_geometry
 from jtconv.lowering.plan import Plan
-from jtconv.lowering.planning import PlanRequest, request
 from jtconv.lowering.primitive import conv_transpose_planned
 from jtconv.operand_types import check_operand_dtypes
+from jtconv.plans.resolve import PlanRequest, request
 
 AlgorithmLike = str | Plan | Mapping[str, Any]
 """What ``algorithm=`` accepts: ``"auto"``, a name in :data:`jtconv.ALGORITHMS`, a

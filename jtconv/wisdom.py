@@ -130,7 +130,7 @@ def _environment(device) -> EnvironmentKey:
     import jax
     import jaxlib
 
-    import jtconv
+    from jtconv.version import __version__
 
     return {
         "backend": str(device.platform),
@@ -141,7 +141,7 @@ def _environment(device) -> EnvironmentKey:
         "machine": platform.machine(),
         "jax": jax.__version__,
         "jaxlib": str(getattr(jaxlib, "__version__", "unknown")),
-        "jtconv": str(getattr(jtconv, "__version__", "unknown")),
+        "jtconv": __version__,
     }
 
 

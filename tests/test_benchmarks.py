@@ -450,7 +450,7 @@ def test_tuning_time_selects_suites_and_shapes():
 
 
 def test_tuning_time_measures_a_layer_and_counts_its_programs(monkeypatch, tmp_path):
-    from jtconv.lowering import measure
+    from jtconv.plans import measure
 
     monkeypatch.setenv("JTCONV_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(measure, "MAX_RUNS", 2)

@@ -14,8 +14,8 @@ import torch
 import jtconv
 from jtconv import testing
 from jtconv.cli import main
-from jtconv.lowering import planner
 from jtconv.lowering.reference import conv_transpose_reference
+from jtconv.plans import estimate as planner
 
 RESULT_KEYS = {
     "config",

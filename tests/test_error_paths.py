@@ -9,9 +9,10 @@ import torch
 
 import jtconv
 from jtconv import initializers, testing
-from jtconv.lowering import common, methods, planner
+from jtconv.lowering import common, methods
 from jtconv.lowering.plan import Plan
 from jtconv.matrix import convolution_matrix
+from jtconv.plans import estimate as planner
 
 
 def test_torch_initializer_shapes_and_bounds():

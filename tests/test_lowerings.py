@@ -14,7 +14,7 @@ import torch
 import jtconv
 from jtconv.geometry import make_geometry
 from jtconv.lowering.matmul import axis_plans
-from jtconv.lowering.planner import algorithm_plan, cpu_algorithm, estimate, gemm_layout, xla_convolutions_win
+from jtconv.plans.estimate import algorithm_plan, cpu_algorithm, estimate, gemm_layout, xla_convolutions_win
 from jtconv.testing import relative_tolerance
 
 import tiers

@@ -19,8 +19,9 @@ import torch
 
 import jtconv
 from jtconv import testing, wisdom
-from jtconv.lowering import measure, planning
 from jtconv.lowering.plan import Plan
+from jtconv.plans import measure
+from jtconv.plans import resolve as planning
 
 LAYER = dict(stride=2, padding=1)
 X_SHAPE, W_SHAPE = (2, 3, 5), (3, 2, 4)
@@ -116,7 +117,7 @@ def test_a_second_process_reuses_the_plan_without_measuring(fresh_cache):
     script = textwrap.dedent(
         f"""
         import jax, numpy as np, jtconv
-        from jtconv.lowering import measure
+        from jtconv.plans import measure
         seen = []
         measure._listeners.append(seen.append)
         x = np.ones({X_SHAPE}, np.float32); w = np.ones({W_SHAPE}, np.float32)

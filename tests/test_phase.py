@@ -116,7 +116,7 @@ def test_phase_convolution_path_values_and_gradients_match_torch(chunk, monkeypa
 
 def _phase_conv_from_zero_bytes(monkeypatch) -> None:
     """Make the planner run ``phase-conv`` (the convolution path) for every phase layer."""
-    from jtconv.lowering import planner
+    from jtconv.plans import estimate as planner
 
     rule = planner.THRESHOLDS["phase_conv_min_bytes"]
     monkeypatch.setitem(planner.THRESHOLDS, "phase_conv_min_bytes", dataclasses.replace(rule, value=0))
@@ -157,7 +157,7 @@ def test_the_threshold_selects_the_convolution_path(monkeypatch):
 )
 def test_real_sizes_take_the_path_their_temporaries_allow(x_shape, w_shape, kwargs, convolves):
     from jtconv.lowering.methods import METHODS
-    from jtconv.lowering.planner import algorithm_plan
+    from jtconv.plans.estimate import algorithm_plan
 
     geom = make_geometry(x_shape, w_shape, **kwargs)
     plan = algorithm_plan("phase", geom, x_shape[0])
@@ -239,6 +239,6 @@ def test_phase_axes(kernel, stride, dilation, padding, shifts, tap_phase, tap_sh
     ],
 )
 def test_phase_tiles(x_shape, w_shape, kwargs, tiles):
-    from jtconv.lowering.planner import phase_tiles
+    from jtconv.plans.estimate import phase_tiles
 
     assert phase_tiles(make_geometry(x_shape, w_shape, **kwargs)) is tiles

@@ -1,4 +1,4 @@
-"""jtconv.lowering.planner: ``algorithm=`` dicts overriding parts of the ``"auto"`` plan."""
+"""jtconv.plans.estimate: ``algorithm=`` dicts overriding parts of the ``"auto"`` plan."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import torch
 import jtconv
 from jtconv import testing
 from jtconv.geometry import make_geometry
-from jtconv.lowering import planner, planning
+from jtconv.plans import estimate as planner
+from jtconv.plans import resolve as planning
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((1, 2, 5)).astype(np.float32)

@@ -17,8 +17,9 @@ import torch
 import jtconv
 from jtconv import testing
 from jtconv.geometry import make_geometry
-from jtconv.lowering import methods, planner
+from jtconv.lowering import methods
 from jtconv.lowering.plan import Plan
+from jtconv.plans import estimate as planner
 
 import tiers
 

@@ -1,4 +1,4 @@
-"""Plans follow the platform a program is lowered for (jtconv.lowering.primitive, jtconv.lowering.planning).
+"""Plans follow the platform a program is lowered for (jtconv.lowering.primitive, jtconv.plans.resolve).
 
 Programs exported for cuda and tpu from this CPU-only host must contain the
 documented GPU/TPU plan (``forward=xla dx=xla dw=xla-wgrad``): the forward one
@@ -23,7 +23,7 @@ import torch
 
 import jtconv
 from jtconv import testing
-from jtconv.lowering import measure
+from jtconv.plans import measure
 
 # (name, x shape, w shape, conv_transpose keywords, dtype)
 LAYERS = [
@@ -195,7 +195,8 @@ def test_an_export_for_a_platform_without_devices_uses_its_recorded_wisdom(measu
     environment = {"backend": "gpu", "device_kind": "NVIDIA H100", "device_count": 1}
     from jtconv import wisdom
 
-    group = {"environment": environment, "entries": {key: {"plan": stored.to_dict()}}}
+    entry = measure.Measurement(key, {}, {}, stored, stored, 1.0).to_entry()
+    group = {"environment": environment, "entries": {key: entry}}
     path = tmp_path / "gpu-wisdom.json"
     document = {"format": wisdom.FORMAT_NAME, "version": wisdom.FORMAT_VERSION}
     path.write_text(json.dumps(dict(document, environments={wisdom.environment_id(environment): group})))
@@ -206,7 +207,7 @@ def test_an_export_for_a_platform_without_devices_uses_its_recorded_wisdom(measu
     with jtconv.planning("measure"):
         operations = _operations(_export(forward, ["cuda"], x, w))
     assert operations == _operations(_export(_programs(kwargs, algorithm=stored)[0], ["cuda"], x, w))
-    assert operations["dot_general"] == 1 and measurements == []
+    assert operations["dot_general"] == 1 and all(found.from_wisdom for found in measurements)
     with jtconv.planning("measure"):
         assert jtconv.plan_for(x_shape, w_shape, backend="cuda", **kwargs) == stored
 

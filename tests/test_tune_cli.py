@@ -11,7 +11,7 @@ import jtconv
 from jtconv import wisdom
 from jtconv.cli import main
 from jtconv.commands.tune import parse_layer
-from jtconv.lowering import measure
+from jtconv.plans import measure
 
 
 @pytest.fixture(autouse=True)

@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
     import jtconv
     from jtconv import wisdom
-    from jtconv.lowering import measure
+    from jtconv.plans import measure
 
     if args.forget:
         wisdom.forget_wisdom()
@@ -202,7 +202,7 @@ def _print_measurement(m) -> None:
 
 def _ties(m) -> list[str]:
     """The races the estimate's choice won as a tie: an entrant ran faster, but by less than TIE_FRACTION."""
-    from jtconv.lowering.measure import TIE_FRACTION
+    from jtconv.plans.measure import TIE_FRACTION
 
     races = [("forward", m.forward_race or m.times["forward"], m.estimate.forward, m.plan.forward)]
     races += [

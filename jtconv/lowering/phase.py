@@ -37,7 +37,7 @@ without materialising ``P``; its input transpose
 (:func:`conv_transpose_input`) is that convolution's transpose, and its weight
 transpose (:func:`batch_first_transpose_weight`) reads the same batch-major
 ``Z̄``. Which variant runs is the planner's choice
-(:mod:`jtconv.lowering.planner`).
+(:mod:`jtconv.plans.estimate`).
 
 Groups are a batch axis of the GEMMs. Depthwise layers (one input channel per
 group) are not expressed (:func:`supports`): their contraction would have

@@ -16,7 +16,7 @@ parameter); the three are closed under differentiation, as convolutions are in
 So grad, jvp, and any order of either, bind this primitive again, and nothing
 about the plan is decided while JAX traces. The ``plan`` parameter is a
 :class:`~jtconv.lowering.plan.Plan` or a *plan source* (anything with
-``plan_on(platform) -> Plan``, such as :class:`jtconv.lowering.planning.PlanRequest`),
+``plan_on(platform) -> Plan``, such as :class:`jtconv.plans.resolve.PlanRequest`),
 asked when the program is lowered: once per platform it is lowered for, with
 one lowering rule registered per platform (``cpu``, ``cuda``, ``rocm``,
 ``tpu`` and a default), the way ``lax`` primitives have them. A ``jax.jit``

@@ -33,7 +33,7 @@ temporaries exceed :data:`MEMORY_BUDGET_BYTES`, or whose compilation takes
 longer than :data:`COMPILE_BUDGET_SECONDS`, is skipped.
 
 This runs when a program is lowered for a platform this process has devices
-of (:mod:`jtconv.lowering.planning`): the shapes are static, and the timed
+of (:mod:`jtconv.plans.resolve`): the shapes are static, and the timed
 programs run on concrete arrays under :func:`jax.ensure_compile_time_eval`.
 A signature is measured once per process and device kind (under a lock, so
 two threads lowering the same layer measure it once) and the result is kept as
@@ -62,8 +62,8 @@ from jtconv import wisdom
 from jtconv.geometry import ConvTransposeGeometry
 from jtconv.lowering.methods import ROLES, methods_for
 from jtconv.lowering.plan import Plan
-from jtconv.lowering.planner import describe_layer, estimate, scheduled_plan, validate
 from jtconv.lowering.primitive import conv_transpose_planned
+from jtconv.plans.estimate import describe_layer, estimate, scheduled_plan, validate
 
 __all__ = ["Measurement", "layer_key", "measure", "measured_plan", "untimed", "TIE_FRACTION"]
 

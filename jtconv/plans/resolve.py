@@ -1,7 +1,7 @@
 """Resolving ``algorithm=``: planning modes, and plans per platform.
 
 ``algorithm=`` names a plan in one of five ways: ``"auto"`` (the planner),
-an algorithm name (:data:`~jtconv.lowering.planner.ALGORITHMS`), a
+an algorithm name (:data:`~jtconv.plans.estimate.ALGORITHMS`), a
 :class:`~jtconv.lowering.plan.Plan`, its text (``str(plan)``), or a dict of
 Plan fields overriding parts of the ``"auto"`` plan. All but a fixed plan
 depend on the platform, and the platform is known only when a program is
@@ -12,11 +12,11 @@ primitive, which asks it for the plan of each platform it lowers for
 ``"auto"`` follows the planning mode:
 
 * ``"estimate"`` (the default): the planner's rules
-  (:func:`jtconv.lowering.planner.estimate`); nothing is timed.
+  (:func:`jtconv.plans.estimate.estimate`); nothing is timed.
 * ``"measure"``: every method that supports the layer is timed, per role, on
   a device of the platform being compiled for, and the fastest plan is kept
   (in memory and as wisdom on disk, :mod:`jtconv.wisdom`); see
-  :mod:`jtconv.lowering.measure`. For a platform this process has no devices
+  :mod:`jtconv.plans.measure`. For a platform this process has no devices
   of (``jax.export`` for ``cuda`` on a CPU host), wisdom recorded on that
   platform is used, else the estimate.
 
@@ -38,9 +38,9 @@ import jax
 import jax.numpy as jnp
 
 from jtconv.geometry import ConvTransposeGeometry
-from jtconv.lowering import measure
 from jtconv.lowering.plan import Plan
-from jtconv.lowering.planner import algorithm_plan, backend_of, estimate, with_changes
+from jtconv.plans import measure
+from jtconv.plans.estimate import algorithm_plan, backend_of, estimate, with_changes
 
 __all__ = ["MODES", "PlanRequest", "current_planning", "planning", "request", "resolve", "set_planning"]
 

@@ -18,8 +18,8 @@ import jax.numpy as jnp
 
 from jtconv.geometry import ConvTransposeGeometry, IntOrTuple, PaddingLike, make_geometry
 from jtconv.lowering.plan import Plan
-from jtconv.lowering.planner import backend_of, candidates
-from jtconv.lowering.planning import resolve
+from jtconv.plans.estimate import backend_of, candidates
+from jtconv.plans.resolve import resolve
 
 __all__ = ["candidate_plans", "plan_for"]
 
