@@ -596,7 +596,7 @@ class _Console:
 
     def line(self, text: str) -> None:
         if self._rich is not None:
-            self._rich.print(text, highlight=False, markup=False)
+            self._rich.print(text, highlight=False, markup=False, soft_wrap=True)
         else:
             print(text)
 
