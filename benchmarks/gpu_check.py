@@ -51,6 +51,7 @@ BUDGET_S = 480.0
 TEST_FILES = ("tests/test_plans.py", "tests/test_gradients.py", "tests/test_transforms.py")
 DRY_TESTS = "printable or lhs_dilated or named_gradients or bias_gradient_is or jit_matches"
 DRY_SHAPES = {"main": "unet3d", "models": "dcgan-z"}
+ENVIRONMENT = dict(os.environ)  # the steps' environment, before this process changes its own
 
 
 @dataclasses.dataclass
@@ -111,7 +112,7 @@ def make_steps(out: Path, dry_run: bool, torch_device: str) -> list[Step]:
 
 
 def step_environment(out: Path, dry_run: bool, concurrent: bool) -> dict[str, str]:
-    env = dict(os.environ)
+    env = dict(ENVIRONMENT)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     env["JTCONV_CACHE_DIR"] = str(out / "cache")
     env["JAX_DEFAULT_MATMUL_PRECISION"] = "highest"
