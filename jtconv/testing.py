@@ -48,6 +48,7 @@ __all__ = [
     "full_precision",
     "jtconv_conv_transpose",
     "make_inputs",
+    "planned",
     "random_config",
     "relative_tolerance",
     "sweep_configs",
@@ -523,15 +524,30 @@ def _torch_forward(config: ConvTransposeConfig) -> Callable:
     return forward_with_size
 
 
+def planned(algorithm: str) -> tuple[str, str]:
+    """What a checked name runs: ``(algorithm=, planning mode)``.
+
+    ``"auto"`` is the estimate's plan for the device (``"auto"`` under
+    ``planning("estimate")``), ``"measure"`` the plan measured planning picks
+    (``"auto"`` under ``planning("measure")``); an algorithm name
+    (:data:`jtconv.ALGORITHMS`) or a plan text (``str(plan)``) is itself.
+    """
+    return ("auto", "measure") if algorithm == "measure" else (algorithm, "estimate")
+
+
 def jtconv_conv_transpose(config: ConvTransposeConfig, algorithm: str = "auto", precision=None) -> Callable:
     """A JAX function ``f(x, weight[, bias])`` computing ``config`` with
-    :func:`jtconv.conv_transpose` and the given lowering."""
+    :func:`jtconv.conv_transpose` and ``algorithm``: ``"auto"``,
+    ``"measure"``, an algorithm name or a plan text (see :func:`planned`)."""
     from jtconv.functional import conv_transpose
+    from jtconv.plans.resolve import planning
 
     kwargs = config.jtconv_kwargs()
+    name, mode = planned(algorithm)
 
     def forward(x, weight, bias=None):
-        return conv_transpose(x, weight, bias, algorithm=algorithm, precision=precision, **kwargs)
+        with planning(mode):
+            return conv_transpose(x, weight, bias, algorithm=name, precision=precision, **kwargs)
 
     return forward
 
@@ -620,11 +636,12 @@ def check_config(
     seed: int = 0,
     referee: bool = True,
 ) -> ConfigResult:
-    """Check one configuration: torch accepts → same shape and values (and
-    gradients with ``grads``) within :func:`relative_tolerance`; torch rejects →
-    jtconv raises ``ValueError``. For bfloat16/float16 the reference is torch
-    computing in float32 on the same rounded inputs (see
-    :func:`_computed_in_float32`)."""
+    """Check one configuration with ``algorithm`` (``"auto"``, ``"measure"``, an
+    algorithm name or a plan text, see :func:`planned`): torch accepts → same
+    shape and values (and gradients with ``grads``) within
+    :func:`relative_tolerance`; torch rejects → jtconv raises ``ValueError``.
+    For bfloat16/float16 the reference is torch computing in float32 on the
+    same rounded inputs (see :func:`_computed_in_float32`)."""
     inputs = make_inputs(config, dtype, seed)
     rejection = torch_rejection(config, inputs)
     jax_fn = jtconv_conv_transpose(config, algorithm, precision=jax.lax.Precision.HIGHEST)

@@ -12,12 +12,14 @@ import argparse
 import importlib.util
 import json
 import math
+import os
 import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -36,6 +38,11 @@ _limits_spec.loader.exec_module(xla_limits)
 _tuning_spec = importlib.util.spec_from_file_location("benchmarks_tuning_time", BENCHMARKS / "tuning_time.py")
 tuning_time = importlib.util.module_from_spec(_tuning_spec)
 _tuning_spec.loader.exec_module(tuning_time)
+
+_gpu_spec = importlib.util.spec_from_file_location("benchmarks_gpu_check", BENCHMARKS / "gpu_check.py")
+gpu_check = importlib.util.module_from_spec(_gpu_spec)
+sys.modules[_gpu_spec.name] = gpu_check  # dataclasses look their module up there
+_gpu_spec.loader.exec_module(gpu_check)
 
 _spec = importlib.util.spec_from_file_location("benchmarks_run", BENCHMARKS / "run.py")
 bench_run = importlib.util.module_from_spec(_spec)
@@ -428,6 +435,62 @@ def test_quick_run_exits_0_and_reports_numbers(tmp_path):
     markdown = markdown_path.read_text()
     assert re.search(rf"\| stride1 \| forward \| torch \| {number} \|", markdown)
     assert "## Targets" in markdown
+
+
+# --- gpu_check.py ---------------------------------------------------------------
+
+
+def test_gpu_check_without_a_gpu_points_to_the_dry_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    assert gpu_check.main(["--out", str(tmp_path)]) == 2
+    assert "--dry-run" in capsys.readouterr().err
+
+
+def test_gpu_check_dry_run_runs_every_step_and_records_it(tmp_path):
+    """The GPU check's steps, small, on the CPU, as a subprocess: the record says each one passed."""
+    out = tmp_path / "out"
+    env = dict(os.environ, JTCONV_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(BENCHMARKS.parent))
+    command = [sys.executable, str(BENCHMARKS / "gpu_check.py"), "--dry-run", "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    record = json.loads((out / "gpu_check.json").read_text())
+    assert record["dry_run"] is True and record["passed"] is True and record["seconds"] <= gpu_check.BUDGET_S
+    steps = record["steps"]
+    assert [s["name"] for s in steps] == ["tests", "check-float32", "check-bfloat16", "bench-main", "bench-models"]
+    assert all(s["status"] == "passed" and s["returncode"] == 0 and 0 < s["seconds"] <= s["limit_s"] for s in steps)
+    assert re.fullmatch(r"\d+ passed, \d+ deselected.*", steps[0]["summary"])
+    import torch
+
+    assert record["versions"]["jax"] == jax.__version__ and record["versions"]["torch"] == torch.__version__
+    assert record["device"]["jax_backend"] == "cpu" and record["torch_device"] == "cpu"
+    for dtype in ("float32", "bfloat16"):
+        check = record["checks"][f"check-{dtype}"]
+        assert check["summary"]["results"] == check["summary"]["passed"] == 4
+        assert [(r["algorithm"], r["dtype"], r["passed"]) for r in check["rows"]] == [
+            ("auto", dtype, 2),
+            ("measure", dtype, 2),
+        ]
+        assert all(plan.startswith("forward=") for r in check["rows"] for plan in r["plans"])
+        assert steps[1 + (dtype == "bfloat16")]["summary"].startswith("OK: 4/4 comparisons passed")
+    for suite, shape in gpu_check.DRY_SHAPES.items():
+        benchmark = record["benchmarks"][f"bench-{suite}"]
+        assert {r["shape"] for r in benchmark["results"]} == {shape}
+        assert {r["candidate"] for r in benchmark["results"]} >= {
+            "torch",
+            "jtconv[auto]",
+            "jtconv[measure]",
+            "lax.conv_transpose",
+        }
+        assert all(r["status"] == "ok" for r in benchmark["results"])
+
+    markdown = (out / "RESULTS_gpu.md").read_text()
+    assert "# jtconv GPU check (dry run on the CPU)" in markdown and "**passed**" in markdown
+    for step in steps:
+        assert f"| {step['name']} | {step['title']} | passed |" in markdown
+    assert "| measure | float32 | 2/2 |" in markdown
+    assert re.search(r"\| unet3d \| forward \| jtconv\[measure\] \| \d+\.\d+ \|", markdown)
+    assert all((out / f"{step['name']}.log").exists() for step in steps)
 
 
 # --- tuning_time.py -------------------------------------------------------------

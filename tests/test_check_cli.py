@@ -3,19 +3,23 @@ that it catches a wrong lowering."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import pytest
 import torch
 
 import jtconv
-from jtconv import testing
+from jtconv import testing, wisdom
 from jtconv.cli import main
+from jtconv.commands import check
 from jtconv.lowering.reference import conv_transpose_reference
 from jtconv.plans import estimate as planner
+from jtconv.plans import measure
 
 RESULT_KEYS = {
     "config",
@@ -92,11 +96,127 @@ def test_check_filters_and_gradients(tmp_path, capsys):
         (["--dtype", "int8"], "--dtype"),
         (["--device", "quantum"], "--device"),
         (["--torch-device", "xpu"], "--torch-device"),
+        (["--algorithm", "auto"], "--plan auto"),
+        (["--plan", "fastest"], "--plan"),
+        (["--plan", "forward=xla  dx=xla"], "--plan"),
+        (["--plan", "forward=nope  dx=xla  dw=xla"], "--plan"),
     ],
 )
 def test_bad_filters_exit_2(argv, message, capsys):
     assert main(["check", "--quick", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_configs_must_be_a_positive_count(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check", "--configs", "0"])
+    assert exit_info.value.code == 2 and "--configs" in capsys.readouterr().err
+
+
+@pytest.fixture
+def two_configs(monkeypatch):
+    """The sweep cut to two valid configurations and one invalid one."""
+    configs = testing.named_configs()[:2] + testing.named_configs()[6:7]
+    monkeypatch.setattr(testing, "check_configs", lambda quick, seed=0: configs)
+    return configs
+
+
+@pytest.mark.parametrize(
+    "argv, checked",
+    [
+        ([], [*jtconv.ALGORITHMS, "auto"]),
+        (["--algorithm", "xla,matmul"], ["xla", "matmul"]),
+        (["--plan", "measure", "--plan", "auto"], ["measure", "auto"]),
+        (["--algorithm", "xla", "--plan", "auto"], ["xla", "auto"]),
+    ],
+)
+def test_what_a_run_checks(two_configs, argv, checked):
+    parser = argparse.ArgumentParser()
+    check.add_arguments(parser)
+    assert check._make_plan(parser.parse_args(argv)).algorithms == checked
+
+
+def test_default_run_checks_every_algorithm_and_auto(two_configs, tmp_path):
+    path = tmp_path / "r.json"
+    assert main(["check", "--dtype", "float32", "--no-grads", "--json", str(path)]) == 0
+    report = json.loads(path.read_text())
+    _check_schema(report)
+    assert report["algorithms"] == [*jtconv.ALGORITHMS, "auto"]
+    assert {r["algorithm"] for r in report["results"]} == {*jtconv.ALGORITHMS, "auto"}
+    assert {r["algorithm"] for r in report["rejections"]} == {*jtconv.ALGORITHMS, "auto"}
+
+
+def _plan_for(row: dict, **kwargs) -> str:
+    config = testing.ConvTransposeConfig.from_json(row["config"])
+    return str(
+        jtconv.plan_for(
+            config.input_shape,
+            config.weight_shape,
+            **config.jtconv_kwargs(),
+            dtype=row["dtype"],
+            precision=jax.lax.Precision.HIGHEST,
+            **kwargs,
+        )
+    )
+
+
+def test_check_plan_auto_passes_on_the_quick_sweep(tmp_path, capsys):
+    path = tmp_path / "r.json"
+    assert main(["check", "--quick", "--plan", "auto", "--dtype", "float32", "--json", str(path)]) == 0
+    report = json.loads(path.read_text())
+    _check_schema(report)
+    assert report["summary"]["results"] >= 20 and report["summary"]["rejections"] >= 8
+    assert {r["algorithm"] for r in report["results"] + report["rejections"]} == {"auto"}
+    assert all(row["plan"] == _plan_for(row, backend="cpu") for row in report["results"])
+    assert "OK:" in capsys.readouterr().out
+
+
+def test_check_plan_measure_measures_each_layer_once_and_passes(two_configs, tmp_path, monkeypatch):
+    monkeypatch.setenv("JTCONV_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(measure, "MIN_RUNS", 1)
+    monkeypatch.setattr(measure, "MAX_RUNS", 2)
+    monkeypatch.setattr(measure, "TRAINING_ROUNDS", 1)
+    found: list = []
+    monkeypatch.setattr(measure, "_listeners", [found.append])
+    wisdom.forget_wisdom()
+    measure.forget_measurements()
+    path = tmp_path / "r.json"
+    try:
+        assert main(["check", "--plan", "measure", "--dtype", "float32", "--json", str(path)]) == 0
+        report = json.loads(path.read_text())
+        _check_schema(report)
+        assert [r["algorithm"] for r in report["results"]] == ["measure", "measure"]
+        assert [r["algorithm"] for r in report["rejections"]] == ["measure"]
+        assert len(found) == 2  # one measurement per layer: recording the plan that ran measured nothing more
+        assert [r["plan"] for r in report["results"]] == [str(m.plan) for m in found]
+        with jtconv.planning("measure"):
+            assert all(row["plan"] == _plan_for(row, backend="cpu") for row in report["results"])
+        assert len(found) == 2
+    finally:
+        wisdom.forget_wisdom()
+        measure.forget_measurements()
+
+
+PHASE_PLAN = "forward=phase  dx=phase  dw=phase  waits=no  stores=no"
+
+
+def test_a_plan_text_is_checked_where_it_applies(tmp_path, capsys):
+    path = tmp_path / "r.json"
+    argv = ["check", "--quick", "--configs", "8", "--plan", PHASE_PLAN, "--dtype", "float32", "--json", str(path)]
+    assert main(argv) == 0
+    report = json.loads(path.read_text())
+    _check_schema(report)
+    configs = testing.named_configs()[:8]
+    assert report["summary"]["configs"] == 8
+    checked = [testing.ConvTransposeConfig.from_json(r["config"]) for r in report["results"]]
+    skipped = [testing.ConvTransposeConfig.from_json(r["config"]) for r in report["not_applicable"]]
+    assert checked == configs[2:6] and skipped == configs[:2]  # phase cannot express the first two layers
+    assert all(r["passed"] and r["plan"] == PHASE_PLAN and r["algorithm"] == PHASE_PLAN for r in report["results"])
+    assert all("does not support this layer" in r["reason"] for r in report["not_applicable"])
+    assert report["summary"]["not_applicable"] == 2 and report["summary"]["rejections"] == 2
+    out = capsys.readouterr().out
+    assert "not applicable (the plan does not support the layer)" in out
+    assert "2 (configuration, plan) pairs not applicable" in out
 
 
 def _flipped_kernel_lowering(x, weight, geom, **kwargs):

@@ -222,9 +222,11 @@ def test_gpu_and_tpu_run_torch_s_three_convolution_patterns():
     ],
 )
 def test_torch_pattern_weight_gradient_is_no_lhs_dilated_convolution(x_shape, w_shape, kwargs):
-    """``dw=xla-wgrad`` optimises to a backward-filter convolution, with no lhs (base) dilation."""
-    x = jnp.ones(x_shape, jnp.float32)
-    w = jnp.ones(w_shape, jnp.float32)
+    """``dw=xla-wgrad`` optimises to a backward-filter convolution, with no lhs (base) dilation,
+    in XLA's CPU program (a GPU's is a cuDNN call)."""
+    cpu = jax.devices("cpu")[0]
+    x = jax.device_put(jnp.ones(x_shape, jnp.float32), cpu)
+    w = jax.device_put(jnp.ones(w_shape, jnp.float32), cpu)
 
     def weight_gradient_hlo(algorithm):
         """The optimised HLO's convolutions of ``w ↦ ∂⟨y, c⟩/∂w`` (a linear loss: no forward in it)."""
@@ -237,7 +239,7 @@ def test_torch_pattern_weight_gradient_is_no_lhs_dilated_convolution(x_shape, w_
         assert convolutions
         return "\n".join(convolutions)
 
-    torch_pattern = jtconv.plan_for(x_shape, w_shape, algorithm="xla", **kwargs)
+    torch_pattern = jtconv.plan_for(x_shape, w_shape, algorithm="xla", backend="cpu", **kwargs)
     assert torch_pattern.weight_transpose == "xla-wgrad"
     assert "lhs_dilate" not in weight_gradient_hlo(torch_pattern)
 

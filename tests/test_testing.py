@@ -11,7 +11,8 @@ import torch
 from jax import lax
 
 import jtconv
-from jtconv import testing
+from jtconv import testing, wisdom
+from jtconv.plans import measure
 
 KW = dict(stride=2, padding=1, output_padding=1)
 
@@ -164,6 +165,44 @@ def test_check_config_catches_missing_validation(monkeypatch):
     monkeypatch.setattr(testing, "jtconv_conv_transpose", lax_error)
     result = testing.check_config(config)
     assert not result.passed and "outside jtconv" in result.report()
+
+
+@pytest.fixture
+def measurements(tmp_path, monkeypatch):
+    """Every measurement made during the test, in a wisdom file of its own, quickly."""
+    monkeypatch.setenv("JTCONV_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(measure, "MIN_RUNS", 1)
+    monkeypatch.setattr(measure, "MAX_RUNS", 2)
+    monkeypatch.setattr(measure, "TRAINING_ROUNDS", 1)
+    found: list = []
+    monkeypatch.setattr(measure, "_listeners", [found.append])
+    wisdom.forget_wisdom()
+    measure.forget_measurements()
+    yield found
+    wisdom.forget_wisdom()
+    measure.forget_measurements()
+
+
+def test_check_config_runs_the_measured_plan_and_auto_is_the_estimate(measurements, monkeypatch):
+    config = testing.named_configs()[1]
+    monkeypatch.setenv("JTCONV_PLANNING", "measure")
+    assert testing.check_config(config, algorithm="auto", grads=True).passed
+    assert measurements == []  # "auto" is the estimate whatever the planning mode in force
+    monkeypatch.delenv("JTCONV_PLANNING")
+    assert testing.check_config(config, algorithm="measure", grads=True).passed
+    assert len(measurements) == 1 and '"groups":4' in measurements[0].key
+    assert testing.planned("measure") == ("auto", "measure")
+    assert testing.planned("auto") == ("auto", "estimate") and testing.planned("xla") == ("xla", "estimate")
+
+
+def test_check_config_runs_a_plan_text():
+    config = testing.named_configs()[2]  # 1d stride 2: phase can express it
+    text = "forward=phase  dx=phase  dw=phase  waits=no  stores=no"
+    jaxpr = jax.make_jaxpr(testing.jtconv_conv_transpose(config, text))(*testing.make_inputs(config))
+    assert text in str(jaxpr)
+    assert testing.check_config(config, algorithm=text, grads=True).passed
+    unsupported = testing.check_config(testing.named_configs()[0], algorithm=text)
+    assert not unsupported.passed and "Plan.forward='phase' does not support this layer" in unsupported.jtconv_error
 
 
 def test_config_json_round_trip_and_label():

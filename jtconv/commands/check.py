@@ -1,9 +1,11 @@
 """``jtconv check``: prove on this machine that jtconv computes what PyTorch computes.
 
 Runs the configurations of :func:`jtconv.testing.check_configs` for every
-lowering in :data:`jtconv.ALGORITHMS`, every JAX device, every dtype and
-every torch device (CPU, and CUDA when available), and compares forward
-values and gradients (of ``Σ y · cotangent`` w.r.t. input, weight and bias)
+algorithm checked (``--algorithm``: names in :data:`jtconv.ALGORITHMS`;
+``--plan``: ``auto``, the device's default plan, ``measure``, the measured
+plan, or a plan text; by default every algorithm and ``auto``), every JAX
+device, every dtype and every torch device (CPU, and CUDA when available),
+and compares forward values and gradients (of ``Σ y · cotangent`` w.r.t. input, weight and bias)
 with :func:`jtconv.testing.check_config`. Configurations torch rejects must
 make jtconv raise ``ValueError``. A comparison outside its tolerance goes to
 the float64 referee (:class:`jtconv.testing.Referee`; ``--no-referee`` turns
@@ -14,8 +16,9 @@ are measured relative to ``max|torch result|``); TF32 is disabled on both
 sides (torch ``allow_tf32 = False``, JAX precision ``HIGHEST``), so the same
 tolerances hold on GPUs.
 
-It prints how the checks multiply out, a progress bar over all of them, one
-table row per lowering and dtype (every check with ``--verbose``; the
+A plan text is checked on the configurations whose layer it supports; the
+others are listed as not applicable. It prints how the checks multiply out,
+a progress bar over all of them, one table row per algorithm and dtype (every check with ``--verbose``; the
 ``--json`` report always has every check) and every failure in full.
 
 Exit status: 0 when everything passes, 1 when anything fails, 2 for bad
@@ -52,11 +55,24 @@ def _name_list(text: str) -> tuple[str, ...]:
     return names
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
         help=f"a short sweep ({QUICK_DURATION}); default: the thorough sweep, about ten times as many checks",
+    )
+    parser.add_argument(
+        "--configs",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="only the first N configurations of the sweep (the hand-picked ones come first); default: all",
     )
     parser.add_argument("--json", metavar="FILE", default=None, help="write the full report as JSON to FILE")
     parser.add_argument(
@@ -85,7 +101,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_name_list,
         default=None,
         metavar="NAME[,NAME]",
-        help="lowerings to check (names in jtconv.ALGORITHMS); default: all",
+        help="lowerings to check (names in jtconv.ALGORITHMS); default: all, and --plan auto",
+    )
+    parser.add_argument(
+        "--plan",
+        action="append",
+        default=None,
+        metavar="auto|measure|PLAN",
+        help="a plan to check (repeatable): auto (the plan this device runs by default), measure (the plan "
+        "measured planning picks; each layer is measured once) or a plan text as jtconv tune prints it "
+        '("forward=xla  dx=xla  dw=xla-wgrad  waits=no  stores=no"), checked on the layers it supports',
     )
     parser.add_argument("--no-grads", action="store_true", help="compare forward values only")
     parser.add_argument(
@@ -98,7 +123,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--verbose",
         action="store_true",
-        help="print one table row per check; default: one row per lowering and dtype, plus every failure "
+        help="print one table row per check; default: one row per algorithm and dtype, plus every failure "
         "(the JSON report always has every check)",
     )
 
@@ -115,16 +140,19 @@ class Plan:
     algorithms: list[str]
     grads: bool
     referee: bool = True
+    not_applicable: dict[tuple[int, str], str] = dataclasses.field(default_factory=dict)
+    """Why a plan text does not support a valid configuration, by (config index, algorithm)."""
 
     @property
     def comparisons(self) -> int:
-        """One comparison with torch per (valid config, JAX device, lowering, torch device, dtype)."""
-        valid = self.rejected.count(False)
-        return valid * len(self.jax_devices) * len(self.algorithms) * len(self.torch_devices) * len(self.dtypes)
+        """One comparison with torch per (valid config, JAX device, algorithm, torch device, dtype),
+        but none where the algorithm is not applicable."""
+        pairs = self.rejected.count(False) * len(self.algorithms) - len(self.not_applicable)
+        return pairs * len(self.jax_devices) * len(self.torch_devices) * len(self.dtypes)
 
     @property
     def rejection_checks(self) -> int:
-        """One check per (invalid config, JAX device, lowering): validation
+        """One check per (invalid config, JAX device, algorithm): validation
         depends on neither the dtype nor the torch device."""
         return self.rejected.count(True) * len(self.jax_devices) * len(self.algorithms)
 
@@ -136,12 +164,14 @@ class Plan:
     def describe(self, mode: str) -> str:
         """Two lines: the number of checks and how it multiplies out."""
         valid, invalid = self.rejected.count(False), self.rejected.count(True)
-        where = f"{_count(len(self.jax_devices), 'JAX device')} × {_count(len(self.algorithms), 'lowering')}"
+        where = f"{_count(len(self.jax_devices), 'JAX device')} × {_count(len(self.algorithms), 'algorithm')}"
+        skipped = len(self.not_applicable)
         return (
             f"jtconv check ({mode}): {self.size} checks = {self.comparisons} comparisons with torch"
             f" + {self.rejection_checks} rejection checks\n"
             f"  {_count(valid, 'valid configuration')} × {where} × {_count(len(self.torch_devices), 'torch device')}"
             f" × {_count(len(self.dtypes), 'dtype')}; {_count(invalid, 'invalid configuration')} × {where}"
+            + (f"; {skipped} (configuration, plan) pairs not applicable" if skipped else "")
         )
 
 
@@ -186,10 +216,17 @@ def _make_plan(args: argparse.Namespace) -> Plan:
     import jtconv
     from jtconv.testing import check_configs, torch_rejection
 
-    algorithms = list(args.algorithm or jtconv.ALGORITHMS)
+    algorithms, plans = list(args.algorithm or ()), list(args.plan or ())
+    if not algorithms and not plans:
+        algorithms, plans = list(jtconv.ALGORITHMS), ["auto"]
     unknown = [a for a in algorithms if a not in jtconv.ALGORITHMS]
     if unknown:
-        raise ValueError(f"--algorithm must name lowerings in {tuple(jtconv.ALGORITHMS)}, got {unknown}")
+        raise ValueError(
+            f"--algorithm must name lowerings in {tuple(jtconv.ALGORITHMS)}, got {unknown}"
+            " (--plan auto checks the device's default plan)"
+        )
+    for plan in plans:
+        _check_plan_argument(plan)
     dtypes = list(args.dtype or DEFAULT_DTYPES)
     unknown = [d for d in dtypes if d not in KNOWN_DTYPES]
     if unknown:
@@ -208,17 +245,56 @@ def _make_plan(args: argparse.Namespace) -> Plan:
     unknown = [d for d in torch_devices if d not in available_torch]
     if unknown:
         raise ValueError(f"--torch-device must be among the available {available_torch}, got {unknown}")
-    configs = check_configs(quick=args.quick, seed=args.seed)
+    configs = check_configs(quick=args.quick, seed=args.seed)[: args.configs]
+    rejected = [torch_rejection(config) is not None for config in configs]
+    texts = [plan for plan in plans if "=" in plan]
+    not_applicable = {
+        (i, text): why
+        for i, config in enumerate(configs)
+        if not rejected[i]
+        for text in texts
+        if (why := _unsupported(config, text)) is not None
+    }
     return Plan(
         configs=configs,
-        rejected=[torch_rejection(config) is not None for config in configs],
+        rejected=rejected,
         jax_devices=devices,
         torch_devices=torch_devices,
         dtypes=dtypes,
-        algorithms=algorithms,
+        algorithms=list(dict.fromkeys(algorithms + plans)),
         grads=not args.no_grads,
         referee=not args.no_referee,
+        not_applicable=not_applicable,
     )
+
+
+def _check_plan_argument(text: str) -> None:
+    """``auto``, ``measure`` or a plan text naming a method for each role; ``ValueError`` naming --plan otherwise."""
+    from jtconv.lowering.methods import ROLES, method
+    from jtconv.lowering.plan import Plan as MethodPlan
+
+    if text in ("auto", "measure"):
+        return
+    try:
+        parsed = MethodPlan.parse(text)
+        for role in ROLES:
+            method(getattr(parsed, role), role)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"--plan must be auto, measure or a plan text as jtconv tune prints it "
+            f"('forward=…  dx=…  dw=…  waits=…  stores=…'); {text!r}: {error}"
+        ) from None
+
+
+def _unsupported(config, text: str) -> str | None:
+    """Why the plan ``text`` cannot run ``config``'s layer, or ``None`` when it can."""
+    import jtconv
+
+    try:
+        jtconv.plan_for(config.input_shape, config.weight_shape, **config.jtconv_kwargs(), algorithm=text)
+    except ValueError as error:
+        return str(error).splitlines()[0]
+    return None
 
 
 def _device_name(device) -> str:
@@ -240,9 +316,11 @@ def _run_plan(plan: Plan, advance: Callable[[int], None]) -> dict[str, Any]:
 
     results: list[dict[str, Any]] = []
     rejections: list[dict[str, Any]] = []
-    for config, rejected in zip(plan.configs, plan.rejected):
+    for index, (config, rejected) in enumerate(zip(plan.configs, plan.rejected)):
         for device in plan.jax_devices:
             for algorithm in plan.algorithms:
+                if (index, algorithm) in plan.not_applicable:
+                    continue
                 if rejected:
                     outcome = check_config(config, algorithm=algorithm, jax_device=device)
                     rejections.append(_rejection_row(outcome, device, algorithm))
@@ -260,14 +338,21 @@ def _run_plan(plan: Plan, advance: Callable[[int], None]) -> dict[str, Any]:
                                 torch_device=torch_device,
                                 referee=plan.referee,
                             )
-                        results.append(_result_row(outcome, device, torch_device, dtype, algorithm, plan.grads))
+                        row = _result_row(outcome, device, torch_device, dtype, algorithm, plan.grads)
+                        row["plan"] = _plan_that_ran(config, algorithm, dtype, device.platform)
+                        results.append(row)
                         advance(1)
     failed = sum(not r["passed"] for r in results)
     refereed = sum(r["passed"] and bool(r["referee"]) for r in results)
     rejections_failed = sum(not r["passed"] for r in rejections)
+    not_applicable = [
+        {"config": plan.configs[i].to_json(), "label": plan.configs[i].label(), "algorithm": text, "reason": why}
+        for (i, text), why in plan.not_applicable.items()
+    ]
     return {
         "results": results,
         "rejections": rejections,
+        "not_applicable": not_applicable,
         "summary": {
             "results": len(results),
             "passed": len(results) - failed,
@@ -276,9 +361,35 @@ def _run_plan(plan: Plan, advance: Callable[[int], None]) -> dict[str, Any]:
             "rejections": len(rejections),
             "rejections_passed": len(rejections) - rejections_failed,
             "rejections_failed": rejections_failed,
+            "not_applicable": len(not_applicable),
             "configs": len(plan.configs),
         },
     }
+
+
+def _plan_that_ran(config, algorithm: str, dtype: str, platform: str) -> str | None:
+    """The plan ``algorithm`` runs for ``config`` in ``dtype`` on ``platform``
+    (:func:`jtconv.plan_for` in the planning mode the check used), as text."""
+    import jax
+
+    import jtconv
+    from jtconv.testing import planned
+
+    name, mode = planned(algorithm)
+    try:
+        with jtconv.planning(mode), jax.enable_x64(dtype == "float64"):
+            plan = jtconv.plan_for(
+                config.input_shape,
+                config.weight_shape,
+                **config.jtconv_kwargs(),
+                dtype=dtype,
+                backend=platform,
+                precision=jax.lax.Precision.HIGHEST,
+                algorithm=name,
+            )
+    except ValueError:
+        return None
+    return str(plan)
 
 
 def _result_row(outcome, device, torch_device: str, dtype: str, algorithm: str, grads: bool) -> dict[str, Any]:
@@ -399,7 +510,7 @@ _COLUMNS = (
     "device",
     "torch",
     "dtype",
-    "lowering",
+    "algorithm",
     "max abs err",
     "rel err",
     "tol",
@@ -429,11 +540,11 @@ def _table_cells(row: dict[str, Any]) -> list[str]:
     ]
 
 
-_SUMMARY_COLUMNS = ("device", "torch", "lowering", "dtype", "passed", "worst err/tol", "worst grad err/tol", "result")
+_SUMMARY_COLUMNS = ("device", "torch", "algorithm", "dtype", "passed", "worst err/tol", "worst grad err/tol", "result")
 
 
 def _summary_rows(results: list[dict[str, Any]]) -> list[list[str]]:
-    """Comparisons grouped by (JAX device, torch device, lowering, dtype), in run order."""
+    """Comparisons grouped by (JAX device, torch device, algorithm, dtype), in run order."""
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in results:
         groups.setdefault((row["jax_device"], row["torch_device"], row["algorithm"], row["dtype"]), []).append(row)
@@ -486,7 +597,7 @@ class _Console:
 
     def line(self, text: str) -> None:
         if self._rich is not None:
-            self._rich.print(text, highlight=False, markup=False)
+            self._rich.print(text, highlight=False, markup=False, soft_wrap=True)
         else:
             print(text)
 
@@ -520,7 +631,7 @@ class _Console:
         if rejections:
             self._table(
                 f"{prefix}invalid arguments (jtconv must raise ValueError)",
-                ("configuration", "device", "lowering", "torch says", "jtconv says", "result"),
+                ("configuration", "device", "algorithm", "torch says", "jtconv says", "result"),
                 [
                     [
                         r["label"],
@@ -535,14 +646,21 @@ class _Console:
             )
 
     def summary_table(self, report: dict[str, Any]) -> None:
-        """One row per (JAX device, torch device, lowering, dtype) and one per
-        (JAX device, lowering) for the rejections, then the failed checks."""
+        """One row per (JAX device, torch device, algorithm, dtype) and one per
+        (JAX device, algorithm) for the rejections, the configurations a plan
+        does not apply to, then the failed checks."""
         self._table("comparisons with torch", _SUMMARY_COLUMNS, _summary_rows(report["results"]))
         if report["rejections"]:
             self._table(
                 "invalid arguments",
-                ("device", "lowering", "raised ValueError like torch", "result"),
+                ("device", "algorithm", "raised ValueError like torch", "result"),
                 _rejection_summary_rows(report["rejections"]),
+            )
+        if report["not_applicable"]:
+            self._table(
+                "not applicable (the plan does not support the layer)",
+                ("algorithm", "configuration", "why"),
+                [[r["algorithm"], r["label"], _short(r["reason"])] for r in report["not_applicable"]],
             )
         if any(not r["passed"] for r in report["results"] + report["rejections"]):
             self.results_table(report, failures_only=True)
@@ -561,10 +679,12 @@ class _Console:
         worst = max(ratios, default=0.0)
         status = "OK" if s["failed"] == 0 and s["rejections_failed"] == 0 else "FAILED"
         refereed = f" ({s['refereed']} by the float64 referee: torch's rounding is off)" if s["refereed"] else ""
+        skipped = f", {s['not_applicable']} (configuration, plan) pairs not applicable" if s["not_applicable"] else ""
         self.line(
             f"{status}: {s['passed']}/{s['results']} comparisons passed{refereed}, "
             f"{s['rejections_passed']}/{s['rejections']} rejection checks passed (invalid arguments raise like torch); "
-            f"{s['configs']} configurations, worst forward error {worst:.3f} of its tolerance, {s['seconds']:.1f} s"
+            f"{s['configs']} configurations{skipped}, worst forward error {worst:.3f} of its tolerance, "
+            f"{s['seconds']:.1f} s"
         )
 
     def _table(self, title: str, columns: Sequence[str], rows: list[list[str]]) -> None:
