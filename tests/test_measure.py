@@ -100,10 +100,8 @@ def test_measure_mode_times_each_role_and_matches_torch(fresh_cache, measurement
     assert found.rematch[str(plan)] <= (1 + measure.TIE_FRACTION) * min(found.rematch.values())
     messages = [r.getMessage() for r in caplog.records if r.name == "jtconv" and r.levelno == logging.INFO]
     assert any("measured 1d 3→2 channels" in m and str(plan) in m for m in messages)
-    stored = json.loads((fresh_cache / "wisdom-v1.json").read_text())
-    (group,) = stored["environments"].values()
-    (entry,) = group["entries"].values()
-    assert Plan.from_dict(entry["plan"]) == plan
+    (stored,) = (fresh_cache / "wisdom-v2").iterdir()
+    assert Plan.from_dict(json.loads(stored.read_text())["entry"]["plan"]) == plan
 
 
 def test_estimate_mode_never_measures(measurements):
@@ -140,16 +138,18 @@ def test_a_second_process_reuses_the_plan_without_measuring(fresh_cache):
     assert second_plan == first_plan
 
 
-def test_a_corrupt_wisdom_file_is_ignored_with_one_warning(fresh_cache, measurements, caplog):
-    fresh_cache.mkdir(parents=True)
-    (fresh_cache / "wisdom-v1.json").write_text('{"format": "jtconv-wisdom", "version": 1, "environments": {"x": ')
+def test_a_corrupt_wisdom_file_is_ignored_with_one_warning(measurements, caplog):
+    geom = jtconv.make_geometry(X_SHAPE, W_SHAPE, **LAYER)
+    path = wisdom._file(wisdom.environment_key(), measure.layer_key(geom, X_SHAPE[0], "float32", jax.default_backend()))
+    path.parent.mkdir(parents=True)
+    path.write_text('{"format": "jtconv-wisdom", "version": 2, "environment": ')
     x, w = _data(1)
     with caplog.at_level(logging.WARNING, logger="jtconv"), jtconv.planning("measure"):
         y = jax.jit(_layer)(x, w)
     _close(y, _torch(x, w)[0])
     assert len(measurements) == 1
     assert sum(r.levelno == logging.WARNING for r in caplog.records if r.name == "jtconv") == 1
-    json.loads((fresh_cache / "wisdom-v1.json").read_text())  # rewritten whole
+    json.loads(path.read_text())  # rewritten whole
 
 
 def test_a_stored_plan_the_layer_does_not_support_is_measured_again(measurements, caplog):

@@ -196,10 +196,9 @@ def test_an_export_for_a_platform_without_devices_uses_its_recorded_wisdom(measu
     from jtconv import wisdom
 
     entry = measure.Measurement(key, {}, {}, stored, stored, 1.0).to_entry()
-    group = {"environment": environment, "entries": {key: entry}}
+    document = {"format": wisdom.FORMAT_NAME, "version": wisdom.FORMAT_VERSION, "environment": environment, "key": key}
     path = tmp_path / "gpu-wisdom.json"
-    document = {"format": wisdom.FORMAT_NAME, "version": wisdom.FORMAT_VERSION}
-    path.write_text(json.dumps(dict(document, environments={wisdom.environment_id(environment): group})))
+    path.write_text(json.dumps([dict(document, entry=entry)]))
     assert jtconv.import_wisdom(path) == 1
 
     x, w = _arrays(x_shape, w_shape, "float32")

@@ -6,9 +6,9 @@ Layers come from ``--layer`` (compact syntax, repeatable), ``--layers FILE``
 jtconv layer it traces is measured). Each layer's candidates are timed per
 role (forward, input transpose, weight transpose); the table shows every
 time, the chosen plan, the estimate's plan and the races the estimate's
-choice won only as a tie (within ``TIE_FRACTION``); a layer already in the
-wisdom file shows its stored measurement. Plans go to the wisdom file
-(:func:`jtconv.wisdom.wisdom_path`), where ``algorithm="auto"`` under
+choice won only as a tie (within ``TIE_FRACTION``); a layer already in
+wisdom shows its stored measurement. Plans go to the wisdom directory
+(:func:`jtconv.wisdom.wisdom_dir`), where ``algorithm="auto"`` under
 ``planning("measure")`` finds them without measuring again.
 
 Compact layer syntax: ``x=16,128,16,16 w=128,64,4,4 stride=2 padding=1``
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
             _print_measurement(m)
         if any(m.from_wisdom for m in found):
             print("from wisdom: measured by an earlier run (--forget measures again)")
-        print(f"wisdom: {wisdom.wisdom_path()}")
+        print(f"wisdom: {wisdom.wisdom_dir()}")
     return 0
 
 
