@@ -37,6 +37,7 @@ LAYERS = [
     ("channels-last", (2, 9, 9, 12), (12, 8, 3, 3), dict(stride=2, channels_last=True), "float32"),
     ("k16-s8", (1, 21, 8, 8), (21, 21, 16, 16), dict(stride=8, padding=4), "float32"),
     ("bfloat16", (8, 64, 16, 16), (64, 32, 4, 4), dict(stride=2, padding=1), "bfloat16"),
+    ("waits-on-cpu", (16, 128, 16, 16), (128, 64, 4, 4), dict(stride=2, padding=1), "float32"),
 ]
 IDS = [layer[0] for layer in LAYERS]
 

@@ -79,14 +79,6 @@ class PlanSource(Protocol):
 
     def plan_on(self, platform: str) -> Plan: ...
 
-    def may_wait(self) -> bool:
-        """Whether the plan of some platform may have ``waits`` (known before lowering)."""
-        ...
-
-
-def _may_wait(source: Plan | PlanSource) -> bool:
-    return source.waits if isinstance(source, Plan) else source.may_wait()
-
 
 def plan_on(source: Plan | PlanSource, platform: str, geom: ConvTransposeGeometry) -> Plan:
     """The plan ``source`` names for ``platform``, adapted to the layer ``geom``."""
@@ -284,12 +276,8 @@ def _jvp(primals, tangents, *, role, differentiated, **params):
     a_dot, b_dot, _ = tangents
     y = _bind(role, a, b, after, differentiated=role == FORWARD, **params)
     # Transposes of the tangent map wait for the forward's output if their plan says so.
-    if role != FORWARD:
-        marker = after
-    elif _may_wait(params["plan"]):
-        marker = marker_p.bind(y, plan=params["plan"], geom=params["geom"])
-    else:
-        marker = _no_marker(y.dtype)
+    # The same for every plan, so that a program's text does not depend on how its plan was named.
+    marker = marker_p.bind(y, plan=params["plan"], geom=params["geom"]) if role == FORWARD else after
     terms = []
     if type(a_dot) is not ad.Zero:
         terms.append(_bind(role, a_dot, b, marker, **params))

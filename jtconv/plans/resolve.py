@@ -167,12 +167,6 @@ class PlanRequest:
             self.mode,
         )
 
-    def may_wait(self) -> bool:
-        """Whether a platform's plan may wait for the forward (:attr:`Plan.waits`):
-        only CPU plans do, which the estimate knows now and a measurement only
-        once the program is lowered."""
-        return self.mode == "measure" or self.plan_on("cpu").waits
-
     def __repr__(self) -> str:
         return f"PlanRequest({self.algorithm!r}, planning={self.mode})"
 
