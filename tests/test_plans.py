@@ -306,10 +306,12 @@ def test_old_algorithm_names_keep_their_plans():
     assert planner.estimate(geom, 16, "float32", "cpu") == planner.algorithm_plan("matmul", geom, 16)
 
 
-def test_large_tiling_kernels_run_tiled():
-    """FCN-32s' k64 s32 and PyTorch's 3d k16 s16 test layer: one GEMM, whatever the kernel size."""
-    plan = jtconv.plan_for((1, 21, 8, 8), (21, 21, 64, 64), stride=32, backend="cpu")
-    assert (plan.forward, plan.input_transpose, plan.weight_transpose) == ("tiled",) * 3
+def test_large_tiling_kernels_leave_matmul():
+    """FCN-8s' k16 s8 and FCN-32s' k64 s32 run phase (k > s); PyTorch's 3d k16 s16 test layer
+    (k = s) runs tiled: one GEMM, whatever the kernel size."""
+    for x_shape, w_shape, stride in (((1, 21, 64, 64), (21, 21, 16, 16), 8), ((1, 21, 8, 8), (21, 21, 64, 64), 32)):
+        plan = jtconv.plan_for(x_shape, w_shape, stride=stride, backend="cpu")
+        assert (plan.forward, plan.input_transpose, plan.weight_transpose) == ("phase",) * 3
     plan = jtconv.plan_for((1, 1, 15, 13, 13), (1, 1, 16, 16, 16), stride=16, padding=7, backend="cpu")
     assert (plan.forward, plan.input_transpose, plan.weight_transpose) == ("tiled",) * 3
     assert jtconv.plan_for((16, 128, 16, 16), (128, 64, 4, 4), stride=2, padding=1, backend="cpu").forward == "matmul"
