@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def format_number(value: float, digits: int = 4) -> str:
-    """``value`` as short text: an integer (below 10¹⁵) without a decimal point, else ``digits`` significant digits."""
+def format_number(value: float) -> str:
+    """``value`` as short text: an integer (below 10¹⁵) without a decimal point, else 4 significant digits."""
     value = float(value)
-    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.{digits}g}"
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.4g}"
 
 
 def format_shape(shape: Sequence[int]) -> str:
