@@ -1,26 +1,17 @@
-"""Step-by-step explanation of one single-channel transposed convolution.
+"""Step-by-step explanation of one single-channel transposed convolution (pure numpy, on :mod:`jtconv.geometry`).
 
-Pure numpy, built on :mod:`jtconv.geometry` (the same code the library runs).
-Per spatial dimension, with stride ``s``, padding ``p`` (the low/high crops
-``lo``/``hi``), output_padding ``op``, dilation ``d``, kernel size ``k`` and
-input size ``i``::
+Per spatial dimension, with stride ``s``, padding ``p`` (crops ``lo``/``hi``), output_padding ``op``,
+dilation ``d``, kernel size ``k`` and input size ``i``::
 
     out = (i − 1)·s − 2p + d·(k − 1) + op + 1
     y[o] = Σ x[i]·w[t]   over all (i, t) with   o = i·s − p + t·d
 
-:func:`explain` returns an :class:`Explanation` holding three views of that sum:
-
-* **scatter view**: each input value stamps ``x[i]·w`` with its tap 0 at
-  ``i·s`` of the *full* result of length ``(i − 1)·s + d·(k − 1) + 1``;
-  overlaps add; padding crops ``lo`` at the low end and ``hi`` at the high end;
-  output_padding gives back ``op`` positions at the high end (zeros past the
-  full result);
-* **direct-convolution view**: insert ``s − 1`` zeros between input values,
-  pad by ``d·(k − 1) − lo`` (low) and ``d·(k − 1) − hi + op`` (high; negative
-  crops), flip the kernel and slide it with stride 1 (taps ``d`` apart);
-* **terms**: for one output position, the exact list of products.
-
-The matrix view lives in :mod:`jtconv.matrix`.
+:func:`explain` returns the views of that sum: the **scatter view** (each input value stamps ``x[i]·w`` with
+tap 0 at ``i·s`` of the full result, of length ``(i − 1)·s + d·(k − 1) + 1``; overlaps add; padding crops
+``lo`` and ``hi`` off its ends, output_padding gives ``op`` positions back at the high end, zeros past the
+full result), the **direct-convolution view** (insert ``s − 1`` zeros between input values, pad by
+``d·(k − 1) − lo`` and ``d·(k − 1) − hi + op``, negative amounts cropping, flip the kernel and slide it with
+stride 1, taps ``d`` apart) and the **terms** of one output value. The matrix view is :mod:`jtconv.matrix`'s.
 """
 
 from __future__ import annotations
@@ -32,6 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from jtconv.formatting import format_param, format_shape
 from jtconv.geometry import ConvTransposeGeometry, IntOrTuple, make_geometry, normalize_tuple
 from jtconv.lowering.axes import overlap_phase_counts
 from jtconv.matrix import placement_tensor
@@ -71,12 +63,8 @@ class OutputTerms:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class KernelCopy:
-    """Scatter view: the copy ``x[input_index] · w`` stamped by one input value.
-
-    Tap ``t`` lands at output position ``output_start + t·d``, which is
-    ``full_start + t·d − lo`` with ``full_start = i·s``; positions outside the
-    output are cropped by padding.
-    """
+    """Scatter view: the copy ``x[input_index] · w`` stamped by one input value; tap ``t`` lands at output
+    position ``output_start + t·d`` (``= full_start + t·d − lo``, ``full_start = i·s``), cropped outside the output."""
 
     input_index: tuple[int, ...]
     input_value: float
@@ -102,10 +90,10 @@ class Checkerboard:
 
     Attributes:
       overlap: number of kernel taps reaching each output position.
-      phase_counts: per dimension, the taps reaching an interior output position
-        of each phase ``(o + lo) mod s``: ``#{t < k : t·d ≡ phase (mod s)}``.
-      uneven: True when some dimension's phase counts differ (the structural
-        cause of checkerboard artifacts); with ``d = 1``, exactly ``k mod s ≠ 0``.
+      phase_counts: per dimension, the taps reaching an interior output position of each phase ``(o + lo) mod s``:
+        ``#{t < k : t·d ≡ phase (mod s)}``.
+      uneven: True when some dimension's phase counts differ (the structural cause of checkerboard artifacts);
+        with ``d = 1``, exactly ``k mod s ≠ 0``.
       note: a plain-language summary with the settings that avoid it.
     """
 
@@ -122,16 +110,16 @@ class Explanation:
     Attributes:
       geometry: the validated geometry (one input and one output channel).
       input, kernel: the values, shaped ``input_size`` / ``kernel_size``.
-      size_formulas: per dimension, the output-size formula with the numbers
-        substituted, e.g. ``"(4 − 1)·2 − 2·1 + 1·(4 − 1) + 0 + 1 = 8"``.
+      size_formulas: per dimension, the output-size formula with the numbers substituted, e.g.
+        ``"(4 − 1)·2 − 2·1 + 1·(4 − 1) + 0 + 1 = 8"``.
       zero_inserted: the input with ``s − 1`` zeros between values.
-      direct_input: ``zero_inserted`` padded by ``geometry.conv_padding``
-        (negative entries crop); ``direct_input_is_value`` marks the input values in it.
+      direct_input: ``zero_inserted`` padded by ``geometry.conv_padding`` (negative entries crop);
+        ``direct_input_is_value`` marks the input values in it.
       flipped_kernel: the kernel reversed in every spatial dimension.
       direct_output: the stride-1 sliding-window result of the direct view.
       copies: the scatter view, one :class:`KernelCopy` per input value (row-major).
-      canvas: the sum of all copies over full-result coordinates, extended at
-        the high end where output_padding reaches past the full result.
+      canvas: the sum of all copies over full-result coordinates, extended at the high end where output_padding
+        reaches past the full result.
       output_window: per dimension, ``(start, stop)`` of the output in ``canvas``.
       output: the result ``y``: ``canvas`` cut to ``output_window``.
       checkerboard: the overlap analysis.
@@ -155,6 +143,16 @@ class Explanation:
     @property
     def ndim(self) -> int:
         return self.geometry.ndim
+
+    @property
+    def parameters(self) -> str:
+        """``input 4×4, kernel 4×4, stride 2, padding 1, output_padding 0, dilation 1``."""
+        g = self.geometry
+        return (
+            f"input {format_shape(g.input_size)}, kernel {format_shape(g.kernel_size)}, "
+            f"stride {format_param(g.stride)}, padding {format_param([p for p, _ in g.padding])}, "
+            f"output_padding {format_param(g.output_padding)}, dilation {format_param(g.dilation)}"
+        )
 
     @property
     def padding_window(self) -> Window:
@@ -210,19 +208,15 @@ def explain(
     """Explain a single-channel 1-d or 2-d transposed convolution.
 
     Args:
-      input_size, kernel_size, stride, padding, output_padding, dilation: an
-        int (same in every dimension) or one int per dimension, with
-        PyTorch's ``ConvTransposeNd`` meaning.
-      input_values: the input, shaped ``input_size`` or flat in row-major
-        order; default all ones.
-      kernel_values: the kernel, shaped ``kernel_size`` or flat in row-major
-        order; default ``1, 2, …, Π kernel_size`` in row-major order.
+      input_size, kernel_size, stride, padding, output_padding, dilation: an int (same in every dimension) or one
+        int per dimension, with PyTorch's ``ConvTransposeNd`` meaning.
+      input_values: the input, shaped ``input_size`` or flat in row-major order; default all ones.
+      kernel_values: the kernel, shaped ``kernel_size`` or flat in row-major order; default ``1, 2, …, Π kernel_size``.
       ndim: 1 or 2; default :func:`infer_ndim` of the size/parameter args.
 
     Raises:
-      ValueError: naming the argument, for anything PyTorch rejects (stride
-        or dilation < 1, padding < 0, output_padding ≥ max(stride, dilation),
-        sizes < 1, an empty output) and for values of the wrong count.
+      ValueError: naming the argument, for anything PyTorch rejects (stride or dilation < 1, padding < 0,
+        output_padding ≥ max(stride, dilation), sizes < 1, an empty output) and for values of the wrong count.
     """
     args = dict(zip(PER_DIMENSION, (input_size, kernel_size, stride, padding, output_padding, dilation)))
     for name, value in args.items():

@@ -2,19 +2,17 @@
 
 With ``n`` input values taken in row-major order there are ``n + 3`` frames:
 
-* frames ``0 … n − 1`` (``"stamp"``): frame ``k`` adds input ``k``'s copy
-  ``x[i]·w`` (tap ``t`` at canvas position ``i·s + t·d``) to the running sum,
-  which is therefore the full (uncropped) result with every later value zero::
+* frames ``0 … n − 1`` (``"stamp"``): frame ``k`` adds input ``k``'s copy ``x[i]·w`` (tap ``t`` at canvas position
+  ``i·s + t·d``) to the running sum, which is therefore the full (uncropped) result with every later value zero::
 
       running_sum_k = conv_transpose(x · [rank(i) ≤ k], w, s, padding=0, output_padding=0, d)
 
 * frame ``n`` (``"crop"``): padding ``p`` crops ``p`` positions off both ends;
-* frame ``n + 1`` (``"output_padding"``): ``op`` positions come back at the high
-  end (zeros past the full result);
+* frame ``n + 1`` (``"output_padding"``): ``op`` positions come back at the high end (zeros past the full result);
 * frame ``n + 2`` (``"output"``): the layer's output ``y``.
 
-``running_sum`` lives on the explanation's ``canvas`` coordinates, so
-``running_sum[output_window]`` is the layer's output for the values stamped so far.
+``running_sum`` lives on the explanation's ``canvas`` coordinates, so ``running_sum[output_window]`` is the layer's
+output for the values stamped so far.
 """
 
 from __future__ import annotations
@@ -43,8 +41,8 @@ class Frame:
       stamped: True for the input values whose copies are in ``running_sum``.
       running_sum: canvas-shaped sum of the stamped copies.
       taps: canvas-shaped count of kernel taps added so far.
-      window: the part of the canvas this frame shows: the full result for
-        ``"stamp"`` frames, the padding crop for ``"crop"``, the output window after that.
+      window: the part of the canvas this frame shows: the full result for ``"stamp"`` frames, the padding crop
+        for ``"crop"``, the output window after that.
       output_window: the layer's output window (the same for every frame).
       caption: one sentence saying what the frame shows.
     """
@@ -90,29 +88,20 @@ def frames(explanation: Explanation) -> tuple[Frame, ...]:
         where = ", ".join(f"{name} {a}..{b}" for name, (a, b) in zip(names, copy.output_span(g.dilation)))
         value = format_number(copy.input_value)
         caption = f"x[{','.join(map(str, copy.input_index))}] = {value} adds {value}·w at output {where}"
-        result.append(
-            Frame(
-                "stamp", step, copy, stamped.copy(), running.copy(), taps.copy(), full_window, e.output_window, caption
-            )
-        )
+        snapshot = stamped.copy(), running.copy(), taps.copy()
+        result.append(Frame("stamp", step, copy, *snapshot, full_window, e.output_window, caption))
     full, output = format_shape(g.full_size), format_shape(g.output_size)
     kept = format_shape([stop - start for start, stop in e.padding_window])
     pads = [lo for lo, _ in g.padding]
+    crop = f"padding 0 crops nothing: the full result stays {full}"
+    if any(pads):
+        crop = f"padding {format_param(pads)} crops that many positions off both ends: {full} → {kept}"
+    extra = f"output_padding 0 adds nothing: the output is {output}"
+    if any(g.output_padding):
+        extra = f"output_padding {format_param(g.output_padding)} adds that many at the high end: {kept} → {output}"
     endings: list[tuple[FrameKind, Window, str]] = [
-        (
-            "crop",
-            e.padding_window,
-            f"padding {format_param(pads)} crops that many positions off both ends: {full} → {kept}"
-            if any(pads)
-            else f"padding 0 crops nothing: the full result stays {full}",
-        ),
-        (
-            "output_padding",
-            e.output_window,
-            f"output_padding {format_param(g.output_padding)} adds that many at the high end: {kept} → {output}"
-            if any(g.output_padding)
-            else f"output_padding 0 adds nothing: the output is {output}",
-        ),
+        ("crop", e.padding_window, crop),
+        ("output_padding", e.output_window, extra),
         ("output", e.output_window, f"output y ({output}): the sum of all copies, cropped"),
     ]
     for kind, window, caption in endings:

@@ -1,12 +1,10 @@
 """The scatter view as an animated GIF (``jtconv explain --gif``).
 
-One picture per step of :func:`~jtconv.explain_frames.frames`: for each input
-value in row-major order its stamp ``x[i]·w`` (tap ``t`` at ``i·s − p + t·d``)
-is framed and its products written in, over the running sum of the full
-result; then padding's crop, output_padding's extra positions and the output.
-Output cells named by ``at`` are framed in every picture, with their sum so far
-in the caption. matplotlib draws the pictures (object API only) and Pillow
-writes the GIF; both are imported only when a GIF is made (``pip install matplotlib Pillow``).
+One picture per step of :func:`~jtconv.explain_frames.frames`: for each input value in row-major order its stamp
+``x[i]·w`` (tap ``t`` at ``i·s − p + t·d``) framed, with its products, over the running sum of the full result;
+then padding's crop, output_padding's extra positions and the output. Output cells named by ``at`` are framed in
+every picture, their sum so far in the caption. matplotlib draws (object API only) and Pillow writes the GIF; both
+are imported only when a GIF is made (``pip install matplotlib Pillow``).
 """
 
 from __future__ import annotations
@@ -44,12 +42,9 @@ KEY_COLOURS += (AT_COLOUR, OUTPUT_PADDING_COLOUR)  # kept exactly in the GIF's p
 
 
 def check_gif_options(explanation: Explanation, frame_ms: int = DEFAULT_FRAME_MS, width: int = DEFAULT_WIDTH) -> None:
-    """Raise ``ValueError`` (``TypeError`` for a non-integer) naming the bad option.
-
-    ``frame_ms`` must lie in ``[20, 60000]`` (GIF stores centiseconds, so it is
-    rounded down to 10 ms), ``width`` in ``[400, 2000]`` pixels, and the input
-    may have at most :data:`MAX_GIF_INPUTS` values.
-    """
+    """Raise ``ValueError`` (``TypeError`` for a non-integer) naming the bad option: ``frame_ms`` must lie in
+    ``[20, 60000]`` (GIF stores centiseconds: it is rounded down to 10 ms), ``width`` in ``[400, 2000]`` pixels,
+    and the input may have at most :data:`MAX_GIF_INPUTS` values."""
     for name, value, low, high, unit in (
         ("frame_ms", frame_ms, MIN_FRAME_MS, MAX_FRAME_MS, "milliseconds"),
         ("width", width, MIN_WIDTH, MAX_WIDTH, "pixels"),
@@ -82,8 +77,7 @@ def save_gif(
       width: width in pixels.
 
     Raises:
-      ValueError, TypeError: from :func:`check_gif_options` and ``terms_at``,
-        before anything is drawn.
+      ValueError, TypeError: from :func:`check_gif_options` and ``terms_at``, before anything is drawn.
     """
     check_gif_options(explanation, frame_ms, width)
     at_terms = [explanation.terms_at(index) for index in at]
@@ -200,9 +194,10 @@ class _Scene:
         small = max(rows, cols) <= (2 * plot.MAX_ANNOTATED if g.ndim == 1 else plot.MAX_ANNOTATED)
         self.annotate = small and numbers(canvas_box, e.canvas)
         text = dict(fontsize=9.5 * scale, clip_on=True)
-        self.value_texts = [
-            [plot.centred(ax, c, r, "", **text) for c in range(cols)] for r in range(rows * self.annotate)
-        ]
+        cells = (
+            [[plot.centred(ax, c, r, "", **text) for c in range(cols)] for r in range(rows)] if self.annotate else []
+        )
+        self.value_texts = cells
         row_offset, col_offset = (0, g.crop[0][0]) if g.ndim == 1 else (g.crop[0][0], g.crop[1][0])
         plot.integer_ticks(ax, rows, cols, g.ndim == 1, row_offset, col_offset, fontsize=8 * scale)
         for terms in at_terms:

@@ -1,15 +1,11 @@
 """Pictures of an :class:`~jtconv.explain.Explanation` (``jtconv explain --png``).
 
-Draws, as the tutorials do: the input (each value's cell in the colour of its
-kernel stamp); the kernel; the scatter view (each input value stamps ``x[i]·w``
-with tap ``t`` at ``i·s − p + t·d``; each cell carries one dot per stamp
-reaching it, in that stamp's colour, and the sum; one stamp, or the stamps
-behind ``--at``, drawn whole with their products; the output window padding's
-crop keeps dashed, its cells grey), with a legend of the stamp colours and the
-window; the overlap map; and the output, with the ``--at`` cells boxed.
-
-matplotlib (``pip install matplotlib Pillow``) is imported only to draw, and
-only its object API. The cell helpers are shared with :mod:`jtconv.explain_gif`.
+Draws, as the tutorials do: the input (each value's cell in the colour of its kernel stamp); the kernel; the scatter
+view (each input value stamps ``x[i]·w`` with tap ``t`` at ``i·s − p + t·d``; each cell carries one dot per stamp
+reaching it, in that stamp's colour, and the sum; one stamp, or the stamps behind ``--at``, drawn whole with their
+products; the output window padding's crop keeps dashed, its cells grey), with a legend of the stamp colours and the
+window; the overlap map; and the output, with the ``--at`` cells boxed. matplotlib (``pip install matplotlib
+Pillow``) is imported only to draw, and only its object API. The cell helpers are shared with the GIF.
 """
 
 from __future__ import annotations
@@ -22,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from jtconv.explain import Explanation, KernelCopy, OutputTerms, Window
-from jtconv.formatting import format_number, format_param, format_shape
+from jtconv.formatting import format_number, format_shape
 
 __all__ = ["build_figure", "save_figure"]
 
@@ -46,11 +42,8 @@ another), far apart in CIELAB, starting with matplotlib's tab10 less its grey, o
 def save_figure(
     explanation: Explanation, path: str | os.PathLike, dpi: int = 110, at_terms: Sequence[OutputTerms] = ()
 ) -> None:
-    """Draw ``explanation`` and write it to ``path`` (format from the extension, e.g. ``.png``).
-
-    ``at_terms`` (from :meth:`~jtconv.explain.Explanation.terms_at`) are
-    highlighted: their output cells, the stamps and kernel taps that add up to them.
-    """
+    """Draw ``explanation`` and write it to ``path`` (format from the extension, e.g. ``.png``); ``at_terms``
+    (from :meth:`~jtconv.explain.Explanation.terms_at`) are highlighted: their output cells, stamps and kernel taps."""
     build_figure(explanation, at_terms).savefig(path, dpi=dpi, bbox_inches="tight")
 
 
@@ -102,12 +95,7 @@ def build_figure(explanation: Explanation, at_terms: Sequence[OutputTerms] = ())
 def figure_title(explanation: Explanation) -> str:
     """``ConvTranspose2d: input 4×4, kernel 4×4, stride 2, … → output 8×8``."""
     g = explanation.geometry
-    return (
-        f"ConvTranspose{g.ndim}d: input {format_shape(g.input_size)}, kernel {format_shape(g.kernel_size)}, "
-        f"stride {format_param(g.stride)}, padding {format_param([p for p, _ in g.padding])}, "
-        f"output_padding {format_param(g.output_padding)}, dilation {format_param(g.dilation)}  →  "
-        f"output {format_shape(g.output_size)}"
-    )
+    return f"ConvTranspose{g.ndim}d: {explanation.parameters}  →  output {format_shape(g.output_size)}"
 
 
 def stamp_colours(count: int) -> list:
@@ -257,18 +245,7 @@ def _scatter_2d(ax, e: Explanation, colours, highlighted: Sequence[int], at_term
     else:  # large: the summed canvas as an image, coloured outlines of the first kernel copies
         ax.imshow(e.canvas, cmap="Greys", alpha=0.5, interpolation="nearest")
         for copy, colour in zip(e.copies[:MAX_OUTLINED_COPIES], colours):
-            r, c = tap_positions(e, copy)
-            box(
-                ax,
-                r[0],
-                c[0],
-                r[-1] - r[0] + 1,
-                c[-1] - c[0] + 1,
-                fill=False,
-                edgecolor=colour,
-                linewidth=0.8,
-                alpha=0.7,
-            )
+            _stamp_outline(ax, e, copy, edgecolor=colour, linewidth=0.8, alpha=0.7)
     for rank, number in enumerate(highlighted[:MAX_OUTLINED_COPIES]):
         _highlight_stamp(ax, e, number, colours[number], rank if small else None)
     if small:
@@ -343,9 +320,13 @@ def _stamp_dots(ax, e: Explanation, colours) -> None:
         for slot, number in enumerate(numbers):
             line, place = divmod(slot, per_row)
             centre = (c - 0.5 + (place + 0.5) / per_row, r + 0.5 - 2.2 * radius * (line + 0.5) - 0.02)
-            ax.add_patch(
-                Circle(centre, radius, facecolor=colours[number], edgecolor="white", linewidth=0.4, zorder=2.5)
-            )
+            dot = Circle(centre, radius, facecolor=colours[number], edgecolor="white", linewidth=0.4, zorder=2.5)
+            ax.add_patch(dot)
+
+
+def _stamp_outline(ax, e: Explanation, copy: KernelCopy, **style) -> None:
+    rows, cols = tap_positions(e, copy)
+    box(ax, rows[0], cols[0], rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1, fill=False, **style)
 
 
 def _highlight_stamp(ax, e: Explanation, number: int, colour, corner: int | None) -> None:
@@ -353,22 +334,13 @@ def _highlight_stamp(ax, e: Explanation, number: int, colour, corner: int | None
     copy = e.copies[number]
     rows, cols = tap_positions(e, copy)
     line = tuple(0.65 * v for v in colour[:3])  # darker: lines and text stay visible on white
-    box(ax, rows[0], cols[0], rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1, fill=False, edgecolor=line, linewidth=2.5)
+    _stamp_outline(ax, e, copy, edgecolor=line, linewidth=2.5)
     for (tr, r), (tc, c) in itertools.product(enumerate(rows), enumerate(cols)):
         box(ax, r, c, inset=0.04, facecolor=colour, alpha=0.25, edgecolor=colour, linewidth=1.2)
         if corner is not None and corner < MAX_LABELLED_STAMPS:
             dx, dy = (-0.44, 0.44)[corner % 2], (-0.44, 0.0)[corner // 2]
-            product = format_number(copy.values[tr, tc])
-            ax.text(
-                c + dx,
-                r + dy,
-                product,
-                fontsize=6.5,
-                color=line,
-                ha="left" if dx < 0 else "right",
-                va="top",
-                fontweight="bold",
-            )
+            style = dict(fontsize=6.5, color=line, ha="left" if dx < 0 else "right", va="top", fontweight="bold")
+            ax.text(c + dx, r + dy, format_number(copy.values[tr, tc]), **style)
     label = f"x[{_index(copy.input_index)}]·w"
     ax.text(cols[0] - 0.45, rows[0] - 0.55, label, fontsize=8, color=line, fontweight="bold", va="bottom", clip_on=True)
 
@@ -399,14 +371,8 @@ def _scatter_1d(ax, e: Explanation, colours, at_terms: Sequence[OutputTerms]) ->
                 centred(ax, position, row, format_number(value), fontsize=8, fontweight=weight, color=text_colour)
     for position, value in enumerate(e.canvas):
         inside, chosen = start <= position < stop, position in at_positions
-        edge = AT_COLOUR if chosen else ("black" if inside else "grey")
-        slot(
-            position,
-            sum_row,
-            facecolor=KEPT_COLOUR if inside else "white",
-            edgecolor=edge,
-            linewidth=2.5 if chosen else 1,
-        )
+        edge, width = (AT_COLOUR, 2.5) if chosen else ("black" if inside else "grey", 1)
+        slot(position, sum_row, facecolor=KEPT_COLOUR if inside else "white", edgecolor=edge, linewidth=width)
         if annotate:
             style = dict(color="black", fontweight="bold") if inside else dict(color="grey", fontweight="normal")
             centred(ax, position, sum_row, format_number(value), fontsize=8, **style)

@@ -60,55 +60,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output-padding", type=_int_list, default=(0,), metavar="OP[,OP]", help="output_padding (default 0)"
     )
     parser.add_argument("--dilation", type=_int_list, default=(1,), metavar="D[,D]", help="dilation (default 1)")
-    parser.add_argument(
-        "--ndim",
-        type=int,
-        choices=(1, 2),
-        help="spatial dimensions; default: the most values given to any per-dimension option, "
-        "or 2 when every option is a single int (the classic 4×4 tutorial example)",
-    )
+    ndim = "spatial dimensions; default: the most values given to any per-dimension option, or 2 when every "
+    ndim += "option is a single int (the classic 4×4 tutorial example)"
+    parser.add_argument("--ndim", type=int, choices=(1, 2), help=ndim)
     for option, default in (("--input-values", "all ones"), ("--kernel-values", "1, 2, …, K in row-major order")):
         text = f"{option[2:].replace('-', ' ')} in row-major order (default: {default})"
         parser.add_argument(option, type=_number_list, metavar="V,V,...", help=text)
-    parser.add_argument(
-        "--at",
-        type=_int_list,
-        action="append",
-        default=[],
-        metavar="I[,J]",
-        help="list the (input, kernel, product) terms that sum to this output value; repeatable",
-    )
+    at = "list the (input, kernel, product) terms that sum to this output value; repeatable"
+    parser.add_argument("--at", type=_int_list, action="append", default=[], metavar="I[,J]", help=at)
     parser.add_argument("--matrix", action="store_true", help="also print the convolution matrix C (y = Cᵀ·x)")
-    parser.add_argument(
-        "--png", metavar="FILE", help="draw the scatter view, overlap map and output (needs the plot extra)"
-    )
-    parser.add_argument(
-        "--gif",
-        metavar="FILE",
-        help="animate the scatter view: one frame per input value adding its kernel stamp, then the padding "
-        "crop, output_padding and the output; --at cells are followed (needs the plot extra)",
-    )
-    parser.add_argument(
-        "--gif-frame-ms",
-        type=int,
-        default=DEFAULT_FRAME_MS,
-        metavar="MS",
-        help=f"--gif: milliseconds per frame (default {DEFAULT_FRAME_MS}; the last frame stays 3 times as long)",
-    )
-    parser.add_argument(
-        "--gif-width",
-        type=int,
-        default=DEFAULT_WIDTH,
-        metavar="PX",
-        help=f"--gif: width in pixels (default {DEFAULT_WIDTH}; the height follows from the layout)",
-    )
-    parser.add_argument(
-        "--max-grid",
-        type=int,
-        default=DEFAULT_MAX_GRID,
-        metavar="N",
-        help=f"print grids only up to N positions per dimension (default {DEFAULT_MAX_GRID})",
-    )
+    png = "draw the scatter view, overlap map and output (needs the plot extra)"
+    parser.add_argument("--png", metavar="FILE", help=png)
+    gif = "animate the scatter view: one frame per input value adding its kernel stamp, then the padding crop, "
+    gif += "output_padding and the output; --at cells are followed (needs the plot extra)"
+    parser.add_argument("--gif", metavar="FILE", help=gif)
+    frame_ms = "--gif: milliseconds per frame (default %(default)s; the last frame stays 3 times as long)"
+    parser.add_argument("--gif-frame-ms", type=int, default=DEFAULT_FRAME_MS, metavar="MS", help=frame_ms)
+    width = "--gif: width in pixels (default %(default)s; the height follows from the layout)"
+    parser.add_argument("--gif-width", type=int, default=DEFAULT_WIDTH, metavar="PX", help=width)
+    max_grid = "print grids only up to N positions per dimension (default %(default)s)"
+    parser.add_argument("--max-grid", type=int, default=DEFAULT_MAX_GRID, metavar="N", help=max_grid)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -168,19 +139,27 @@ def render(
     result: Explanation, at_terms: Sequence[OutputTerms] = (), *, max_grid: int = DEFAULT_MAX_GRID, show_matrix=False
 ) -> str:
     """The whole explanation as text."""
+    g, board, names = result.geometry, result.checkerboard, AXIS_NAMES[result.ndim]
+    phases = "; ".join(f"{name}: {', '.join(map(str, counts))}" for name, counts in zip(names, board.phase_counts))
     sections = [
-        _header(result),
-        _size_section(result),
-        _values_section(result, max_grid),
+        [f"Transposed convolution, {g.ndim}-d (PyTorch ConvTranspose{g.ndim}d semantics, one channel)"]
+        + [f"  {result.parameters}"],
+        ["Output size: out = (i − 1)·s − 2·p + d·(k − 1) + op + 1"]
+        + [f"  {name}: {formula}" for name, formula in zip(names, result.size_formulas)]
+        + [f"  output: {format_shape(g.output_size)}"],
+        [f"Input x ({format_shape(result.input.shape)})", *_grid(result.input, max_grid)]
+        + [f"Kernel w ({format_shape(result.kernel.shape)})", *_grid(result.kernel, max_grid)],
         _direct_section(result, max_grid),
         _scatter_section(result, max_grid),
-        _overlap_section(result, max_grid),
-        f"Output y ({format_shape(result.output.shape)})\n" + "\n".join(_grid(result.output, max_grid)),
+        ["Overlap map: how many kernel taps reach each output position", *_grid(board.overlap, max_grid)]
+        + [f"  interior taps per phase (o + p) mod s — {phases}"]
+        + ["  " + line for line in board.note.splitlines()],
+        [f"Output y ({format_shape(result.output.shape)})", *_grid(result.output, max_grid)],
+        *(_terms_section(terms) for terms in at_terms),
     ]
-    sections += [_terms_section(terms) for terms in at_terms]
     if show_matrix:
         sections.append(_matrix_section(result))
-    return "\n\n".join(sections)
+    return "\n\n".join("\n".join(lines) for lines in sections)
 
 
 def _cells(values: np.ndarray) -> np.ndarray:
@@ -200,30 +179,7 @@ def _grid(values: np.ndarray, max_grid: float, labels: np.ndarray | None = None)
     return ["    " + " ".join(c.rjust(width) for c in row) for row in cells]
 
 
-def _header(result: Explanation) -> str:
-    g = result.geometry
-    return (
-        f"Transposed convolution, {g.ndim}-d (PyTorch ConvTranspose{g.ndim}d semantics, one channel)\n"
-        f"  input {format_shape(g.input_size)}, kernel {format_shape(g.kernel_size)}, stride {format_param(g.stride)}, "
-        f"padding {format_param([p for p, _ in g.padding])}, output_padding {format_param(g.output_padding)}, "
-        f"dilation {format_param(g.dilation)}"
-    )
-
-
-def _size_section(result: Explanation) -> str:
-    lines = ["Output size: out = (i − 1)·s − 2·p + d·(k − 1) + op + 1"]
-    lines += [f"  {name}: {formula}" for name, formula in zip(AXIS_NAMES[result.ndim], result.size_formulas)]
-    lines.append(f"  output: {format_shape(result.geometry.output_size)}")
-    return "\n".join(lines)
-
-
-def _values_section(result: Explanation, max_grid: int) -> str:
-    lines = [f"Input x ({format_shape(result.input.shape)})", *_grid(result.input, max_grid)]
-    lines += [f"Kernel w ({format_shape(result.kernel.shape)})", *_grid(result.kernel, max_grid)]
-    return "\n".join(lines)
-
-
-def _direct_section(result: Explanation, max_grid: int) -> str:
+def _direct_section(result: Explanation, max_grid: int) -> list[str]:
     g = result.geometry
     padded = format_shape(result.direct_input.shape)
     lines = [
@@ -242,10 +198,10 @@ def _direct_section(result: Explanation, max_grid: int) -> str:
     lines += _grid(result.direct_input, max_grid, labels)
     lines.append(f"  flipped kernel ({format_shape(result.flipped_kernel.shape)}):")
     lines += _grid(result.flipped_kernel, max_grid)
-    return "\n".join(lines)
+    return lines
 
 
-def _scatter_section(result: Explanation, max_grid: int) -> str:
+def _scatter_section(result: Explanation, max_grid: int) -> list[str]:
     g = result.geometry
     names = AXIS_NAMES[result.ndim]
     lines = [
@@ -266,13 +222,13 @@ def _scatter_section(result: Explanation, max_grid: int) -> str:
     )
     lines += [f"  {name}: {_crop_sentence(result, dim)}" for dim, name in enumerate(names)]
     if result.ndim == 1:
-        return "\n".join(lines + _stacked_copies(result, max_grid))
+        return lines + _stacked_copies(result, max_grid)
     text = _cells(result.canvas)
     labels = "(" + text + ")"
     inside = tuple(slice(a, b) for a, b in result.output_window)
     labels[inside] = text[inside]
     lines.append("  the sum over the full canvas; (v) = cropped, not in the output:")
-    return "\n".join(lines + _grid(result.canvas, max_grid, labels))
+    return lines + _grid(result.canvas, max_grid, labels)
 
 
 def _crop_sentence(result: Explanation, dim: int) -> str:
@@ -326,17 +282,7 @@ def _stacked_copies(result: Explanation, max_grid: int) -> list[str]:
     return lines
 
 
-def _overlap_section(result: Explanation, max_grid: int) -> str:
-    board = result.checkerboard
-    phases = "; ".join(
-        f"{name}: {', '.join(map(str, counts))}" for name, counts in zip(AXIS_NAMES[result.ndim], board.phase_counts)
-    )
-    lines = ["Overlap map: how many kernel taps reach each output position", *_grid(board.overlap, max_grid)]
-    lines.append(f"  interior taps per phase (o + p) mod s — {phases}")
-    return "\n".join(lines + ["  " + line for line in board.note.splitlines()])
-
-
-def _terms_section(terms: OutputTerms) -> str:
+def _terms_section(terms: OutputTerms) -> list[str]:
     n = format_number
     lines = [f"y[{_index(terms.output_index)}] = {n(terms.total)}: the terms x[i]·w[t] with o = i·s − p + t·d"]
     if not terms.terms:
@@ -348,10 +294,10 @@ def _terms_section(terms: OutputTerms) -> str:
         )
     if len(terms.terms) > 1:
         lines.append(f"  sum = {' + '.join(n(t.product) for t in terms.terms)} = {n(terms.total)}")
-    return "\n".join(lines)
+    return lines
 
 
-def _matrix_section(result: Explanation) -> str:
+def _matrix_section(result: Explanation) -> list[str]:
     g = result.geometry
     in_count, out_count = math.prod(g.input_size), math.prod(g.output_size)
     lines = [
@@ -360,7 +306,7 @@ def _matrix_section(result: Explanation) -> str:
     ]
     if max(in_count, out_count) > MAX_MATRIX_COLUMNS:
         lines.append(f"    (matrix of {in_count}×{out_count} omitted: more than {MAX_MATRIX_COLUMNS} rows or columns)")
-        return "\n".join(lines)
+        return lines
     pads = tuple(p for p, _ in g.padding)
     matrix, reached = (
         convolution_matrix(
@@ -373,4 +319,4 @@ def _matrix_section(result: Explanation) -> str:
     lines += _grid(matrix, math.inf, np.where(reached != 0, _cells(matrix), "·"))
     agrees = np.allclose(matrix.T @ result.input.reshape(-1), result.output.reshape(-1))
     lines.append(f"  Cᵀ · x equals the output above: {'yes' if agrees else 'NO'}")
-    return "\n".join(lines)
+    return lines
