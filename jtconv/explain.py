@@ -280,7 +280,7 @@ def _values(values, shape: tuple[int, ...], name: str, default: np.ndarray) -> n
         raise ValueError(f"{name} must be numbers, got {values!r}") from None
     count = math.prod(shape)
     if array.shape != shape and array.size != count:
-        raise ValueError(f"{name} must have {count} values (size {'×'.join(map(str, shape))}), got {array.size}")
+        raise ValueError(f"{name} must have {count} values (size {format_shape(shape)}), got {array.size}")
     return array.reshape(shape)
 
 

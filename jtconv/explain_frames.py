@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 
 from jtconv.explain import Explanation, KernelCopy, OutputTerms, Term, Window
-from jtconv.formatting import format_number, format_param, format_shape
+from jtconv.formatting import format_index, format_number, format_param, format_shape
 
 __all__ = ["Frame", "FrameKind", "frames"]
 
@@ -87,7 +87,7 @@ def frames(explanation: Explanation) -> tuple[Frame, ...]:
         stamped[copy.input_index] = True
         where = ", ".join(f"{name} {a}..{b}" for name, (a, b) in zip(names, copy.output_span(g.dilation)))
         value = format_number(copy.input_value)
-        caption = f"x[{','.join(map(str, copy.input_index))}] = {value} adds {value}·w at output {where}"
+        caption = f"x[{format_index(copy.input_index)}] = {value} adds {value}·w at output {where}"
         snapshot = stamped.copy(), running.copy(), taps.copy()
         result.append(Frame("stamp", step, copy, *snapshot, full_window, e.output_window, caption))
     full, output = format_shape(g.full_size), format_shape(g.output_size)

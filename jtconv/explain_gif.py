@@ -19,9 +19,9 @@ from typing import Literal
 import numpy as np
 
 from jtconv import explain_plot as plot
-from jtconv.explain import Explanation, OutputTerms, Window
+from jtconv.explain import Explanation, OutputTerms
 from jtconv.explain_frames import Frame, frames
-from jtconv.formatting import format_number
+from jtconv.formatting import format_index, format_number, format_shape
 
 __all__ = ["DEFAULT_FRAME_MS", "DEFAULT_WIDTH", "MAX_GIF_INPUTS", "check_gif_options", "save_gif"]
 
@@ -56,7 +56,7 @@ def check_gif_options(explanation: Explanation, frame_ms: int = DEFAULT_FRAME_MS
     count = len(explanation.copies)
     if count > MAX_GIF_INPUTS:
         raise ValueError(
-            f"input_size {'×'.join(map(str, explanation.geometry.input_size))} has {count} values and the GIF "
+            f"input_size {format_shape(explanation.geometry.input_size)} has {count} values and the GIF "
             f"draws one frame per value: at most {MAX_GIF_INPUTS} (use a smaller input_size)"
         )
 
@@ -82,34 +82,27 @@ def save_gif(
     check_gif_options(explanation, frame_ms, width)
     at_terms = [explanation.terms_at(index) for index in at]
     steps = frames(explanation)
+    from matplotlib.colors import to_rgb
     from PIL import Image
 
     scene = _Scene(explanation, at_terms, width, len(steps))
     n = len(explanation.copies)
-    palette = _palette([scene.render(steps[n // 2]), scene.render(steps[n + 1])])  # all the frames' colours
+    # One palette for every frame (unchanged pixels stay unchanged, so each frame stores only its changes):
+    # KEY_COLOURS exactly, the rest quantized from two frames that between them show every colour.
+    samples = [scene.render(steps[n // 2]), scene.render(steps[n + 1])]
+    mosaic = Image.new("RGB", (samples[0].width, 2 * samples[0].height))
+    mosaic.paste(samples[0], (0, 0))
+    mosaic.paste(samples[1], (0, samples[0].height))
+    exact = [round(255 * v) for colour in KEY_COLOURS for v in to_rgb(colour)]
+    free = GIF_COLOURS - len(KEY_COLOURS)
+    palette = Image.new("P", (1, 1))
+    quantized = mosaic.quantize(colors=free, dither=Image.Dither.NONE).getpalette() or []
+    palette.putpalette(quantized[: 3 * free] + exact)
     Path(path).parent.resolve(strict=True)  # a missing folder fails before every frame is drawn
     images = [scene.render(frame).quantize(palette=palette, dither=Image.Dither.NONE) for frame in steps]
     durations = [frame_ms] * (len(steps) - 1) + [FINAL_HOLD * frame_ms]
     images[0].save(os.fspath(path), save_all=True, append_images=images[1:], duration=durations, loop=0)
     return len(steps)
-
-
-def _palette(samples):
-    """One palette for every frame (so that unchanged pixels stay unchanged and each frame stores only its
-    changes): :data:`KEY_COLOURS` exactly, the rest quantized from ``samples``."""
-    from matplotlib import colors
-    from PIL import Image
-
-    width, height = samples[0].size
-    mosaic = Image.new("RGB", (width, height * len(samples)))
-    for n, sample in enumerate(samples):
-        mosaic.paste(sample, (0, height * n))
-    exact = [colors.to_rgb(c) for c in KEY_COLOURS]
-    free = GIF_COLOURS - len(exact)
-    quantized = mosaic.quantize(colors=free, dither=Image.Dither.NONE)
-    palette = Image.new("P", (1, 1))
-    palette.putpalette(quantized.getpalette()[: 3 * free] + [round(255 * v) for rgb in exact for v in rgb])
-    return palette
 
 
 def _layout(e: Explanation, width: int, at_count: int):
@@ -230,9 +223,6 @@ class _Scene:
     def _mark(self, ax, row: int, col: int, colour, linewidth: float, inset: float = 0.05) -> None:
         self.marks.append(plot.outline_cell(ax, row, col, colour, linewidth * self.scale, inset, zorder=3))
 
-    def _mark_window(self, window: Window, **style) -> None:
-        self.marks.append(plot.window_rectangle(self.canvas_ax, window, zorder=3, **style))
-
     def _show_canvas(self, frame: Frame) -> None:
         e, ax = self.e, self.canvas_ax
         grid = np.atleast_2d(frame.running_sum)
@@ -253,9 +243,11 @@ class _Scene:
                 text.set_color("grey" if not kept[r, c] and frame.kind != "stamp" else "white" if dark else "black")
         if frame.kind == "stamp":
             self._show_stamp(frame)
-            self._mark_window(frame.output_window, linestyle="--", linewidth=1.5 * self.scale, edgecolor="#555555")
+            dashed = dict(linestyle="--", linewidth=1.5 * self.scale, edgecolor="#555555")
+            self.marks.append(plot.window_rectangle(ax, frame.output_window, zorder=3, **dashed))
         elif frame.kind != "output":
-            self._mark_window(frame.window, linewidth=2.5 * self.scale, edgecolor="black")
+            solid = dict(linewidth=2.5 * self.scale, edgecolor="black")
+            self.marks.append(plot.window_rectangle(ax, frame.window, zorder=3, **solid))
         if frame.kind == "output_padding":
             for r, c in zip(*np.nonzero(kept & ~plot.window_mask(self.shape, e.padding_window))):
                 self._mark(ax, r, c, OUTPUT_PADDING_COLOUR, 2.5)
@@ -294,21 +286,19 @@ class _Scene:
 
 def _at_line(frame: Frame, terms: OutputTerms) -> str:
     """``y[0,1] so far: 1·7 + 1·5 = 12`` (the stamped terms, as input·kernel values)."""
-    index = ",".join(map(str, terms.output_index))
+    index = format_index(terms.output_index)
+    added = frame.added_terms(terms)
     if not terms.terms:
         return f"y[{index}] = 0: no kernel tap reaches it"
-    added = frame.added_terms(terms)
-    products = " + ".join(f"{format_number(t.input_value)}·{format_number(t.kernel_value)}" for t in added)
-    total = format_number(math.fsum(t.product for t in added))
-    if frame.kind != "stamp":
-        return f"y[{index}] = {products} = {total}"
     if not added:
         return f"y[{index}] so far: 0 (no term yet)"
-    line = f"y[{index}] so far: {products} = {total}"
-    for t in added:
-        if frame.copy is not None and t.input_index == frame.copy.input_index:
-            line += (
-                f"   (this step: + x[{','.join(map(str, t.input_index))}]·w[{','.join(map(str, t.kernel_index))}]"
-                f" = {format_number(t.input_value)}·{format_number(t.kernel_value)})"
-            )
-    return line
+    products = " + ".join(f"{format_number(t.input_value)}·{format_number(t.kernel_value)}" for t in added)
+    total = f"{products} = {format_number(math.fsum(t.product for t in added))}"
+    if frame.copy is None:
+        return f"y[{index}] = {total}"
+    new = [t for t in added if t.input_index == frame.copy.input_index]
+    return f"y[{index}] so far: {total}" + "".join(
+        f"   (this step: + x[{format_index(t.input_index)}]·w[{format_index(t.kernel_index)}]"
+        f" = {format_number(t.input_value)}·{format_number(t.kernel_value)})"
+        for t in new
+    )

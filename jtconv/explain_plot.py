@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from jtconv.explain import Explanation, KernelCopy, OutputTerms, Window
-from jtconv.formatting import format_number, format_shape
+from jtconv.formatting import format_index, format_number, format_shape
 
 __all__ = ["build_figure", "save_figure"]
 
@@ -64,7 +64,9 @@ def build_figure(explanation: Explanation, at_terms: Sequence[OutputTerms] = ())
         figure = Figure(figsize=(16, 9.5), layout="constrained")
         grid = figure.add_gridspec(2, 4, width_ratios=[1, 2.2, 1, 1])
         places = grid[0, 0], grid[1, 0], grid[:, 1], grid[0, 2:], grid[1, 2:]
-        highlighted = _highlighted_copies(e, at_terms)
+        highlighted = sorted({_copy_number(e, t.input_index) for terms in at_terms for t in terms.terms})
+        if not at_terms:  # the middle input value's stamp is drawn whole
+            highlighted = [_copy_number(e, tuple(n // 2 for n in e.geometry.input_size))]
         emphasised = [e.copies[n].input_index for n in highlighted]
     input_ax, kernel_ax, scatter_ax, overlap_ax, output_ax = (figure.add_subplot(place) for place in places)
     title = f"input x (colour = its {'copy' if e.ndim == 1 else 'stamp'})"
@@ -205,25 +207,16 @@ def _copy_number(explanation: Explanation, input_index: Sequence[int]) -> int:
     return int(np.ravel_multi_index(tuple(input_index), explanation.geometry.input_size))
 
 
-def _index(index: Sequence[int]) -> str:
-    return ",".join(map(str, index))
-
-
 def _at_caption(at_terms: Sequence[OutputTerms]) -> str:
     lines = []
     for terms in at_terms[:3]:
-        products = " + ".join(f"x[{_index(t.input_index)}]·w[{_index(t.kernel_index)}]" for t in terms.terms)
+        products = " + ".join(
+            f"x[{format_index(t.input_index)}]·w[{format_index(t.kernel_index)}]" for t in terms.terms
+        )
         values = " + ".join(f"{format_number(t.input_value)}·{format_number(t.kernel_value)}" for t in terms.terms)
         total = f"{products} = {values} = {format_number(terms.total)}" if terms.terms else "0 (no tap reaches it)"
-        lines.append(f"y[{_index(terms.output_index)}] = {total}")
+        lines.append(f"y[{format_index(terms.output_index)}] = {total}")
     return "\n".join(lines)
-
-
-def _highlighted_copies(explanation: Explanation, at_terms: Sequence[OutputTerms]) -> list[int]:
-    """The stamps behind the ``--at`` cells, or else the one of the middle input value."""
-    if at_terms:
-        return sorted({_copy_number(explanation, t.input_index) for terms in at_terms for t in terms.terms})
-    return [_copy_number(explanation, tuple(n // 2 for n in explanation.geometry.input_size))]
 
 
 def _scatter_2d(ax, e: Explanation, colours, highlighted: Sequence[int], at_terms: Sequence[OutputTerms]) -> None:
@@ -258,7 +251,7 @@ def _scatter_2d(ax, e: Explanation, colours, highlighted: Sequence[int], at_term
         outline_cell(ax, o_r + lo_r, o_c + lo_c, "white", linewidth=5, inset=0.0)
         outline_cell(ax, o_r + lo_r, o_c + lo_c, AT_COLOUR, linewidth=2.5, inset=0.0)
     integer_ticks(ax, rows, cols, row_offset=lo_r, col_offset=lo_c)
-    names = ", ".join(f"x[{_index(e.copies[n].input_index)}]·w" for n in highlighted[:4])
+    names = ", ".join(f"x[{format_index(e.copies[n].input_index)}]·w" for n in highlighted[:4])
     more = f" and {len(highlighted) - 4} more" if len(highlighted) > 4 else ""
     title = (
         "scatter view: each x[i] stamps x[i]·w with tap t at o = i·s − p + t·d; overlaps add\n"
@@ -279,7 +272,7 @@ def _legend(ax, e: Explanation, colours, at_terms: Sequence[OutputTerms], cells:
     shown = e.copies[: len(STAMP_PALETTE)]
     columns = min(e.geometry.input_size[-1], 4)
     order = sorted(range(len(shown)), key=lambda n: (n % columns, n))  # legends fill column by column
-    labels = [f"x[{_index(copy.input_index)}]·w" for copy in shown]
+    labels = [f"x[{format_index(copy.input_index)}]·w" for copy in shown]
     stamps = [
         Line2D([], [], linestyle="none", marker="o", markersize=8, color=colours[n], label=labels[n]) for n in order
     ]
@@ -341,7 +334,7 @@ def _highlight_stamp(ax, e: Explanation, number: int, colour, corner: int | None
             dx, dy = (-0.44, 0.44)[corner % 2], (-0.44, 0.0)[corner // 2]
             style = dict(fontsize=6.5, color=line, ha="left" if dx < 0 else "right", va="top", fontweight="bold")
             ax.text(c + dx, r + dy, format_number(copy.values[tr, tc]), **style)
-    label = f"x[{_index(copy.input_index)}]·w"
+    label = f"x[{format_index(copy.input_index)}]·w"
     ax.text(cols[0] - 0.45, rows[0] - 0.55, label, fontsize=8, color=line, fontweight="bold", va="bottom", clip_on=True)
 
 

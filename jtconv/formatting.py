@@ -16,6 +16,11 @@ def format_shape(shape: Sequence[int]) -> str:
     return "×".join(map(str, shape))
 
 
+def format_index(index: Sequence[int]) -> str:
+    """``(0, 1)`` as ``0,1`` (written inside ``x[…]``)."""
+    return ",".join(map(str, index))
+
+
 def format_param(values: Sequence[int]) -> str:
     """A per-dimension parameter as typed on the command line: ``2`` when uniform, else ``2,3``."""
     return str(values[0]) if len(set(values)) == 1 else ",".join(map(str, values))

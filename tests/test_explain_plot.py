@@ -81,8 +81,9 @@ def test_output_cell_no_tap_reaches_is_captioned_as_zero():
     e = explain((3, 3), (3, 3), stride=3, output_padding=2, dilation=2)
     at = e.terms_at((12, 12))
     assert at.terms == ()
-    figure = explain_plot.build_figure(e, [at])
-    assert "y[12,12] = 0 (no tap reaches it)" in figure.axes[2].get_title()
+    scatter_ax = explain_plot.build_figure(e, [at]).axes[2]
+    assert "y[12,12] = 0 (no tap reaches it)" in scatter_ax.get_title()
+    assert not [t for t in scatter_ax.texts if t.get_text().endswith("·w")]  # no stamp behind it is drawn whole
 
 
 def test_1d_at_terms_mark_the_column_the_taps_and_the_output_cell():

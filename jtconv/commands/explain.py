@@ -18,7 +18,7 @@ import numpy as np
 from jtconv.commands import missing_module_hint
 from jtconv.explain import PER_DIMENSION, Explanation, OutputTerms, explain, infer_ndim
 from jtconv.explain_gif import DEFAULT_FRAME_MS, DEFAULT_WIDTH, check_gif_options
-from jtconv.formatting import format_number, format_param, format_shape
+from jtconv.formatting import format_index, format_number, format_param, format_shape
 from jtconv.matrix import convolution_matrix
 
 HELP = "show step by step how a 1-d or 2-d transposed convolution computes its output"
@@ -166,10 +166,6 @@ def _cells(values: np.ndarray) -> np.ndarray:
     return np.vectorize(format_number, otypes=[object])(values)
 
 
-def _index(index: Sequence[int]) -> str:
-    return ",".join(map(str, index))
-
-
 def _grid(values: np.ndarray, max_grid: float, labels: np.ndarray | None = None) -> list[str]:
     """Right-aligned grid lines; ``labels`` (strings, same shape) replaces the numbers where given."""
     if max(values.shape) > max_grid:
@@ -213,7 +209,7 @@ def _scatter_section(result: Explanation, max_grid: int) -> list[str]:
         where = ", ".join(f"{name} {a}..{b}" for name, (a, b) in zip(names, spans))
         cropped = "  (partly cropped)" if any(a < 0 or b >= n for (a, b), n in zip(spans, g.output_size)) else ""
         value = format_number(copy.input_value)
-        lines.append(f"  x[{_index(copy.input_index)}] = {value} → {value}·w at {where}{cropped}")
+        lines.append(f"  x[{format_index(copy.input_index)}] = {value} → {value}·w at {where}{cropped}")
     if len(result.copies) > MAX_LISTED_COPIES:
         lines.append(f"  … and {len(result.copies) - MAX_LISTED_COPIES} more copies")
     lines.append(
@@ -284,12 +280,12 @@ def _stacked_copies(result: Explanation, max_grid: int) -> list[str]:
 
 def _terms_section(terms: OutputTerms) -> list[str]:
     n = format_number
-    lines = [f"y[{_index(terms.output_index)}] = {n(terms.total)}: the terms x[i]·w[t] with o = i·s − p + t·d"]
+    lines = [f"y[{format_index(terms.output_index)}] = {n(terms.total)}: the terms x[i]·w[t] with o = i·s − p + t·d"]
     if not terms.terms:
         lines.append("  no (input, kernel tap) pair satisfies o = i·s − p + t·d here, so the value is 0")
     for t in terms.terms:
         lines.append(
-            f"  x[{_index(t.input_index)}] · w[{_index(t.kernel_index)}] = "
+            f"  x[{format_index(t.input_index)}] · w[{format_index(t.kernel_index)}] = "
             f"{n(t.input_value)} · {n(t.kernel_value)} = {n(t.product)}"
         )
     if len(terms.terms) > 1:
