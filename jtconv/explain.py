@@ -297,19 +297,6 @@ def _checkerboard(g: ConvTransposeGeometry) -> Checkerboard:
     phase_counts = tuple(overlap_phase_counts(k, s, d) for k, s, d in zip(g.kernel_size, g.stride, g.dilation))
     uneven_dims = [n for n, counts in enumerate(phase_counts) if len(set(counts)) > 1]
     lines = []
-    if not uneven_dims:
-        lines.append(
-            "Even overlap: every interior output position receives the same number of kernel taps "
-            f"({math.prod(counts[0] for counts in phase_counts)}), because the kernel size is divisible by the "
-            "stride (and dilation coprime with it). So overlap alone creates no checkerboard: a constant input and "
-            "a constant kernel give a constant interior output. (Other patterns come from the kernel's values: "
-            "each phase sums a different subset of taps.)"
-        )
-        if overlap.min() != overlap.max():
-            lines.append(
-                f"Positions near the border receive fewer taps (down to {overlap.min()}): fewer kernel "
-                "copies reach the edges. That is a border effect, not a checkerboard."
-            )
     for n in uneven_dims:
         k, s, d = g.kernel_size[n], g.stride[n], g.dilation[n]
         if math.gcd(d, s) > 1:
@@ -322,14 +309,24 @@ def _checkerboard(g: ConvTransposeGeometry) -> Checkerboard:
             f"{', '.join(map(str, phase_counts[n]))} taps in turn (repeating every {s})."
         )
     if uneven_dims:
+        lines += [
+            "Uneven overlap is the cause of checkerboard artifacts (Odena et al., 2016, 'Deconvolution and "
+            "Checkerboard Artifacts'): even a constant input and a constant kernel give a patterned output.",
+            "To avoid it: use a kernel size divisible by the stride (e.g. kernel 4 with stride 2) and dilation coprime "
+            "with the stride (e.g. 1), or stride 1, or resize first (nearest or bilinear upsampling) and then apply a "
+            "stride-1 convolution.",
+        ]
+    else:
         lines.append(
-            "Uneven overlap is the cause of checkerboard artifacts (Odena et al., 2016, "
-            "'Deconvolution and Checkerboard Artifacts'): even a constant input and a constant kernel "
-            "give a patterned output."
+            "Even overlap: every interior output position receives the same number of kernel taps "
+            f"({math.prod(counts[0] for counts in phase_counts)}), because the kernel size is divisible by the "
+            "stride (and dilation coprime with it). So overlap alone creates no checkerboard: a constant input and "
+            "a constant kernel give a constant interior output. (Other patterns come from the kernel's values: "
+            "each phase sums a different subset of taps.)"
         )
-        lines.append(
-            "To avoid it: use a kernel size divisible by the stride (e.g. kernel 4 with stride 2) "
-            "and dilation coprime with the stride (e.g. 1), or stride 1, or resize first "
-            "(nearest or bilinear upsampling) and then apply a stride-1 convolution."
-        )
+        if overlap.min() != overlap.max():
+            lines.append(
+                f"Positions near the border receive fewer taps (down to {overlap.min()}): fewer kernel copies reach "
+                "the edges. That is a border effect, not a checkerboard."
+            )
     return Checkerboard(overlap, phase_counts, bool(uneven_dims), "\n".join(lines))

@@ -146,10 +146,9 @@ def centred(ax, x: float, y: float, text: str, **style):
 
 
 def write_values(ax, grid: np.ndarray, colours, fontsize: float = 8) -> None:
-    """Each value of ``grid`` (2-d) in its cell, white on dark ``colours`` (RGBA per cell, or None)."""
+    """Each value of ``grid`` (2-d) in its cell, white on dark ``colours`` (RGBA per cell)."""
     for (r, c), value in np.ndenumerate(grid):
-        dark = colours is not None and is_dark(colours[r][c])
-        centred(ax, c, r, format_number(value), fontsize=fontsize, color="white" if dark else "black")
+        centred(ax, c, r, format_number(value), fontsize=fontsize, color="white" if is_dark(colours[r][c]) else "black")
 
 
 def integer_ticks(

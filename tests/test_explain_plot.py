@@ -121,8 +121,9 @@ def test_write_values_writes_every_cell_in_row_order():
     ax = figure.axes[0]
     before = len(ax.texts)
     grid = np.array([[1.0, 2.5], [3.0, 4.0]])
-    explain_plot.write_values(ax, grid, None)
+    explain_plot.write_values(ax, grid, [[to_rgba("white"), to_rgba("navy")]] * 2)
     assert [t.get_text() for t in ax.texts[before:]] == [format_number(v) for v in grid.ravel()]
+    assert [t.get_color() for t in ax.texts[before:]] == ["black", "white"] * 2  # white on dark cells
     assert [t.get_position() for t in ax.texts[before:]] == [(0, 0), (1, 0), (0, 1), (1, 1)]
 
 
