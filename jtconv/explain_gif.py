@@ -164,11 +164,9 @@ class _Scene:
         self.at_texts = [caption(62 + 18 * line, fontsize=10 * scale, color=AT_COLOUR) for line in lines]
 
         self.input_ax = figure.add_axes(input_box)
-        white = [to_rgba("white")] * e.input.size
-        style = dict(edgecolor="#999999", linewidth=0.6)
-        self.input_cells = plot.input_panel(
-            self.input_ax, e, white, "input x", numbers(input_box, e.input), scale, **style
-        )
+        white, edges = [to_rgba("white")] * e.input.size, dict(edgecolor="#999999", linewidth=0.6)
+        numbered = numbers(input_box, e.input)
+        self.input_cells = plot.input_panel(self.input_ax, e, white, "input x", numbered, scale, **edges)
         self.kernel_ax = figure.add_axes(kernel_box)
         annotate = numbers(kernel_box, e.kernel)
         plot.heatmap(self.kernel_ax, e.kernel, "kernel w", "Oranges", annotate=annotate, scale=scale)
@@ -186,11 +184,10 @@ class _Scene:
         self.overlay = ax.imshow(np.zeros((*self.shape, 4)), interpolation="nearest", aspect=aspect)
         small = max(rows, cols) <= (2 * plot.MAX_ANNOTATED if g.ndim == 1 else plot.MAX_ANNOTATED)
         self.annotate = small and numbers(canvas_box, e.canvas)
-        text = dict(fontsize=9.5 * scale, clip_on=True)
-        cells = (
-            [[plot.centred(ax, c, r, "", **text) for c in range(cols)] for r in range(rows)] if self.annotate else []
-        )
-        self.value_texts = cells
+        self.value_texts: list = []
+        if self.annotate:
+            text = dict(fontsize=9.5 * scale, clip_on=True)
+            self.value_texts = [[plot.centred(ax, c, r, "", **text) for c in range(cols)] for r in range(rows)]
         row_offset, col_offset = (0, g.crop[0][0]) if g.ndim == 1 else (g.crop[0][0], g.crop[1][0])
         plot.integer_ticks(ax, rows, cols, g.ndim == 1, row_offset, col_offset, fontsize=8 * scale)
         for terms in at_terms:
