@@ -244,40 +244,6 @@ def test_module_entry_point_runs_and_fails_cleanly():
     ]
 
 
-def test_png_picture_follows_each_stamp_and_the_at_terms():
-    from matplotlib.patches import Circle, Rectangle
-
-    from jtconv.explain import explain
-    from jtconv.explain_plot import build_figure, stamp_colours
-
-    e = explain(4, 4, stride=2, padding=1)
-    figure = build_figure(e, [e.terms_at((0, 1))])
-    input_ax, kernel_ax, scatter_ax, _, output_ax = figure.axes
-    colours = [tuple(np.round(c[:3], 4)) for c in stamp_colours(16)]
-
-    # the input is the legend: cell x[i] has the colour of x[i]'s stamp
-    cells = [p for p in input_ax.patches if isinstance(p, Rectangle) and p.get_fill()]
-    assert [tuple(np.round(p.get_facecolor()[:3], 4)) for p in cells] == colours
-    # one dot per (stamp, tap) in the stamp's colour; canvas cell (1, 2) is output (0, 1): x[0,0] and x[0,1]
-    dots = [p for p in scatter_ax.patches if isinstance(p, Circle)]
-    assert len(dots) == 16 * 16
-    at_cell = {
-        tuple(np.round(d.get_facecolor()[:3], 4))
-        for d in dots
-        if round(d.center[0]) == 2 and round(d.center[1] - 0.3) == 1
-    }
-    assert at_cell == {colours[0], colours[1]}
-    # the --at terms: their kernel taps w[1,2], w[1,0] framed, the output cell framed, the sum in the title
-    framed = {(round(p.get_y() + 0.5), round(p.get_x() + 0.5)) for p in kernel_ax.patches if not p.get_fill()}
-    assert framed == {(1, 2), (1, 0)}
-    boxed = {(round(p.get_y() + 0.5), round(p.get_x() + 0.5)) for p in output_ax.patches if not p.get_fill()}
-    assert boxed == {(0, 1)}
-    assert "y[0,1] = x[0,0]·w[1,2] + x[0,1]·w[1,0] = 1·7 + 1·5 = 12" in scatter_ax.get_title()
-
-
-# --- text sections and errors: omitted grids, long copy lists, output_padding past the crop, unwritable files
-
-
 def test_non_finite_values_are_refused(capsys):
     status, out, err = _run(capsys, ["explain", "--input-size", "2", "--kernel-size", "2", "--input-values", "1,nan"])
     assert status == 2 and out == ""

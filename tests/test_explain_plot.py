@@ -1,5 +1,5 @@
-"""jtconv.explain_plot: the stamp palette, the legends and captions, and the large-grid,
-crowded-cell and 1-d ``--at`` branches of the picture.
+"""jtconv.explain_plot: each stamp and the ``--at`` terms in the picture, the stamp palette, the legends and
+captions, and the large-grid, crowded-cell and 1-d ``--at`` branches.
 
 Figures are built with matplotlib's object API and inspected (patches, texts,
 titles, legends); only the legend check renders.
@@ -18,6 +18,33 @@ from matplotlib.patches import Circle, Rectangle
 
 from jtconv import explain_plot
 from jtconv.explain import explain
+from jtconv.formatting import format_number
+
+
+def test_png_picture_follows_each_stamp_and_the_at_terms():
+    e = explain(4, 4, stride=2, padding=1)
+    figure = explain_plot.build_figure(e, [e.terms_at((0, 1))])
+    input_ax, kernel_ax, scatter_ax, _, output_ax = figure.axes
+    colours = [tuple(np.round(c[:3], 4)) for c in explain_plot.stamp_colours(16)]
+
+    # the input is the legend: cell x[i] has the colour of x[i]'s stamp
+    cells = [p for p in input_ax.patches if isinstance(p, Rectangle) and p.get_fill()]
+    assert [tuple(np.round(p.get_facecolor()[:3], 4)) for p in cells] == colours
+    # one dot per (stamp, tap) in the stamp's colour; canvas cell (1, 2) is output (0, 1): x[0,0] and x[0,1]
+    dots = [p for p in scatter_ax.patches if isinstance(p, Circle)]
+    assert len(dots) == 16 * 16
+    at_cell = {
+        tuple(np.round(d.get_facecolor()[:3], 4))
+        for d in dots
+        if round(d.center[0]) == 2 and round(d.center[1] - 0.3) == 1
+    }
+    assert at_cell == {colours[0], colours[1]}
+    # the --at terms: their kernel taps w[1,2], w[1,0] framed, the output cell framed, the sum in the title
+    framed = {(round(p.get_y() + 0.5), round(p.get_x() + 0.5)) for p in kernel_ax.patches if not p.get_fill()}
+    assert framed == {(1, 2), (1, 0)}
+    boxed = {(round(p.get_y() + 0.5), round(p.get_x() + 0.5)) for p in output_ax.patches if not p.get_fill()}
+    assert boxed == {(0, 1)}
+    assert "y[0,1] = x[0,0]·w[1,2] + x[0,1]·w[1,0] = 1·7 + 1·5 = 12" in scatter_ax.get_title()
 
 
 def test_large_2d_case_outlines_the_first_copies_without_numbers():
@@ -54,8 +81,9 @@ def test_output_cell_no_tap_reaches_is_captioned_as_zero():
     e = explain((3, 3), (3, 3), stride=3, output_padding=2, dilation=2)
     at = e.terms_at((12, 12))
     assert at.terms == ()
-    figure = explain_plot.build_figure(e, [at])
-    assert "y[12,12] = 0 (no tap reaches it)" in figure.axes[2].get_title()
+    scatter_ax = explain_plot.build_figure(e, [at]).axes[2]
+    assert "y[12,12] = 0 (no tap reaches it)" in scatter_ax.get_title()
+    assert not [t for t in scatter_ax.texts if t.get_text().endswith("·w")]  # no stamp behind it is drawn whole
 
 
 def test_1d_at_terms_mark_the_column_the_taps_and_the_output_cell():
@@ -93,8 +121,9 @@ def test_write_values_writes_every_cell_in_row_order():
     ax = figure.axes[0]
     before = len(ax.texts)
     grid = np.array([[1.0, 2.5], [3.0, 4.0]])
-    explain_plot.write_values(ax, grid, None)
-    assert [t.get_text() for t in ax.texts[before:]] == [explain_plot.format_value(v) for v in grid.ravel()]
+    explain_plot.write_values(ax, grid, [[to_rgba("white"), to_rgba("navy")]] * 2)
+    assert [t.get_text() for t in ax.texts[before:]] == [format_number(v) for v in grid.ravel()]
+    assert [t.get_color() for t in ax.texts[before:]] == ["black", "white"] * 2  # white on dark cells
     assert [t.get_position() for t in ax.texts[before:]] == [(0, 0), (1, 0), (0, 1), (1, 1)]
 
 
