@@ -27,15 +27,8 @@ import jax
 import jax.numpy as jnp
 
 from jtconv.geometry import IntOrTuple, PaddingLike
-from jtconv.initializers import Initializer, torch_bias_init, torch_fan_in, torch_kernel_init
-from jtconv.layer import (
-    conv_transpose_layer,
-    in_features_of,
-    kernel_shape,
-    layer_settings,
-    normalize_kernel_size,
-    validate_layer,
-)
+from jtconv.initializers import Initializer, torch_bias_init, torch_kernel_init
+from jtconv.layer import conv_transpose_layer, in_features_of, kernel_shape, normalize_kernel_size, validate_layer
 
 __all__ = ["ConvTranspose", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"]
 
@@ -121,15 +114,8 @@ class ConvTranspose(nn.Module):
         kernel = self.param("kernel", self.kernel_init, shape, self.param_dtype)
         bias = None
         if self.use_bias:
-            bias_init = self.bias_init or torch_bias_init(torch_fan_in(shape))
-            bias = self.param("bias", bias_init, (self.features,), self.param_dtype)
-        return conv_transpose_layer(
-            inputs,
-            kernel,
-            bias,
-            output_size=output_size,
-            **layer_settings(self),
-        )
+            bias = self.param("bias", self.bias_init or torch_bias_init(shape), (self.features,), self.param_dtype)
+        return conv_transpose_layer(self, inputs, kernel, bias, output_size)
 
 
 class ConvTranspose1d(ConvTranspose):

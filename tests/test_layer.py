@@ -1,4 +1,4 @@
-"""jtconv.layer: the layer check of feature_group_count."""
+"""jtconv.layer: the rules a Flax layer checks before any parameter exists, and its output_size."""
 
 from __future__ import annotations
 
@@ -9,13 +9,20 @@ import pytest
 from jtconv import linen
 from jtconv.layer import validate_layer
 
+RULES = dict(strides=1, padding=0, output_padding=0, kernel_dilation=1)
+
 
 @pytest.mark.parametrize("groups", [0, -2, 1.5, "2"])
 def test_feature_group_count_must_be_a_positive_int(groups):
     with pytest.raises(ValueError, match=f"feature_group_count must be a positive int, got {groups!r}"):
-        validate_layer(
-            4, 4, (3,), strides=1, padding=0, output_padding=0, kernel_dilation=1, feature_group_count=groups
-        )
+        validate_layer(4, 4, (3,), feature_group_count=groups, **RULES)
+
+
+def test_features_must_be_positive_ints():
+    with pytest.raises(ValueError, match="in_features must be a positive int, got 0"):
+        validate_layer(0, 4, (3,), feature_group_count=1, **RULES)
+    with pytest.raises(ValueError, match=r"out_features \(features\) must be a positive int, got 2.0"):
+        validate_layer(2, 2.0, (3,), feature_group_count=1, **RULES)
 
 
 def test_linen_layer_reports_feature_group_count():
@@ -28,3 +35,15 @@ def test_nd_layer_kernel_size_must_be_ints():
     layer = linen.ConvTranspose(features=2, kernel_size=(3, 2.5))
     with pytest.raises(ValueError, match=r"kernel_size must be a non-empty sequence of ints.*got \(3, 2.5\)"):
         layer.init(jax.random.key(0), jnp.ones((1, 5, 5, 2)))
+
+
+@pytest.mark.parametrize("channels_first", [False, True])
+def test_output_size_is_spatial_or_the_full_shape_with_every_batch_dimension(channels_first):
+    layer = linen.ConvTranspose(features=3, kernel_size=(3, 3), strides=2, channels_first=channels_first)
+    x = jnp.ones((2, 4, 2, 5, 5) if channels_first else (2, 4, 5, 5, 2))
+    variables = layer.init(jax.random.key(0), x)
+    expected = (2, 4, 3, 12, 11) if channels_first else (2, 4, 12, 11, 3)
+    for output_size in [(12, 11), expected]:
+        assert layer.apply(variables, x, output_size=output_size).shape == expected
+    with pytest.raises(ValueError, match=r"output_size must have 2 \(spatial\) or 5 \(full output shape\) elements"):
+        layer.apply(variables, x, output_size=(1, 12, 11, 3))
