@@ -63,6 +63,7 @@ LAYER_KINDS = (
     "norm",
 )
 _KERNEL_KINDS = ("conv_transpose", "conv", "linear")
+_KIND_OF_LEAF = {"embedding": "embedding", "mean": "batch_norm", "var": "batch_norm", "scale": "norm"}
 
 Names = Callable[[str], "str | None"] | Mapping[str, str]
 Shape = tuple[int, ...]
@@ -302,14 +303,9 @@ def _decide_kind(
     if weight is None and "bias" in parameters and target is None:
         return None, "a bias without a weight: pass kinds= or template="
     if target:
-        for leaf, kind in (
-            ("embedding", "embedding"),
-            ("mean", "batch_norm"),
-            ("var", "batch_norm"),
-            ("scale", "norm"),
-        ):
-            if leaf in target:
-                return kind, "template"
+        kind = next((kind for leaf, kind in _KIND_OF_LEAF.items() if leaf in target), None)
+        if kind is not None:
+            return kind, "template"
         if "kernel" in target and weight is not None:
             if len(weight) == 2:
                 return "linear", "template"
@@ -450,24 +446,27 @@ def torch_to_flax(
     return result
 
 
+def _leaf_names(kind: str) -> dict[str, str]:
+    """``{torch parameter: Flax leaf}`` of a layer of ``kind``."""
+    if kind == "embedding":
+        return {"weight": "embedding"}
+    names = {"weight": "kernel" if kind in _KERNEL_KINDS else "scale", "bias": "bias"}
+    return names | ({"running_mean": "mean", "running_var": "var"} if kind == "batch_norm" else {})
+
+
 def _layer_to_flax(
     kind: str, form: str | None, values: Mapping[str, Any], spectral_dim: int
 ) -> dict[str, tuple[tuple[str, ...], jax.Array]]:
-    """``{flax leaf: (torch parameters it comes from, value)}`` for one layer."""
-    leaves: dict[str, tuple[tuple[str, ...], jax.Array]] = {}
-    if form is not None:
-        weight = torch_keys.read_weight(form, values, spectral_dim)
-        sources = torch_keys.WEIGHT_FORMS[form]
-        if kind in _KERNEL_KINDS:
-            leaves["kernel"] = (sources, jnp.transpose(weight, _kernel_axes(kind, weight.ndim)))
-        else:
-            leaves["embedding" if kind == "embedding" else "scale"] = (sources, weight)
-    if "bias" in values and kind != "embedding":
-        leaves["bias"] = (("bias",), jnp.asarray(values["bias"]))
-    if kind == "batch_norm":
-        for torch_name, flax_name in (("running_mean", "mean"), ("running_var", "var")):
-            if torch_name in values:
-                leaves[flax_name] = ((torch_name,), jnp.asarray(values[torch_name]))
+    """``{Flax leaf: (torch parameters it comes from, value)}`` for one layer."""
+    leaves = {}
+    for parameter, leaf in _leaf_names(kind).items():
+        if parameter == "weight" and form is not None:
+            weight = torch_keys.read_weight(form, values, spectral_dim)
+            if leaf == "kernel":
+                weight = jnp.transpose(weight, _kernel_axes(kind, weight.ndim))
+            leaves[leaf] = (torch_keys.WEIGHT_FORMS[form], weight)
+        elif parameter != "weight" and parameter in values:
+            leaves[leaf] = ((parameter,), jnp.asarray(values[parameter]))
     return leaves
 
 
@@ -617,15 +616,11 @@ def _decide_torch_kind(
     or ``(None, why not)``; ``weight`` is the template's torch weight shape."""
     if explicit is not None:
         return explicit, "kinds"
-    leaves = set(flax_layer)
-    if "embedding" in leaves:
-        return "embedding", "Flax leaf 'embedding'"
-    if {"mean", "var"} & leaves:
-        return "batch_norm", "Flax batch statistics"
-    if "scale" in leaves:
-        return "norm", "Flax leaf 'scale'"
-    if "kernel" not in leaves:
-        return None, f"Flax leaves {sorted(leaves)} are no supported layer"
+    leaf = next((leaf for leaf in _KIND_OF_LEAF if leaf in flax_layer), None)
+    if leaf is not None:
+        return _KIND_OF_LEAF[leaf], "Flax batch statistics" if leaf in ("mean", "var") else f"Flax leaf {leaf!r}"
+    if "kernel" not in flax_layer:
+        return None, f"Flax leaves {sorted(flax_layer)} are no supported layer"
     kernel = _shape_of(source[flax_layer["kernel"]])
     if kernel is None:
         return None, "the Flax kernel is no array"
@@ -639,20 +634,16 @@ def _decide_torch_kind(
 def _layer_to_torch(kind: str, leaves: Mapping[str, Any]) -> dict[str, tuple[str, jax.Array]]:
     """``{torch parameter: (Flax leaf it comes from, value)}``; leaves that do not
     belong to ``kind`` are left out (and so reported unused)."""
-    weight_leaf = "kernel" if kind in _KERNEL_KINDS else "embedding" if kind == "embedding" else "scale"
-    table = {weight_leaf: "weight"} if kind == "embedding" else {weight_leaf: "weight", "bias": "bias"}
-    if kind == "batch_norm":
-        table.update(mean="running_mean", var="running_var")
     outputs = {}
-    for leaf, value in leaves.items():
-        if leaf not in table:
+    for parameter, leaf in _leaf_names(kind).items():
+        if leaf not in leaves:
             continue
-        value = jnp.asarray(value)
+        value = jnp.asarray(leaves[leaf])
         if leaf == "kernel":
             if _rank_problem(kind, value.ndim):
                 continue
             value = jnp.transpose(value, [int(a) for a in np.argsort(_kernel_axes(kind, value.ndim))])
-        outputs[table[leaf]] = (leaf, value)
+        outputs[parameter] = (leaf, value)
     return outputs
 
 
