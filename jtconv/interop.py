@@ -80,33 +80,25 @@ def layer_weight(module) -> jax.Array:
 
     hooks = list(module._forward_pre_hooks.values())
     parametrized = sorted(module.parametrizations) if parametrize.is_parametrized(module) else []
-    if parametrized and hooks or len(hooks) > 1 or parametrized not in ([], ["weight"]):
+    norms = hooks + (list(module.parametrizations.weight) if "weight" in parametrized else [])
+    known = (WeightNorm, SpectralNorm, parametrizations._WeightNorm, parametrizations._SpectralNorm)
+    supported = [isinstance(norm, known) and getattr(norm, "name", "weight") == "weight" for norm in norms]
+    if parametrized not in ([], ["weight"]) or supported not in ([], [True]):
+        found = {name: [type(p).__name__ for p in module.parametrizations[name]] for name in parametrized}
         raise ValueError(
-            f"module must have at most one weight reparametrization (weight norm or spectral norm), got "
-            f"forward pre-hooks {[type(h).__name__ for h in hooks]} and parametrizations of {parametrized}"
+            "module must have at most one weight reparametrization: its weight parametrized by one weight_norm or "
+            f"spectral_norm, as a forward pre-hook or a parametrization; got forward pre-hooks "
+            f"{[type(h).__name__ for h in hooks]} and parametrizations {found}. jtconv cannot know how others "
+            "change the weight: remove them (e.g. torch.nn.utils.remove_weight_norm) before converting"
         )
-    if hooks and not (isinstance(hooks[0], WeightNorm | SpectralNorm) and hooks[0].name == "weight"):
-        raise ValueError(
-            f"module has a forward pre-hook {type(hooks[0]).__name__} (name={getattr(hooks[0], 'name', None)!r}) "
-            "that jtconv does not know: it may change the weight before forward. Supported: weight_norm and "
-            "spectral_norm of 'weight'; remove the hook (e.g. torch.nn.utils.remove_weight_norm) before converting"
+    spectral = norms and isinstance(norms[0], SpectralNorm | parametrizations._SpectralNorm)
+    if spectral and getattr(norms[0], "training", module.training):
+        api = "torch.nn.utils." + ("parametrizations." if parametrized else "") + "spectral_norm"
+        warnings.warn(
+            f"{api} in training mode: jtconv uses the stored u and v, as torch's eval-mode forward does; torch's "
+            "training-mode forward first runs power iterations that change them (call .eval() to compare)",
+            stacklevel=3,
         )
-    norms = list(module.parametrizations.weight) if parametrized else hooks
-    known = (parametrizations._WeightNorm, parametrizations._SpectralNorm, WeightNorm, SpectralNorm)
-    if len(norms) > 1 or not all(isinstance(norm, known) for norm in norms):
-        raise ValueError(
-            f"module's weight must be parametrized by one weight_norm or spectral_norm, got "
-            f"{[type(p).__name__ for p in norms]}: jtconv cannot know what other parametrizations compute"
-        )
-    if norms and isinstance(norms[0], SpectralNorm | parametrizations._SpectralNorm):
-        if getattr(norms[0], "training", module.training):
-            api = "torch.nn.utils." + ("parametrizations." if parametrized else "") + "spectral_norm"
-            warnings.warn(
-                f"{api} in training mode: jtconv uses the stored u and v, as torch's eval-mode forward "
-                "does; torch's training-mode forward first runs power iterations that change them (call .eval() "
-                "to compare)",
-                stacklevel=3,
-            )
     values = {key: to_numpy(value) for key, value in module.state_dict().items()}
     form = torch_keys.weight_form(values) or "plain"
     return torch_keys.read_weight(form, values, spectral_dim=norms[0].dim if norms else 0)

@@ -60,14 +60,9 @@ def validate_layer(
     output_padding: IntOrTuple,
     kernel_dilation: IntOrTuple,
     feature_group_count: int,
-    input_shape: Sequence[int] | None = None,
-    channels_first: bool = False,
 ) -> None:
-    """Check a layer's hyperparameters against PyTorch's rules, before any parameter exists.
-
-    With ``input_shape`` (batched or not, in the layer's layout) the input is
-    checked too; without it, a spatial size large enough for any padding is
-    assumed, so only the size-independent rules are checked.
+    """Check a layer's hyperparameters against PyTorch's rules, before any parameter exists
+    (the rules that do not depend on the input's spatial size).
 
     Raises:
       ValueError: naming the argument and the rule.
@@ -86,21 +81,15 @@ def validate_layer(
     for name, values in (("kernel_size", kernel_size), ("strides", strides_t), ("kernel_dilation", dilation_t)):
         if any(v < 1 for v in values):
             raise ValueError(f"{name} must be >= 1 in every dimension, got {values}")
-    if input_shape is None:
-        crops = normalize_padding(padding, ndim, kernel_size, strides_t, dilation_t)
-        input_shape = (1, in_features, *(1 + max(lo, 0) + max(hi, 0) for lo, hi in crops))
-        channels_first = True
-    elif len(input_shape) > ndim + 2:
-        input_shape = (math.prod(input_shape[: len(input_shape) - ndim - 1]), *input_shape[-ndim - 1 :])
-    make_geometry(
-        input_shape,
+    crops = normalize_padding(padding, ndim, kernel_size, strides_t, dilation_t)
+    make_geometry(  # an input large enough for any padding
+        (1, in_features, *(1 + max(lo, 0) + max(hi, 0) for lo, hi in crops)),
         kernel_shape(in_features, out_features, kernel_size, feature_group_count),
         stride=strides_t,
         padding=padding,
         output_padding=output_padding,
         dilation=dilation_t,
         groups=feature_group_count,
-        channels_last=not channels_first,
     )
 
 

@@ -8,13 +8,9 @@
 >>> layer.apply(variables, x).shape               # (16 − 1)·2 − 2·1 + 4 = 32
 (1, 32, 32, 8)
 
-Parameters (PyTorch's layout, so weights copy across unchanged):
-
-* ``kernel``: ``(in_features, features // feature_group_count, *kernel_size)``,
-  exactly ``torch.nn.ConvTransposeNd.weight``;
-* ``bias``: ``(features,)``.
-
-The layout of the *data* (``channels_first``) does not change the parameters.
+The parameters have PyTorch's layout, whatever the data's: ``kernel``
+``(in_features, features // feature_group_count, *kernel_size)`` is exactly
+``torch.nn.ConvTransposeNd.weight``, and ``bias`` is ``(features,)``.
 """
 
 from __future__ import annotations
@@ -107,8 +103,6 @@ class ConvTranspose(nn.Module):
             output_padding=self.output_padding if output_size is None else 0,
             kernel_dilation=self.kernel_dilation,
             feature_group_count=self.feature_group_count,
-            input_shape=inputs.shape,
-            channels_first=self.channels_first,
         )
         shape = kernel_shape(in_features, self.features, kernel_size, self.feature_group_count)
         kernel = self.param("kernel", self.kernel_init, shape, self.param_dtype)

@@ -7,9 +7,7 @@
 >>> layer(jnp.ones((1, 16, 16, 3))).shape         # (16 − 1)·2 − 2·1 + 4 = 32
 (1, 32, 32, 8)
 
-Parameters (PyTorch's layout, so weights copy across unchanged):
-``kernel`` ``(in_features, out_features // feature_group_count, *kernel_size)``
-(exactly ``torch.nn.ConvTransposeNd.weight``) and ``bias`` ``(out_features,)``.
+The parameters are those of :mod:`jtconv.linen`, in PyTorch's layout.
 """
 
 from __future__ import annotations
