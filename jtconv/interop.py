@@ -33,6 +33,7 @@ __all__ = [
     "layer_weight",
     "load_state_dict",
     "to_numpy",
+    "to_tensor",
     "to_torch",
 ]
 
@@ -60,15 +61,11 @@ def to_tensor(array: Any):
 
 
 def layer_weight(module) -> jax.Array:
-    """The weight a torch layer's forward uses, computed from what the layer stores.
-
-    A plain layer's ``weight``; under weight norm (either torch API)
-    ``v · g / ‖v‖``; under spectral norm (either API) ``w_orig / (uᵀ · W · v)``
-    with the stored ``u``, ``v``: torch's eval-mode forward (a module in
-    training mode warns: its forward first runs power iterations). See
-    :mod:`jtconv.torch_keys`. ``module.weight`` of a reparametrized layer is
-    never read: the old hook API recomputes it only in forward, so after
-    ``load_state_dict`` it is stale.
+    """The weight a torch layer's forward uses, computed from what the layer stores
+    (:mod:`jtconv.torch_keys`): under weight norm ``v · g / ‖v‖``, under spectral norm
+    ``w_orig / (uᵀ · W · v)``, torch's eval-mode forward (a module in training mode warns).
+    ``module.weight`` of a reparametrized layer is never read: the old hook API
+    recomputes it only in forward, so after ``load_state_dict`` it is stale.
 
     Raises:
       ValueError: for any other forward pre-hook or parametrization (it could
@@ -214,16 +211,12 @@ def to_torch(
 ):
     """Build the ``torch.nn.ConvTranspose{1,2,3}d`` equal to a jtconv module.
 
-    ``to_torch(linen_module, variables)`` or ``to_torch(nnx_module)``. The
-    weight and bias are copies of ``kernel`` and ``bias`` (same layout, same
-    dtype). The torch module takes channels-first input whatever the jtconv
-    module's ``channels_first``.
-
-    With ``weight_norm=True`` the layer comes back under
-    ``torch.nn.utils.parametrizations.weight_norm(layer, dim=weight_norm_dim)``:
-    ``g = ‖kernel‖`` (over every axis but ``weight_norm_dim``; ``None``: the
-    whole tensor) and ``v = kernel``, so ``g · v / ‖v‖`` is the kernel up to
-    float rounding; it also loads old-style ``weight_g`` / ``weight_v`` checkpoints.
+    ``to_torch(linen_module, variables)`` or ``to_torch(nnx_module)``: the weight
+    and bias are copies of ``kernel`` and ``bias``; the torch module takes
+    channels-first input whatever the jtconv module's ``channels_first``.
+    ``weight_norm=True`` returns it under ``torch.nn.utils.parametrizations.weight_norm(
+    layer, dim=weight_norm_dim)`` (``g = ‖kernel‖``, ``v = kernel``: ``g · v / ‖v‖``
+    is the kernel up to rounding), which also loads old ``weight_g`` / ``weight_v`` checkpoints.
 
     Raises:
       ValueError: if the module's padding has no torch equivalent (torch
@@ -272,11 +265,10 @@ def to_torch(
 def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint into a flat ``{name: np.ndarray}`` dict, never unpickling arbitrary objects.
 
-    ``*.safetensors`` files are read with ``safetensors.numpy``; anything
-    else with ``torch.load(path, map_location="cpu", weights_only=True)``,
-    which only rebuilds tensors and plain containers. Nested dicts (e.g.
-    ``{"model": state_dict, "epoch": 3}``) are flattened with dotted keys;
-    non-tensor leaves (numbers, strings) are kept as they are.
+    ``*.safetensors`` files are read with ``safetensors.numpy``, anything else with
+    ``torch.load(path, map_location="cpu", weights_only=True)`` (tensors and plain
+    containers only). Nested dicts (``{"model": state_dict, "epoch": 3}``) are
+    flattened with dotted keys; other leaves (numbers, strings) are kept as they are.
 
     Raises:
       ValueError: naming ``path`` when the file holds anything else.

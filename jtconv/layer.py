@@ -22,7 +22,7 @@ from flax.linen.dtypes import promote_dtype
 from jtconv.functional import conv_transpose
 from jtconv.geometry import IntOrTuple, PaddingLike, make_geometry, normalize_padding, normalize_tuple
 
-__all__ = ["conv_transpose_layer", "in_features_of", "kernel_shape", "normalize_kernel_size", "validate_layer"]
+__all__ = ["conv_transpose_layer", "in_features_of", "kernel_shape", "normalize_kernel_size"]
 
 
 def _is_int(value) -> bool:
@@ -44,13 +44,6 @@ def normalize_kernel_size(kernel_size: IntOrTuple, spatial_dims: int | None) -> 
 
 
 def kernel_shape(
-    in_features: int, out_features: int, kernel_size: Sequence[int], feature_group_count: int
-) -> tuple[int, ...]:
-    """``(in_features, out_features // feature_group_count, *kernel_size)``."""
-    return (int(in_features), int(out_features) // int(feature_group_count), *kernel_size)
-
-
-def validate_layer(
     in_features: int,
     out_features: int,
     kernel_size: tuple[int, ...],
@@ -60,9 +53,9 @@ def validate_layer(
     output_padding: IntOrTuple,
     kernel_dilation: IntOrTuple,
     feature_group_count: int,
-) -> None:
-    """Check a layer's hyperparameters against PyTorch's rules, before any parameter exists
-    (the rules that do not depend on the input's spatial size).
+) -> tuple[int, ...]:
+    """The kernel's shape ``(in_features, out_features // feature_group_count, *kernel_size)``,
+    once the hyperparameters pass PyTorch's rules that do not depend on the input's size.
 
     Raises:
       ValueError: naming the argument and the rule.
@@ -82,15 +75,17 @@ def validate_layer(
         if any(v < 1 for v in values):
             raise ValueError(f"{name} must be >= 1 in every dimension, got {values}")
     crops = normalize_padding(padding, ndim, kernel_size, strides_t, dilation_t)
+    shape = (int(in_features), int(out_features) // int(feature_group_count), *kernel_size)
     make_geometry(  # an input large enough for any padding
         (1, in_features, *(1 + max(lo, 0) + max(hi, 0) for lo, hi in crops)),
-        kernel_shape(in_features, out_features, kernel_size, feature_group_count),
+        shape,
         stride=strides_t,
         padding=padding,
         output_padding=output_padding,
         dilation=dilation_t,
         groups=feature_group_count,
     )
+    return shape
 
 
 def in_features_of(inputs_shape: Sequence[int], spatial_dims: int, channels_first: bool) -> int:

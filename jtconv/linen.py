@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from jtconv.geometry import IntOrTuple, PaddingLike
 from jtconv.initializers import Initializer, torch_bias_init, torch_kernel_init
-from jtconv.layer import conv_transpose_layer, in_features_of, kernel_shape, normalize_kernel_size, validate_layer
+from jtconv.layer import conv_transpose_layer, in_features_of, kernel_shape, normalize_kernel_size
 
 __all__ = ["ConvTranspose", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"]
 
@@ -94,7 +94,7 @@ class ConvTranspose(nn.Module):
         inputs = jnp.asarray(inputs)
         kernel_size = normalize_kernel_size(self.kernel_size, self.spatial_dims)
         in_features = in_features_of(inputs.shape, len(kernel_size), self.channels_first)
-        validate_layer(
+        shape = kernel_shape(
             in_features,
             self.features,
             kernel_size,
@@ -104,7 +104,6 @@ class ConvTranspose(nn.Module):
             kernel_dilation=self.kernel_dilation,
             feature_group_count=self.feature_group_count,
         )
-        shape = kernel_shape(in_features, self.features, kernel_size, self.feature_group_count)
         kernel = self.param("kernel", self.kernel_init, shape, self.param_dtype)
         bias = None
         if self.use_bias:

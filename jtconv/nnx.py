@@ -21,7 +21,7 @@ from flax import nnx
 
 from jtconv.geometry import IntOrTuple, PaddingLike
 from jtconv.initializers import Initializer, torch_bias_init, torch_kernel_init
-from jtconv.layer import conv_transpose_layer, kernel_shape, normalize_kernel_size, validate_layer
+from jtconv.layer import conv_transpose_layer, kernel_shape, normalize_kernel_size
 
 __all__ = ["ConvTranspose", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"]
 
@@ -74,7 +74,7 @@ class ConvTranspose(nnx.Module):
         rngs: nnx.Rngs,
     ):
         kernel_size = normalize_kernel_size(kernel_size, self.spatial_dims)
-        validate_layer(
+        shape = kernel_shape(
             in_features,
             out_features,
             kernel_size,
@@ -100,7 +100,6 @@ class ConvTranspose(nnx.Module):
         self.preferred_element_type = preferred_element_type
         self.algorithm = algorithm
 
-        shape = kernel_shape(in_features, out_features, kernel_size, feature_group_count)
         self.kernel = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
         self.bias: nnx.Param | None
         if use_bias:

@@ -2,28 +2,20 @@
 
 :func:`torch_to_flax` turns a torch ``state_dict`` (torch tensors, NumPy or JAX
 arrays: a :func:`jtconv.interop.load_state_dict` of a safetensors file needs no
-torch) into Flax variables; :func:`flax_to_torch` writes a torch-style
-``state_dict`` back. Per kind of layer (:data:`LAYER_KINDS`):
+torch) into Flax variables; :func:`flax_to_torch` writes one back. Per kind
+(:data:`LAYER_KINDS`), torch's ``weight`` becomes ``kernel`` (``conv_transpose``:
+the same ``(in, out/g, *k)``, as :mod:`jtconv.linen` holds it; ``conv``:
+``(out, in/g, *k)`` → ``(*k, in/g, out)``; ``linear``: transposed), ``embedding``
+or a norm's ``scale``; ``bias`` stays ``bias``; ``running_mean`` and
+``running_var`` become batch_stats ``mean`` and ``var`` (``num_batches_tracked``
+is dropped). A weight stored under weight norm or spectral norm
+(:mod:`jtconv.torch_keys`) becomes the weight torch's eval-mode forward computes.
 
-* ``conv_transpose``: ``weight (in, out/g, *k)`` ↔ ``kernel`` (the same: :mod:`jtconv.linen`);
-* ``conv``: ``weight (out, in/g, *k)`` ↔ ``kernel (*k, in/g, out)`` (``nn.Conv``);
-* ``linear``: ``weight (out, in)`` ↔ ``kernel (in, out)`` (``nn.Dense``);
-* ``embedding``: ``weight`` ↔ ``embedding`` (``nn.Embed``);
-* ``batch_norm``: ``weight``, ``bias``, ``running_mean``, ``running_var`` ↔ params
-  ``scale``, ``bias``, batch_stats ``mean``, ``var`` (``num_batches_tracked`` is dropped);
-* ``group_norm``, ``layer_norm``, ``instance_norm`` (``norm``): ``weight``, ``bias`` ↔ ``scale``, ``bias``;
-
-a ``bias`` maps to ``bias``. A weight may be stored in any form of
-:mod:`jtconv.torch_keys` (weight norm, spectral norm, both torch APIs): the
-Flax side gets the weight torch's eval-mode forward computes.
-
-``names`` maps a torch layer name to a Flax path; a layer's kind comes from
-``kinds``, else from keys only one kind has (running statistics:
-``batch_norm``; a 1-d weight: a norm's scale; a 2-d weight with a bias:
-``linear``), else from the ``template`` (the target's shapes). A layer that
-none of these decides is reported, never guessed; so is every key that
-converts to nothing and every template leaf nothing fills, with its shape
-(``strict=True``: ``ValueError``).
+A layer's kind comes from ``kinds``, else from keys only one kind has (running
+statistics: ``batch_norm``; a 1-d weight: a norm's scale; a 2-d weight with a
+bias: ``linear``), else from the ``template`` (the target's shapes). A layer
+none of these decides is reported, never guessed; so is every key that converts
+to nothing and every template leaf nothing fills (``strict=True``: ``ValueError``).
 """
 
 from __future__ import annotations
@@ -334,26 +326,24 @@ def torch_to_flax(
     Args:
       state_dict: ``{key: array}``, torch tensors, NumPy or JAX arrays (JAX
         arrays may be tracers: the conversion is differentiable and jittable).
-      names: torch layer name → Flax path: a function (return ``None`` to
-        leave a layer out; :func:`linen_path` is linen's list naming), or a
-        dict of prefixes (the longest prefix a name starts with is replaced,
-        the rest's dots become ``/``: ``{"ups.": "ups_"}`` maps ``ups.0`` to
-        ``ups_0``).
+      names: torch layer name → Flax path: a function (``None``: leave the layer
+        out; :func:`linen_path` is linen's list naming), or a dict of prefixes
+        (the longest prefix a name starts with is replaced, the rest's dots
+        become ``/``: ``{"ups.": "ups_"}`` maps ``ups.0`` to ``ups_0``).
       kinds: ``{torch layer name or glob pattern: kind}`` (:data:`LAYER_KINDS`);
         :func:`torch_layer_kinds` reads them off a torch model.
-      template: the target variables' shapes (``jax.eval_shape(model.init, …)``
-        for linen, ``nnx.state(model)`` for nnx): decides kinds the keys leave
-        open, checks every shape, and reports its leaves nothing fills.
-      spectral_norm_dims: ``{torch layer name: dim}`` for layers spectral-normed
-        with a non-default ``dim`` (default 0, 1 for ``conv_transpose``).
-      layout: ``"linen"`` → ``{"params": …, "batch_stats": …}``; ``"nnx"`` →
-        one tree by layer path (digit parts become int keys, as ``nnx.List``
-        indices), for ``nnx.replace_by_pure_dict(nnx.state(model), …)``.
-      strict: raise when anything is unused or missing.
+      template: the target's shapes (``jax.eval_shape(model.init, …)`` for linen,
+        ``nnx.state(model)`` for nnx): decides kinds the keys leave open,
+        checks every shape, and reports its leaves nothing fills.
+      spectral_norm_dims: ``{torch layer name: dim}`` for a non-default spectral
+        norm ``dim`` (default 0, 1 for ``conv_transpose``).
+      layout: ``"linen"`` → ``{"params": …, "batch_stats": …}``; ``"nnx"`` → one
+        tree by layer path (digit parts become int keys, as ``nnx.List``
+        indices) for ``nnx.replace_by_pure_dict(nnx.state(model), …)``.
+      strict: raise, with the report, when anything is unused or missing.
 
     Raises:
-      ValueError: with the full report, if ``strict`` and any key is unused or
-        any template leaf missing; for a bad ``kinds`` or ``layout``.
+      ValueError: if ``strict`` and the result is incomplete; for a bad ``kinds`` or ``layout``.
       TypeError: for a bad ``names``, ``state_dict`` or ``template``.
     """
     if layout not in ("linen", "nnx"):
@@ -362,6 +352,7 @@ def torch_to_flax(
         raise TypeError(f"state_dict must be a mapping of key -> array, got {type(state_dict).__name__}")
     name_of, kind_of = _name_function(names), _kind_function(kinds)
     template_leaves = None if template is None else _flax_leaves(template, "template")
+    template_shapes = {key: _shape_of(leaf) for key, (_, leaf) in (template_leaves or {}).items()}
     dims = dict(spectral_norm_dims or {})
     values = {key: _as_array(value) for key, value in state_dict.items()}
     shapes = {key: _shape_of(value) for key, value in values.items()}
@@ -389,10 +380,7 @@ def torch_to_flax(
         weight = None if form is None else torch_keys.weight_shape(form, {p: shapes[k] for p, k in parameters.items()})
         target = None
         if template_leaves is not None:
-            target = {
-                leaf: _shape_of(template_leaves[key][1])
-                for leaf, key in _layer_leaves(template_leaves, layout, path).items()
-            }
+            target = {leaf: template_shapes[key] for leaf, key in _layer_leaves(template_leaves, layout, path).items()}
         kind, decided = _decide_kind(name, parameters, weight, kind_of(name), target)
         if kind is None:
             leave(parameters, f"layer {name!r}: {decided}")
@@ -415,32 +403,29 @@ def torch_to_flax(
         for leaf, (sources, value) in leaves.items():
             collection = () if layout == "nnx" else ("batch_stats" if leaf in ("mean", "var") else "params",)
             key = (*collection, *path, leaf)
-            expected = None if template_leaves is None else template_leaves.get(key)
-            if template_leaves is not None and expected is None:
-                leave({s: parameters[s] for s in sources}, f"the template has no {_key_text(key)!r}")
-                continue
-            if expected is not None and _shape_of(expected[1]) != tuple(value.shape):
-                leave(
-                    {s: parameters[s] for s in sources},
-                    f"converts to {_key_text(key)!r} of shape {tuple(value.shape)}, the template's is "
-                    f"{_shape_of(expected[1])}",
-                )
-                continue
-            if expected is not None:
-                produced[expected[0]] = value
-            else:  # nnx.List indices are ints
+            source_keys = {s: parameters[s] for s in sources}
+            if template_leaves is None:  # nnx.List indices are ints
                 produced[tuple(int(p) if layout == "nnx" and p.isdigit() else p for p in key)] = value
+            elif key not in template_leaves:
+                leave(source_keys, f"the template has no {_key_text(key)!r}")
+                continue
+            elif template_shapes[key] != tuple(value.shape):
+                shapes_text = f"of shape {tuple(value.shape)}, the template's is {template_shapes[key]}"
+                leave(source_keys, f"converts to {_key_text(key)!r} {shapes_text}")
+                continue
+            else:
+                produced[template_leaves[key][0]] = value
             consumed |= set(sources)
         extra = {p: k for p, k in parameters.items() if p not in consumed and k not in unused}
         leave(extra, f"a {kind} layer has no {', '.join(sorted(extra))}")
         converted[name] = LayerConversion(kind, decided, flax_name, form)
 
-    missing = {}
-    if template_leaves is not None:
-        filled = {tuple(map(str, key)) for key in produced}
-        for key, (_, leaf) in template_leaves.items():
-            if key not in filled:
-                missing[_key_text(key)] = (_shape_of(leaf), "no torch key converts to it")
+    filled = {tuple(map(str, key)) for key in produced}
+    missing = {
+        _key_text(key): (shape, "no torch key converts to it")
+        for key, shape in template_shapes.items()
+        if key not in filled
+    }
     result = FlaxConversion(converted, unused, missing, variables=traverse_util.unflatten_dict(produced))
     result._raise_if_incomplete(strict, "torch_to_flax")
     return result
@@ -476,23 +461,18 @@ def _layer_to_flax(
 def _torch_layers_to_write(
     template: Mapping[str, Any] | None, kinds: Mapping[str, str] | None
 ) -> tuple[dict[str, dict[str, str]], dict[str, Any]]:
-    """``({layer: {parameter: key}}, {key: template value})`` of the torch side.
-
-    Without a template, ``kinds`` names the layers and every plain parameter
-    of its kind is a candidate key."""
+    """``({layer: {parameter: key}}, {key: template value})`` of the torch side; without a
+    template, ``kinds`` names the layers, each with the plain keys of its kind."""
     if template is None:
         if not kinds:
             raise ValueError(
                 "flax_to_torch needs the torch layer names: template= (the torch state dict, or {key: shape}) "
                 "or kinds={torch layer name: kind}"
             )
-        layers: dict[str, dict[str, str]] = {}
-        for name, kind in kinds.items():
+        for name in kinds:
             if any(c in name for c in "*?["):
                 raise ValueError(f"kinds must name layers exactly when no template is given, got pattern {name!r}")
-            parameters = ["weight", "bias"] + (["running_mean", "running_var"] if kind == "batch_norm" else [])
-            layers[name] = {p: f"{name}.{p}" if name else p for p in parameters}
-        return layers, {}
+        return {name: {p: f"{name}.{p}" if name else p for p in _leaf_names(kind)} for name, kind in kinds.items()}, {}
     if not isinstance(template, Mapping):
         raise TypeError(f"template must be a torch state dict or {{key: shape}}, got {type(template).__name__}")
     values = {key: _as_array(value) for key, value in template.items()}
@@ -517,21 +497,17 @@ def flax_to_torch(
       names: torch layer name → Flax path, as for :func:`torch_to_flax`.
       template: the torch model's ``state_dict`` (values, or just shapes): it
         names the keys to write, fixes their shapes, decides conv against
-        conv_transpose, and says how each weight is stored:
-        ``weight_g``/``weight_v`` or ``parametrizations.weight.original0/1``
-        get ``g = ‖w‖`` (over every axis but the ``dim`` ``g``'s shape shows)
-        and ``v = w``, which torch's forward turns back into ``w``. Its
-        ``num_batches_tracked`` values are copied.
-      kinds: ``{torch layer name (or, with a template, a glob pattern): kind}``.
-        Without a template it lists the layers, written as plain
-        ``weight``/``bias`` (and running statistics) keys.
-      strict: raise when a Flax leaf is unused or a template key missing.
+        conv_transpose, and says how each weight is stored (a weight-norm pair
+        gets ``g = ‖w‖``, over every axis but the ``dim`` ``g``'s shape shows,
+        and ``v = w``; a spectral-normed weight cannot be written and is
+        reported missing). Its ``num_batches_tracked`` values are copied.
+      kinds: ``{torch layer name (or, with a template, a glob pattern): kind}``;
+        without a template it lists the layers, written as plain keys.
+      strict: raise, with the report, when a Flax leaf is unused or a template key missing.
       tensors: return torch tensors (needs torch) instead of NumPy arrays.
 
     Raises:
-      ValueError: with the report, when ``strict`` and anything is unused or
-        missing (a spectral-normed template layer cannot be written: its
-        weight keys are reported missing); without ``template`` and ``kinds``.
+      ValueError: if ``strict`` and the result is incomplete; without ``template`` and ``kinds``.
     """
     if layout not in ("linen", "nnx"):
         raise ValueError(f"layout must be 'linen' or 'nnx', got {layout!r}")

@@ -1,31 +1,12 @@
-"""How torch stores a layer's weight in a state dict, and the weight torch's forward computes from it.
+"""How torch stores a layer's weight in a state dict, and the weight its (eval-mode) forward computes from that.
 
-A key is ``f"{layer}.{parameter}"`` (``layer`` may be empty). Besides ``bias``,
-``running_mean``, ``running_var`` and ``num_batches_tracked``, a layer holds its
-weight in one of five forms (:data:`WEIGHT_FORMS`):
-
-==================  ====================================================================
-``plain``           ``weight``
-``weight_norm``     ``weight_g``, ``weight_v`` (``torch.nn.utils.weight_norm``)
-``weight_norm_p``   ``parametrizations.weight.original0`` / ``original1``
-                    (``torch.nn.utils.parametrizations.weight_norm``)
-``spectral_norm``   ``weight_orig``, ``weight_u``, ``weight_v`` (``torch.nn.utils.spectral_norm``)
-``spectral_norm_p`` ``parametrizations.weight.original``, ``parametrizations.weight.0._u``,
-                    ``parametrizations.weight.0._v``
-==================  ====================================================================
-
-The weight each form stands for is what torch's (eval-mode) forward computes:
-
-* weight norm: ``w = v · g / ‖v‖``, the 2-norm over every axis but ``dim``
-  (``torch.norm_except_dim``); ``g`` keeps ``v``'s rank with size 1 on the
-  reduced axes, or is 0-d for ``dim=None`` (the whole tensor);
-* spectral norm: ``w = w_orig / σ``, ``σ = uᵀ · W · v`` with the stored ``u``,
-  ``v`` and ``W`` = ``w_orig`` with axis ``dim`` moved first, flattened to a
-  matrix. torch's training-mode forward first runs power iterations that
-  update ``u`` and ``v``; its eval-mode forward computes exactly this.
-
-Half-precision weights are normalised in float32, as torch does. The math is
-shape-static JAX, so it runs under ``jit`` and is differentiable. No torch here.
+A key is ``f"{layer}.{parameter}"`` (``layer`` may be empty). A layer holds its
+weight in one of the forms of :data:`WEIGHT_FORMS`: plainly, under weight norm
+or under spectral norm, each through torch's old forward-pre-hook API
+(``torch.nn.utils.weight_norm``, ``spectral_norm``) or its parametrizations
+(``torch.nn.utils.parametrizations``: the ``_p`` forms). The math is
+shape-static JAX (it runs under ``jit`` and is differentiable); half-precision
+weights are normalised in float32, as torch does. No torch here.
 """
 
 from __future__ import annotations
@@ -168,7 +149,7 @@ def weight_norm_dim(g_shape: Sequence[int], v_shape: Sequence[int]) -> int | Non
 
 
 def weight_from_weight_norm(g: jax.typing.ArrayLike, v: jax.typing.ArrayLike) -> jax.Array:
-    """``w = v · (g / ‖v‖)`` in ``v``'s dtype, the norm over every axis but the
+    """``w = v · g / ‖v‖₂`` in ``v``'s dtype, the norm over every axis but the
     ``dim`` that ``g``'s shape shows (:func:`weight_norm_dim`)."""
     g, v = jnp.asarray(g), jnp.asarray(v)
     compute = v.astype(jnp.promote_types(v.dtype, jnp.float32))
@@ -179,9 +160,9 @@ def weight_from_weight_norm(g: jax.typing.ArrayLike, v: jax.typing.ArrayLike) ->
 def weight_from_spectral_norm(
     weight_orig: jax.typing.ArrayLike, u: jax.typing.ArrayLike, v: jax.typing.ArrayLike, dim: int
 ) -> jax.Array:
-    """``w = w_orig / σ`` with ``σ = uᵀ · W · v`` (torch's eval-mode spectral norm).
-
-    ``u`` has length ``w_orig.shape[dim]``, ``v`` length ``w_orig.size / w_orig.shape[dim]``.
+    """``w = w_orig / σ``, ``σ = uᵀ · W · v`` with ``W`` = ``w_orig`` with axis ``dim`` moved first,
+    flattened to a matrix: torch's eval-mode spectral norm (its training-mode forward first runs
+    power iterations that update ``u`` and ``v``).
 
     Raises:
       ValueError: if ``dim`` is no axis of ``weight_orig`` or ``u``, ``v`` do not fit.

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import pytest
 
 from jtconv import linen
-from jtconv.layer import validate_layer
+from jtconv.layer import kernel_shape
 
 RULES = dict(strides=1, padding=0, output_padding=0, kernel_dilation=1)
 
@@ -15,14 +15,14 @@ RULES = dict(strides=1, padding=0, output_padding=0, kernel_dilation=1)
 @pytest.mark.parametrize("groups", [0, -2, 1.5, "2"])
 def test_feature_group_count_must_be_a_positive_int(groups):
     with pytest.raises(ValueError, match=f"feature_group_count must be a positive int, got {groups!r}"):
-        validate_layer(4, 4, (3,), feature_group_count=groups, **RULES)
+        kernel_shape(4, 4, (3,), feature_group_count=groups, **RULES)
 
 
 def test_features_must_be_positive_ints():
     with pytest.raises(ValueError, match="in_features must be a positive int, got 0"):
-        validate_layer(0, 4, (3,), feature_group_count=1, **RULES)
+        kernel_shape(0, 4, (3,), feature_group_count=1, **RULES)
     with pytest.raises(ValueError, match=r"out_features \(features\) must be a positive int, got 2.0"):
-        validate_layer(2, 2.0, (3,), feature_group_count=1, **RULES)
+        kernel_shape(2, 2.0, (3,), feature_group_count=1, **RULES)
 
 
 def test_linen_layer_reports_feature_group_count():
