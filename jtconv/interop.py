@@ -163,27 +163,27 @@ def from_torch(module, api: str = "linen", *, channels_first: bool = True, algor
     )
 
 
-def _torch_padding(padding, output_padding, kernel_size, stride, dilation) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """torch's ``(padding, output_padding)`` for jtconv's padding, if one exists.
+def _torch_geometry(module, kernel_size: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """torch's ``stride``, ``padding``, ``output_padding`` and ``dilation`` for a jtconv module, if they exist.
 
     jtconv crops ``(lo, hi − op)`` from the full result; torch crops
     ``(p, p − op')``. So ``p = lo`` and ``op' = op + lo − hi``, which torch
     accepts when ``0 ≤ op' < max(s, d)``.
     """
     ndim = len(kernel_size)
-    strides = normalize_tuple(stride, ndim, "strides")
-    dilations = normalize_tuple(dilation, ndim, "kernel_dilation")
-    crops = normalize_padding(padding, ndim, kernel_size, strides, dilations)
-    extra = normalize_tuple(output_padding, ndim, "output_padding")
-    torch_padding = tuple(lo for lo, _ in crops)
-    torch_output_padding = tuple(op + lo - hi for (lo, hi), op in zip(crops, extra))
-    if any(not 0 <= op < max(s, d) for op, s, d in zip(torch_output_padding, strides, dilations)):
+    strides = normalize_tuple(module.strides, ndim, "strides")
+    dilations = normalize_tuple(module.kernel_dilation, ndim, "kernel_dilation")
+    crops = normalize_padding(module.padding, ndim, kernel_size, strides, dilations)
+    extra = normalize_tuple(module.output_padding, ndim, "output_padding")
+    padding = tuple(lo for lo, _ in crops)
+    output_padding = tuple(op + lo - hi for (lo, hi), op in zip(crops, extra))
+    if any(not 0 <= op < max(s, d) for op, s, d in zip(output_padding, strides, dilations)):
         raise ValueError(
-            f"padding={padding!r} with output_padding={output_padding!r} has no torch equivalent: torch crops "
-            f"p from both ends and adds 0 <= output_padding < max(stride, dilation), which would need "
-            f"padding={torch_padding}, output_padding={torch_output_padding}"
+            f"padding={module.padding!r} with output_padding={module.output_padding!r} has no torch equivalent: "
+            f"torch crops p from both ends and adds 0 <= output_padding < max(stride, dilation), which would need "
+            f"padding={padding}, output_padding={output_padding}"
         )
-    return torch_padding, torch_output_padding
+    return dict(stride=strides, padding=padding, output_padding=output_padding, dilation=dilations)
 
 
 def _kernel_and_bias(module, variables) -> tuple[Any, Any]:
@@ -231,22 +231,16 @@ def to_torch(
         raise TypeError(f"weight_norm must be a bool, got {type(weight_norm).__name__}")
     kernel, bias = _kernel_and_bias(module, variables)
     kernel_size = tuple(kernel.shape[2:])
-    padding, output_padding = _torch_padding(
-        module.padding, module.output_padding, kernel_size, module.strides, module.kernel_dilation
-    )
-    weight = to_tensor(kernel)
-    groups = module.feature_group_count
+    geometry = _torch_geometry(module, kernel_size)  # raises before anything is built
+    weight, groups = to_tensor(kernel), module.feature_group_count
     torch_module = getattr(torch.nn, f"ConvTranspose{len(kernel_size)}d")(
         kernel.shape[0],
         kernel.shape[1] * groups,
         kernel_size,
-        stride=normalize_tuple(module.strides, len(kernel_size), "strides"),
-        padding=padding,
-        output_padding=output_padding,
         groups=groups,
         bias=bias is not None,
-        dilation=normalize_tuple(module.kernel_dilation, len(kernel_size), "kernel_dilation"),
         dtype=weight.dtype,
+        **geometry,
     )
     with torch.no_grad():
         torch_module.weight.copy_(weight)

@@ -1,12 +1,5 @@
-"""What :mod:`jtconv.linen` and :mod:`jtconv.nnx` share: :func:`jtconv.conv_transpose` with Flax's conventions.
-
-* parameters ``kernel`` ``(in_features, out_features // feature_group_count,
-  *kernel_size)`` (PyTorch's layout) and ``bias`` ``(out_features,)``;
-* inputs ``(*batch, *spatial, in_features)`` (channels last, the default) or
-  ``(*batch, in_features, *spatial)`` (``channels_first=True``), with any
-  number of leading batch dimensions, none included;
-* the computation dtype follows :func:`flax.linen.dtypes.promote_dtype`.
-"""
+"""What :mod:`jtconv.linen` and :mod:`jtconv.nnx` share: :func:`jtconv.conv_transpose` with Flax's conventions
+(inputs with any number of leading batch dimensions, Flax's dtype promotion)."""
 
 from __future__ import annotations
 

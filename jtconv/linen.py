@@ -32,12 +32,9 @@ __all__ = ["ConvTranspose", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose
 class ConvTranspose(nn.Module):
     """N-d transposed convolution, ``torch.nn.ConvTransposeNd`` semantics, Flax conventions.
 
-    For input position ``i``, kernel tap ``t`` and output position
-    ``o = i·s − p + t·d`` (per spatial dimension)::
-
-        y[..., o, g·Cg + co] += x[..., i, ci] · kernel[ci, co, t]     (ci in group g, Cg = features / G)
-
-    plus ``bias`` on every output position; per dimension
+    For input position ``i``, kernel tap ``t`` and output position ``o = i·s − p + t·d``
+    (per spatial dimension), ``y[..., o, g·Cg + co] += x[..., i, ci] · kernel[ci, co, t]``
+    (``ci`` in group ``g``, ``Cg = features / G``), plus ``bias``; per dimension
     ``out = (i − 1)·s − 2p + d·(k − 1) + op + 1``.
 
     Attributes:
@@ -45,10 +42,9 @@ class ConvTranspose(nn.Module):
       kernel_size: one int per spatial dimension; its length is the spatial rank.
       strides: ``s ≥ 1`` (int or one per dimension).
       padding: anything :func:`jtconv.conv_transpose` accepts: ``p`` cropped
-        from both ends (torch), per-side crops ``((lo, hi), …)``, ``"SAME"``
-        (``out = i·s``) or ``"VALID"``. Note: per-side pairs are *crops of the
-        output*, unlike ``flax.linen.ConvTranspose``, whose pairs pad the
-        dilated input.
+        from both ends (torch), per-side crops ``((lo, hi), …)`` of the output
+        (``flax.linen.ConvTranspose``'s pairs pad the dilated input instead),
+        ``"SAME"`` (``out = i·s``) or ``"VALID"``.
       output_padding: ``0 ≤ op < max(s, d)`` extra positions at the high end.
       kernel_dilation: ``d ≥ 1``.
       feature_group_count: ``G``; ``in_features`` and ``features`` divisible by it.
@@ -65,9 +61,9 @@ class ConvTranspose(nn.Module):
         ``U(±1/√fan_in)`` with the kernel's fan-in.
       algorithm: ``"auto"`` or a name in :data:`jtconv.ALGORITHMS`.
 
-    Inputs may be unbatched or have several leading batch dimensions.
-    ``__call__(inputs, output_size=None)``: ``output_size`` (spatial, or the
-    full output shape) picks ``output_padding`` like torch's ``forward``.
+    ``__call__(inputs, output_size=None)``: inputs may be unbatched or have several
+    leading batch dimensions; ``output_size`` (spatial, or the full output shape)
+    picks ``output_padding`` like torch's ``forward``.
     """
 
     features: int

@@ -1,10 +1,9 @@
 """The explicit matrix of a convolution, for small shapes (pure numpy).
 
-Per spatial dimension, input position ``i`` and kernel tap ``t`` of a
-transposed convolution reach output position ``o = i·s − lo + t·d`` (``lo``
-is the low-end crop, PyTorch's ``padding``). Write that relation as a 0/1
-*placement tensor* ``P[i, t, o]``. Then, with the weight
-``w[ci, co, *t]`` in PyTorch's layout ``(Cin, Cout/G, *K)``::
+Per spatial dimension, input position ``i`` and kernel tap ``t`` reach output
+position ``o = i·s − lo + t·d`` (``lo``: the low-end crop, PyTorch's ``padding``),
+a 0/1 *placement tensor* ``P[i, t, o]``. With the weight ``w[ci, co, *t]`` in
+PyTorch's layout ``(Cin, Cout/G, *K)``::
 
     C[(ci, *i), (g·Cg + co, *o)] = Σ_t w[ci, co, *t] · Π_dim P_dim[i, t, o]
 
@@ -58,19 +57,12 @@ def convolution_matrix(
 ) -> np.ndarray:
     """Matrix ``C`` of the forward convolution; ``conv_transpose(x) == Cᵀ·x``.
 
-    Args:
-      weight: ``(Cin, Cout // groups, *kernel_size)``, PyTorch's layout for
-        ``ConvTransposeNd`` (equally: the weight of the forward ``ConvNd``
-        from ``Cout`` to ``Cin`` channels).
-      input_size: spatial size of the transposed convolution's input ``x``.
-      stride, padding, output_padding, dilation, groups: as in
-        :func:`jtconv.conv_transpose`.
-      max_entries: refuse (``ValueError``) to build a larger matrix.
-
-    Returns:
-      ``C`` with shape ``(Cin·Π input_size, Cout·Π output_size)`` and the
-      weight's dtype (float64 for integer weights), rows and columns in
-      row-major ``(channel, *spatial)`` order. See the module docstring.
+    ``weight`` is ``(Cin, Cout // groups, *kernel_size)`` (equally: the weight of
+    the forward ``ConvNd`` from ``Cout`` to ``Cin`` channels), ``input_size`` the
+    spatial size of the transposed convolution's input ``x``; ``stride`` to
+    ``groups`` are :func:`jtconv.conv_transpose`'s. Returns ``C`` of shape
+    ``(Cin·Π input_size, Cout·Π output_size)``, rows and columns in row-major
+    ``(channel, *spatial)`` order, in the weight's dtype (float64 for integers).
 
     Raises:
       ValueError: for invalid parameters (see :func:`jtconv.make_geometry`)
