@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 
 from jtconv.functional import conv_transpose
-from jtconv.geometry import IntOrTuple, PaddingLike, make_geometry, normalize_padding, normalize_tuple
+from jtconv.geometry import IntOrTuple, make_geometry, normalize_padding, normalize_tuple
 
 __all__ = ["conv_transpose_layer", "in_features_of", "kernel_shape", "normalize_kernel_size"]
 
@@ -37,22 +37,17 @@ def normalize_kernel_size(kernel_size: IntOrTuple, spatial_dims: int | None) -> 
 
 
 def kernel_shape(
-    in_features: int,
-    out_features: int,
-    kernel_size: tuple[int, ...],
-    *,
-    strides: IntOrTuple,
-    padding: PaddingLike,
-    output_padding: IntOrTuple,
-    kernel_dilation: IntOrTuple,
-    feature_group_count: int,
+    module: Any, in_features: int, out_features: int, kernel_size: tuple[int, ...], output_padding: IntOrTuple
 ) -> tuple[int, ...]:
     """The kernel's shape ``(in_features, out_features // feature_group_count, *kernel_size)``,
-    once the hyperparameters pass PyTorch's rules that do not depend on the input's size.
+    once the hyperparameters (the ones given and the module's ``strides``, ``padding``,
+    ``kernel_dilation`` and ``feature_group_count``) pass PyTorch's rules that do not
+    depend on the input's size.
 
     Raises:
       ValueError: naming the argument and the rule.
     """
+    padding, feature_group_count = module.padding, module.feature_group_count
     for name, value in (("in_features", in_features), ("out_features (features)", out_features)):
         if not _is_int(value) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -62,8 +57,8 @@ def kernel_shape(
         if value % feature_group_count:
             raise ValueError(f"{name} = {value} must be divisible by feature_group_count = {feature_group_count}")
     ndim = len(kernel_size)
-    strides_t = normalize_tuple(strides, ndim, "strides")
-    dilation_t = normalize_tuple(kernel_dilation, ndim, "kernel_dilation")
+    strides_t = normalize_tuple(module.strides, ndim, "strides")
+    dilation_t = normalize_tuple(module.kernel_dilation, ndim, "kernel_dilation")
     for name, values in (("kernel_size", kernel_size), ("strides", strides_t), ("kernel_dilation", dilation_t)):
         if any(v < 1 for v in values):
             raise ValueError(f"{name} must be >= 1 in every dimension, got {values}")

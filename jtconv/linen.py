@@ -90,16 +90,8 @@ class ConvTranspose(nn.Module):
         inputs = jnp.asarray(inputs)
         kernel_size = normalize_kernel_size(self.kernel_size, self.spatial_dims)
         in_features = in_features_of(inputs.shape, len(kernel_size), self.channels_first)
-        shape = kernel_shape(
-            in_features,
-            self.features,
-            kernel_size,
-            strides=self.strides,
-            padding=self.padding,
-            output_padding=self.output_padding if output_size is None else 0,
-            kernel_dilation=self.kernel_dilation,
-            feature_group_count=self.feature_group_count,
-        )
+        output_padding = self.output_padding if output_size is None else 0  # output_size picks its own
+        shape = kernel_shape(self, in_features, self.features, kernel_size, output_padding)
         kernel = self.param("kernel", self.kernel_init, shape, self.param_dtype)
         bias = None
         if self.use_bias:

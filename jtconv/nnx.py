@@ -73,20 +73,9 @@ class ConvTranspose(nnx.Module):
         algorithm: str = "auto",
         rngs: nnx.Rngs,
     ):
-        kernel_size = normalize_kernel_size(kernel_size, self.spatial_dims)
-        shape = kernel_shape(
-            in_features,
-            out_features,
-            kernel_size,
-            strides=strides,
-            padding=padding,
-            output_padding=output_padding,
-            kernel_dilation=kernel_dilation,
-            feature_group_count=feature_group_count,
-        )
         self.in_features = in_features
         self.out_features = out_features
-        self.kernel_size = kernel_size
+        self.kernel_size = normalize_kernel_size(kernel_size, self.spatial_dims)
         self.strides = strides
         self.padding = padding
         self.output_padding = output_padding
@@ -99,7 +88,7 @@ class ConvTranspose(nnx.Module):
         self.precision = precision
         self.preferred_element_type = preferred_element_type
         self.algorithm = algorithm
-
+        shape = kernel_shape(self, in_features, out_features, self.kernel_size, output_padding)
         self.kernel = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
         self.bias: nnx.Param | None
         if use_bias:

@@ -5,24 +5,23 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import pytest
+from flax import nnx
 
 from jtconv import linen
-from jtconv.layer import kernel_shape
-
-RULES = dict(strides=1, padding=0, output_padding=0, kernel_dilation=1)
+from jtconv import nnx as jtconv_nnx
 
 
 @pytest.mark.parametrize("groups", [0, -2, 1.5, "2"])
 def test_feature_group_count_must_be_a_positive_int(groups):
     with pytest.raises(ValueError, match=f"feature_group_count must be a positive int, got {groups!r}"):
-        kernel_shape(4, 4, (3,), feature_group_count=groups, **RULES)
+        jtconv_nnx.ConvTranspose(4, 4, (3,), feature_group_count=groups, rngs=nnx.Rngs(0))
 
 
 def test_features_must_be_positive_ints():
     with pytest.raises(ValueError, match="in_features must be a positive int, got 0"):
-        kernel_shape(0, 4, (3,), feature_group_count=1, **RULES)
+        jtconv_nnx.ConvTranspose(0, 4, (3,), rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"out_features \(features\) must be a positive int, got 2.0"):
-        kernel_shape(2, 2.0, (3,), feature_group_count=1, **RULES)
+        linen.ConvTranspose(features=2.0, kernel_size=(3,)).init(jax.random.key(0), jnp.ones((1, 5, 2)))
 
 
 def test_linen_layer_reports_feature_group_count():
