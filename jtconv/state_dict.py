@@ -579,7 +579,10 @@ def flax_to_torch(
         for key, (original, leaf) in leaves.items()
         if key not in used
     }
-    state_dict = {key: _to_output(value, tensors) for key, value in written.items()}
+    if tensors:
+        from jtconv.interop import to_tensor
+    # np.array: a writable copy (torch.from_numpy warns on read-only arrays); to_tensor copies too
+    state_dict = {key: to_tensor(value) if tensors else np.array(value) for key, value in written.items()}
     result = TorchConversion(converted, unused, missing, state_dict=state_dict)
     result._raise_if_incomplete(strict, "flax_to_torch")
     return result
@@ -621,12 +624,3 @@ def _layer_to_torch(kind: str, leaves: Mapping[str, Any]) -> dict[str, tuple[str
             value = jnp.transpose(value, [int(a) for a in np.argsort(_kernel_axes(kind, value.ndim))])
         outputs[parameter] = (leaf, value)
     return outputs
-
-
-def _to_output(value: Any, tensors: bool) -> Any:
-    array = np.array(value)  # a writable copy: torch.from_numpy warns on read-only arrays
-    if not tensors:
-        return array
-    from jtconv.interop import to_tensor
-
-    return to_tensor(array)
