@@ -3,9 +3,9 @@
 The torch generator is the classic DCGAN stack: ConvTranspose2d → BatchNorm2d
 (eval mode) → ReLU, four times, then ConvTranspose2d → Tanh, growing a latent
 vector into a 64×64 RGB image. The Flax port uses ``jtconv.linen.ConvTranspose``
-(channels-last, Flax's convention) and ``flax.linen.BatchNorm``. ConvTranspose
-weights copy across unchanged (jtconv stores kernels in torch's layout); the
-BatchNorm statistics are renamed. Run::
+(channels-last, Flax's convention) and ``flax.linen.BatchNorm``;
+``jtconv.state_dict.torch_to_flax`` converts the state dict (ConvTranspose
+weights copy across unchanged: jtconv stores kernels in torch's layout). Run::
 
     python examples/port_generator.py [--batch 4] [--nz 64] [--ngf 32]
 """
@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from jtconv.interop import conv_transpose_layer_names, state_dict_to_params
 from jtconv.linen import ConvTranspose
+from jtconv.state_dict import torch_layer_kinds, torch_to_flax
 
 
 def torch_generator(nz: int, ngf: int, channels: int = 3) -> torch.nn.Sequential:
@@ -73,21 +73,11 @@ class Generator(nn.Module):
 
 def port_variables(model: torch.nn.Sequential) -> dict:
     """Flax variables of :class:`Generator` from the torch generator's state dict."""
-    state_dict = model.state_dict()
-    conv_names = conv_transpose_layer_names(model)  # ["0", "3", "6", "9", "12"]
-    params = state_dict_to_params(state_dict, {name: f"up{i}" for i, name in enumerate(conv_names)})
-    batch_stats = {}
-    norm_names = [name for name, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for i, name in enumerate(norm_names):
-        params[f"bn{i}"] = {
-            "scale": jnp.asarray(state_dict[f"{name}.weight"].numpy()),
-            "bias": jnp.asarray(state_dict[f"{name}.bias"].numpy()),
-        }
-        batch_stats[f"bn{i}"] = {
-            "mean": jnp.asarray(state_dict[f"{name}.running_mean"].numpy()),
-            "var": jnp.asarray(state_dict[f"{name}.running_var"].numpy()),
-        }
-    return {"params": params, "batch_stats": batch_stats}
+    kinds = torch_layer_kinds(model)  # {"0": "conv_transpose", "1": "batch_norm", ...}
+    names = {}
+    for kind, prefix in (("conv_transpose", "up"), ("batch_norm", "bn")):
+        names.update({name: f"{prefix}{i}" for i, name in enumerate(n for n, k in kinds.items() if k == kind)})
+    return torch_to_flax(model.state_dict(), names.get, kinds=kinds).variables
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -111,7 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     y_flax = np.asarray(jax.jit(flax_model.apply)(variables, z_flax)).transpose(0, 3, 1, 2)  # back to NCHW
 
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"torch generator: {len(conv_transpose_layer_names(model))} ConvTranspose2d layers, {n_params:,} parameters")
+    n_layers = list(torch_layer_kinds(model).values()).count("conv_transpose")
+    print(f"torch generator: {n_layers} ConvTranspose2d layers, {n_params:,} parameters")
     print(f"latent {tuple(z.shape)} -> image {y_torch.shape} (torch) / {y_flax.shape} (Flax + jtconv)")
     difference = float(np.abs(y_flax - y_torch).max())
     tolerance = 1e-5 * float(np.abs(y_torch).max())

@@ -8,13 +8,9 @@
 >>> layer.apply(variables, x).shape               # (16 − 1)·2 − 2·1 + 4 = 32
 (1, 32, 32, 8)
 
-Parameters (PyTorch's layout, so weights copy across unchanged):
-
-* ``kernel``: ``(in_features, features // feature_group_count, *kernel_size)``,
-  exactly ``torch.nn.ConvTransposeNd.weight``;
-* ``bias``: ``(features,)``.
-
-The layout of the *data* (``channels_first``) does not change the parameters.
+The parameters have PyTorch's layout, whatever the data's: ``kernel``
+``(in_features, features // feature_group_count, *kernel_size)`` is exactly
+``torch.nn.ConvTransposeNd.weight``, and ``bias`` is ``(features,)``.
 """
 
 from __future__ import annotations
@@ -27,15 +23,8 @@ import jax
 import jax.numpy as jnp
 
 from jtconv.geometry import IntOrTuple, PaddingLike
-from jtconv.initializers import Initializer, torch_bias_init, torch_fan_in, torch_kernel_init
-from jtconv.layer import (
-    conv_transpose_layer,
-    in_features_of,
-    kernel_shape,
-    layer_settings,
-    normalize_kernel_size,
-    validate_layer,
-)
+from jtconv.initializers import Initializer, torch_bias_init, torch_kernel_init
+from jtconv.layer import conv_transpose_layer, in_features_of, kernel_shape, normalize_kernel_size
 
 __all__ = ["ConvTranspose", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"]
 
@@ -43,12 +32,9 @@ __all__ = ["ConvTranspose", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose
 class ConvTranspose(nn.Module):
     """N-d transposed convolution, ``torch.nn.ConvTransposeNd`` semantics, Flax conventions.
 
-    For input position ``i``, kernel tap ``t`` and output position
-    ``o = i·s − p + t·d`` (per spatial dimension)::
-
-        y[..., o, g·Cg + co] += x[..., i, ci] · kernel[ci, co, t]     (ci in group g, Cg = features / G)
-
-    plus ``bias`` on every output position; per dimension
+    For input position ``i``, kernel tap ``t`` and output position ``o = i·s − p + t·d``
+    (per spatial dimension), ``y[..., o, g·Cg + co] += x[..., i, ci] · kernel[ci, co, t]``
+    (``ci`` in group ``g``, ``Cg = features / G``), plus ``bias``; per dimension
     ``out = (i − 1)·s − 2p + d·(k − 1) + op + 1``.
 
     Attributes:
@@ -56,10 +42,9 @@ class ConvTranspose(nn.Module):
       kernel_size: one int per spatial dimension; its length is the spatial rank.
       strides: ``s ≥ 1`` (int or one per dimension).
       padding: anything :func:`jtconv.conv_transpose` accepts: ``p`` cropped
-        from both ends (torch), per-side crops ``((lo, hi), …)``, ``"SAME"``
-        (``out = i·s``) or ``"VALID"``. Note: per-side pairs are *crops of the
-        output*, unlike ``flax.linen.ConvTranspose``, whose pairs pad the
-        dilated input.
+        from both ends (torch), per-side crops ``((lo, hi), …)`` of the output
+        (``flax.linen.ConvTranspose``'s pairs pad the dilated input instead),
+        ``"SAME"`` (``out = i·s``) or ``"VALID"``.
       output_padding: ``0 ≤ op < max(s, d)`` extra positions at the high end.
       kernel_dilation: ``d ≥ 1``.
       feature_group_count: ``G``; ``in_features`` and ``features`` divisible by it.
@@ -76,9 +61,9 @@ class ConvTranspose(nn.Module):
         ``U(±1/√fan_in)`` with the kernel's fan-in.
       algorithm: ``"auto"`` or a name in :data:`jtconv.ALGORITHMS`.
 
-    Inputs may be unbatched or have several leading batch dimensions.
-    ``__call__(inputs, output_size=None)``: ``output_size`` (spatial, or the
-    full output shape) picks ``output_padding`` like torch's ``forward``.
+    ``__call__(inputs, output_size=None)``: inputs may be unbatched or have several
+    leading batch dimensions; ``output_size`` (spatial, or the full output shape)
+    picks ``output_padding`` like torch's ``forward``.
     """
 
     features: int
@@ -105,31 +90,13 @@ class ConvTranspose(nn.Module):
         inputs = jnp.asarray(inputs)
         kernel_size = normalize_kernel_size(self.kernel_size, self.spatial_dims)
         in_features = in_features_of(inputs.shape, len(kernel_size), self.channels_first)
-        validate_layer(
-            in_features,
-            self.features,
-            kernel_size,
-            strides=self.strides,
-            padding=self.padding,
-            output_padding=self.output_padding if output_size is None else 0,
-            kernel_dilation=self.kernel_dilation,
-            feature_group_count=self.feature_group_count,
-            input_shape=inputs.shape,
-            channels_first=self.channels_first,
-        )
-        shape = kernel_shape(in_features, self.features, kernel_size, self.feature_group_count)
+        output_padding = self.output_padding if output_size is None else 0  # output_size picks its own
+        shape = kernel_shape(self, in_features, self.features, kernel_size, output_padding)
         kernel = self.param("kernel", self.kernel_init, shape, self.param_dtype)
         bias = None
         if self.use_bias:
-            bias_init = self.bias_init or torch_bias_init(torch_fan_in(shape))
-            bias = self.param("bias", bias_init, (self.features,), self.param_dtype)
-        return conv_transpose_layer(
-            inputs,
-            kernel,
-            bias,
-            output_size=output_size,
-            **layer_settings(self),
-        )
+            bias = self.param("bias", self.bias_init or torch_bias_init(shape), (self.features,), self.param_dtype)
+        return conv_transpose_layer(self, inputs, kernel, bias, output_size)
 
 
 class ConvTranspose1d(ConvTranspose):

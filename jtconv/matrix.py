@@ -1,10 +1,9 @@
 """The explicit matrix of a convolution, for small shapes (pure numpy).
 
-Per spatial dimension, input position ``i`` and kernel tap ``t`` of a
-transposed convolution reach output position ``o = i·s − lo + t·d`` (``lo``
-is the low-end crop, PyTorch's ``padding``). Write that relation as a 0/1
-*placement tensor* ``P[i, t, o]``. Then, with the weight
-``w[ci, co, *t]`` in PyTorch's layout ``(Cin, Cout/G, *K)``::
+Per spatial dimension, input position ``i`` and kernel tap ``t`` reach output
+position ``o = i·s − lo + t·d`` (``lo``: the low-end crop, PyTorch's ``padding``),
+a 0/1 *placement tensor* ``P[i, t, o]``. With the weight ``w[ci, co, *t]`` in
+PyTorch's layout ``(Cin, Cout/G, *K)``::
 
     C[(ci, *i), (g·Cg + co, *o)] = Σ_t w[ci, co, *t] · Π_dim P_dim[i, t, o]
 
@@ -19,7 +18,6 @@ dilation, groups)`` maps ``y`` of shape ``(Cout, *out)`` to ``x`` of shape
 from __future__ import annotations
 
 import math
-import string
 
 import numpy as np
 
@@ -37,16 +35,12 @@ def placement_tensor(geom: ConvTransposeGeometry, dim: int) -> np.ndarray:
     Shape ``(input_size, kernel_size, output_size)`` of that dimension; taps
     that land outside ``[0, output_size)`` (cropped by padding) have no 1.
     """
-    size_in, size_k = geom.input_size[dim], geom.kernel_size[dim]
-    size_out = geom.output_size[dim]
-    lo = geom.crop[dim][0]
-    i = np.arange(size_in)[:, None]
-    t = np.arange(size_k)[None, :]
-    o = i * geom.stride[dim] - lo + t * geom.dilation[dim]
+    size_in, size_k, size_out = geom.input_size[dim], geom.kernel_size[dim], geom.output_size[dim]
+    i, t = np.ogrid[:size_in, :size_k]
+    o = i * geom.stride[dim] - geom.crop[dim][0] + t * geom.dilation[dim]
     placement = np.zeros((size_in, size_k, size_out), dtype=np.int64)
     inside = (o >= 0) & (o < size_out)
-    ii, tt = np.nonzero(inside)
-    placement[ii, tt, o[inside]] = 1
+    placement[np.nonzero(inside) + (o[inside],)] = 1
     return placement
 
 
@@ -63,19 +57,12 @@ def convolution_matrix(
 ) -> np.ndarray:
     """Matrix ``C`` of the forward convolution; ``conv_transpose(x) == Cᵀ·x``.
 
-    Args:
-      weight: ``(Cin, Cout // groups, *kernel_size)``, PyTorch's layout for
-        ``ConvTransposeNd`` (equally: the weight of the forward ``ConvNd``
-        from ``Cout`` to ``Cin`` channels).
-      input_size: spatial size of the transposed convolution's input ``x``.
-      stride, padding, output_padding, dilation, groups: as in
-        :func:`jtconv.conv_transpose`.
-      max_entries: refuse (``ValueError``) to build a larger matrix.
-
-    Returns:
-      ``C`` with shape ``(Cin·Π input_size, Cout·Π output_size)`` and the
-      weight's dtype (float64 for integer weights), rows and columns in
-      row-major ``(channel, *spatial)`` order. See the module docstring.
+    ``weight`` is ``(Cin, Cout // groups, *kernel_size)`` (equally: the weight of
+    the forward ``ConvNd`` from ``Cout`` to ``Cin`` channels), ``input_size`` the
+    spatial size of the transposed convolution's input ``x``; ``stride`` to
+    ``groups`` are :func:`jtconv.conv_transpose`'s. Returns ``C`` of shape
+    ``(Cin·Π input_size, Cout·Π output_size)``, rows and columns in row-major
+    ``(channel, *spatial)`` order, in the weight's dtype (float64 for integers).
 
     Raises:
       ValueError: for invalid parameters (see :func:`jtconv.make_geometry`)
@@ -104,25 +91,12 @@ def convolution_matrix(
             f"convolution matrix would be {rows}×{cols} = {rows * cols} entries, more than "
             f"max_entries={max_entries}; use smaller shapes or raise max_entries"
         )
-    dtype = weight.dtype if np.issubdtype(weight.dtype, np.inexact) else np.float64
-    return _matrix_from_geometry(weight.astype(dtype), geom).reshape(rows, cols)
-
-
-def _matrix_from_geometry(weight: np.ndarray, geom: ConvTransposeGeometry) -> np.ndarray:
-    """``C`` as ``(Cin, *in, Cout, *out)`` from the per-dimension placements."""
-    ndim, groups = geom.ndim, geom.groups
-    cin_g, cout_g = geom.in_per_group, geom.out_per_group
-    letters = iter(string.ascii_letters.replace("g", "").replace("a", "").replace("b", ""))
-    taps = [next(letters) for _ in range(ndim)]
-    ins = [next(letters) for _ in range(ndim)]
-    outs = [next(letters) for _ in range(ndim)]
-    spec = "gab" + "".join(taps)
-    spec += "".join(f",{i}{t}{o}" for i, t, o in zip(ins, taps, outs))
-    spec += "->ga" + "".join(ins) + "b" + "".join(outs)
-    grouped_weight = weight.reshape(groups, cin_g, cout_g, *geom.kernel_size)
-    placements = [placement_tensor(geom, dim).astype(weight.dtype) for dim in range(ndim)]
-    blocks = np.einsum(spec, grouped_weight, *placements)
-    matrix = np.zeros((groups, cin_g, *geom.input_size, groups, cout_g, *geom.output_size), dtype=weight.dtype)
-    for g in range(groups):
-        matrix[(g, slice(None)) + (slice(None),) * ndim + (g,)] = blocks[g]
-    return matrix.reshape(geom.in_channels, *geom.input_size, geom.out_channels, *geom.output_size)
+    weight = weight.astype(weight.dtype if np.issubdtype(weight.dtype, np.inexact) else np.float64)
+    # One einsum over the weight, the per-dimension placements and eye(groups), which keeps each
+    # group's block on the diagonal. Axes 0-3: g, ci, co, g'; then the taps, inputs and outputs.
+    n, grouped = geom.ndim, weight.reshape(geom.groups, geom.in_per_group, geom.out_per_group, *geom.kernel_size)
+    taps, ins, outs = (list(range(4 + k * n, 4 + (k + 1) * n)) for k in range(3))
+    operands: list = [grouped, [0, 1, 2, *taps], np.eye(geom.groups, dtype=weight.dtype), [0, 3]]
+    for dim in range(n):
+        operands += [placement_tensor(geom, dim).astype(weight.dtype), [ins[dim], taps[dim], outs[dim]]]
+    return np.einsum(*operands, [0, 1, *ins, 3, 2, *outs]).reshape(rows, cols)

@@ -2,39 +2,20 @@
 
 :func:`torch_to_flax` turns a torch ``state_dict`` (torch tensors, NumPy or JAX
 arrays: a :func:`jtconv.interop.load_state_dict` of a safetensors file needs no
-torch) into Flax variables; :func:`flax_to_torch` writes a torch-style
-``state_dict`` back. Per layer kind (``f"{layer}.{key}"`` in torch, leaves of
-the layer's Flax dict):
+torch) into Flax variables; :func:`flax_to_torch` writes one back. Per kind
+(:data:`LAYER_KINDS`), torch's ``weight`` becomes ``kernel`` (``conv_transpose``:
+the same ``(in, out/g, *k)``, as :mod:`jtconv.linen` holds it; ``conv``:
+``(out, in/g, *k)`` → ``(*k, in/g, out)``; ``linear``: transposed), ``embedding``
+or a norm's ``scale``; ``bias`` stays ``bias``; ``running_mean`` and
+``running_var`` become batch_stats ``mean`` and ``var`` (``num_batches_tracked``
+is dropped). A weight stored under weight norm or spectral norm
+(:mod:`jtconv.torch_keys`) becomes the weight torch's eval-mode forward computes.
 
-==================  =====================================  ==================================================
-kind                torch                                  Flax
-==================  =====================================  ==================================================
-``conv_transpose``  ``weight (in, out/g, *k)``, ``bias``   ``kernel`` (same layout: :mod:`jtconv.linen`), ``bias``
-``conv``            ``weight (out, in/g, *k)``, ``bias``   ``kernel (*k, in/g, out)`` (``nn.Conv``), ``bias``
-``linear``          ``weight (out, in)``, ``bias``         ``kernel (in, out)`` (``nn.Dense``), ``bias``
-``embedding``       ``weight (num, features)``             ``embedding`` (same layout, ``nn.Embed``)
-``batch_norm``      ``weight``, ``bias``,                  params ``scale``, ``bias``;
-                    ``running_mean``, ``running_var``      batch_stats ``mean``, ``var``
-``group_norm``,     ``weight``, ``bias``                   ``scale``, ``bias``
-``layer_norm``,
-``instance_norm``
-==================  =====================================  ==================================================
-
-``num_batches_tracked`` has no Flax counterpart and is dropped (it matters
-only for torch's ``momentum=None`` training). Weights may be stored in any
-form of :mod:`jtconv.torch_keys` (weight norm, spectral norm, both torch
-APIs): the Flax side gets the weight torch's eval-mode forward computes.
-
-Which Flax layer a torch layer goes to is the user's choice, ``names``: a
-function ``torch layer name → Flax path`` (``"resblocks_0/convs1_0"``, or
-``None`` to leave the layer out), or a dict of prefixes. Which kind a layer
-is comes from ``kinds`` (a dict of names or glob patterns; :func:`torch_layer_kinds`
-reads it off a torch model), else from the keys themselves where only one kind
-has them (running statistics: ``batch_norm``; a 1-d weight: a norm's ``scale``;
-a 2-d weight with a bias: ``linear``), else from the ``template`` (the target's
-shapes). A layer that none of these decides is reported, never guessed.
-Every key that converts to nothing, and every template leaf that nothing
-converts to, is reported with its shape (``strict=True``: ``ValueError``).
+A layer's kind comes from ``kinds``, else from keys only one kind has (running
+statistics: ``batch_norm``; a 1-d weight: a norm's scale; a 2-d weight with a
+bias: ``linear``), else from the ``template`` (the target's shapes). A layer
+none of these decides is reported, never guessed; so is every key that converts
+to nothing and every template leaf nothing fills (``strict=True``: ``ValueError``).
 """
 
 from __future__ import annotations
@@ -47,7 +28,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
+from flax import nnx, traverse_util
 
 from jtconv import torch_keys
 
@@ -74,34 +55,32 @@ LAYER_KINDS = (
     "norm",
 )
 _KERNEL_KINDS = ("conv_transpose", "conv", "linear")
+_KIND_OF_LEAF = {"embedding": "embedding", "mean": "batch_norm", "var": "batch_norm", "scale": "norm"}
 
 Names = Callable[[str], "str | None"] | Mapping[str, str]
 Shape = tuple[int, ...]
 
 
-# --- names --------------------------------------------------------------------------
+# --- names and kinds ----------------------------------------------------------------
 
 
 def linen_path(torch_name: str) -> str:
     """The Flax linen path of a torch module name under linen's list naming.
 
-    A list attribute ``self.ups = [...]`` set in ``setup`` names its layers
-    ``ups_0, ups_1, …``; ``nn.Sequential`` names its layers ``layers_0, …``.
-    So an index joins the name before it (``"resblocks.3.convs1.2"`` →
-    ``"resblocks_3/convs1_2"``), and an index that follows an index or starts
-    the name is a Sequential's (``"0.1"`` → ``"layers_0/layers_1"``).
+    A list attribute ``self.ups = [...]`` names its layers ``ups_0, ups_1, …``;
+    ``nn.Sequential`` names its layers ``layers_0, …``. So an index joins the
+    name before it (``"resblocks.3.convs1.2"`` → ``"resblocks_3/convs1_2"``),
+    and an index that follows an index or starts the name is a Sequential's
+    (``"0.1"`` → ``"layers_0/layers_1"``).
     """
     parts: list[str] = []
     previous_was_name = False
     for part in torch_name.split(".") if torch_name else []:
         if part.isdigit() and previous_was_name:
             parts[-1] = f"{parts[-1]}_{part}"
-            previous_was_name = False
-        elif part.isdigit():
-            parts.append(f"layers_{part}")
         else:
-            parts.append(part)
-            previous_was_name = True
+            parts.append(f"layers_{part}" if part.isdigit() else part)
+        previous_was_name = not part.isdigit()
     return "/".join(parts)
 
 
@@ -117,16 +96,10 @@ def _name_function(names: Names) -> Callable[[str], str | None]:
     prefixes = sorted(names, key=len, reverse=True)
 
     def by_prefix(name: str) -> str | None:
-        for prefix in prefixes:
-            if name.startswith(prefix):
-                return names[prefix] + name[len(prefix) :].replace(".", "/")
-        return None
+        prefix = next((p for p in prefixes if name.startswith(p)), None)
+        return None if prefix is None else names[prefix] + name[len(prefix) :].replace(".", "/")
 
     return by_prefix
-
-
-def _path(flax_name: str) -> tuple[str, ...]:
-    return tuple(part for part in flax_name.split("/") if part)
 
 
 def _kind_function(kinds: Mapping[str, str] | None) -> Callable[[str], str | None]:
@@ -166,11 +139,11 @@ def torch_layer_kinds(model) -> dict[str, str]:
     return kinds
 
 
-# --- arrays and templates ----------------------------------------------------------------
+# --- arrays, trees, kernels ---------------------------------------------------------------
 
 
 def _as_array(value: Any) -> Any:
-    """A torch tensor as NumPy (via :func:`jtconv.interop.to_numpy`); arrays and tracers unchanged."""
+    """A torch tensor as NumPy; arrays and tracers unchanged."""
     if type(value).__module__.startswith("torch"):
         from jtconv.interop import to_numpy
 
@@ -185,80 +158,47 @@ def _shape_of(value: Any) -> Shape | None:
     return None if shape is None else tuple(int(s) for s in shape)
 
 
-def _flatten(tree: Any, prefix: tuple = ()) -> dict[tuple, Any]:
-    if isinstance(tree, Mapping):
-        flat: dict[tuple, Any] = {}
-        for key, value in tree.items():
-            flat.update(_flatten(value, (*prefix, key)))
-        return flat
-    return {prefix: tree}
-
-
 def _flax_leaves(tree: Any, what: str) -> dict[tuple[str, ...], tuple[tuple, Any]]:
     """``{path as strings: (original path, leaf)}`` of a Flax variables tree or nnx state."""
     if isinstance(tree, nnx.State):
         tree = nnx.to_pure_dict(tree)
     if not isinstance(tree, Mapping):
         raise TypeError(f"{what} must be a nested dict of arrays (or an nnx State), got {type(tree).__name__}")
-    flat = _flatten(tree)
-    return {tuple(str(k) for k in path): (path, leaf) for path, leaf in flat.items()}
+    return {tuple(map(str, path)): (path, leaf) for path, leaf in traverse_util.flatten_dict(dict(tree)).items()}
 
 
-def _unflatten(flat: Mapping[tuple, Any]) -> dict:
-    tree: dict = {}
-    for path, value in flat.items():
-        node = tree
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    return tree
+def _layer_leaves(keys, layout: str, path: tuple[str, ...]) -> dict[str, tuple]:
+    """``{leaf name: key}`` of the Flax layer at ``path`` (linen: in params and batch_stats)."""
+    if layout == "linen":
+        return {key[-1]: key for key in keys if key[0] in ("params", "batch_stats") and key[1:-1] == path}
+    return {key[-1]: key for key in keys if key[:-1] == path}
 
 
 def _key_text(path: tuple) -> str:
     return "/".join(str(p) for p in path)
 
 
-# --- per-kind conversion ---------------------------------------------------------------
-
-
-def _torch_to_flax_kernel(kind: str, weight: jax.Array) -> jax.Array:
-    if kind == "conv_transpose":
-        return weight
-    if kind == "conv":
-        return jnp.transpose(weight, (*range(2, weight.ndim), 1, 0))
-    return weight.T  # linear
-
-
-def _flax_to_torch_kernel(kind: str, kernel: jax.Array) -> jax.Array:
-    if kind == "conv_transpose":
-        return kernel
-    if kind == "conv":
-        n = kernel.ndim - 2
-        return jnp.transpose(kernel, (n + 1, n, *range(n)))
-    return kernel.T  # linear
-
-
-def _torch_kernel_shape(kind: str, flax_shape: Shape) -> Shape:
-    """The torch weight shape of a convolution kernel of ``kind`` ``conv`` or ``conv_transpose``."""
-    n = len(flax_shape) - 2
-    if kind == "conv":
-        return (flax_shape[n + 1], flax_shape[n], *flax_shape[:n])
-    return tuple(flax_shape)
+def _kernel_axes(kind: str, ndim: int) -> tuple[int, ...]:
+    """The torch weight's axes in the order of the Flax kernel's: a conv's ``(out, in, *k)``
+    becomes ``(*k, in, out)``, a linear's ``(out, in)`` ``(in, out)``; a transposed conv's stays."""
+    return tuple(range(ndim)) if kind == "conv_transpose" else (*range(2, ndim), 1, 0)
 
 
 def _flax_kernel_shape(kind: str, torch_shape: Shape) -> Shape:
-    """The Flax kernel shape of a torch convolution weight of ``kind`` ``conv`` or ``conv_transpose``."""
-    if kind == "conv":
-        return (*torch_shape[2:], torch_shape[1], torch_shape[0])
-    return tuple(torch_shape)
+    return tuple(torch_shape[a] for a in _kernel_axes(kind, len(torch_shape)))
 
 
-def _same_layout(torch_shape: Shape) -> bool:
-    """Whether ``conv``'s permutation leaves a weight's elements in place (every
-    axis it moves has size 1), so that conv and conv_transpose agree."""
-    order = [*range(2, len(torch_shape)), 1, 0]
-    moved = [axis for axis in order if torch_shape[axis] != 1]
-    return moved == sorted(moved)
+def _conv_kind(name: str, weight: Shape, kernel: Shape | None, subject: str) -> tuple[str | None, str]:
+    """``conv`` or ``conv_transpose``: the kind whose layout turns the torch ``weight`` shape into ``kernel``."""
+    fits = []
+    if kernel is not None and len(kernel) == len(weight) >= 2:
+        fits = [kind for kind in ("conv", "conv_transpose") if _flax_kernel_shape(kind, weight) == kernel]
+    moved = [axis for axis in _kernel_axes("conv", len(weight)) if weight[axis] != 1] if len(fits) == 2 else []
+    if moved != sorted(moved):  # both fit; unless both layouts keep the elements in the same order:
+        return None, f"{subject} both as a conv and as a conv_transpose: pass kinds={{{name!r}: ...}}"
+    if not fits:
+        return None, f"{subject} neither as a conv nor as a conv_transpose"
+    return fits[-1], "template"
 
 
 def _rank_problem(kind: str, rank: int) -> str | None:
@@ -269,11 +209,6 @@ def _rank_problem(kind: str, rank: int) -> str | None:
     if kind == "batch_norm" and rank != 1:
         return f"a batch_norm weight has rank 1, got rank {rank}"
     return None
-
-
-def _spectral_dim(kind: str) -> int:
-    """torch's default ``dim`` for spectral norm."""
-    return 1 if kind == "conv_transpose" else 0
 
 
 # --- reports ----------------------------------------------------------------------------
@@ -347,37 +282,10 @@ class TorchConversion(_Conversion):
 # --- torch -> Flax -----------------------------------------------------------------------
 
 
-class _Template:
-    """The target's leaves by layer path, for kind decisions and shape checks."""
-
-    def __init__(self, template: Any, layout: str, what: str):
-        self.layout = layout
-        self.leaves = _flax_leaves(template, what) if template is not None else None
-
-    def layer(self, path: tuple[str, ...]) -> dict[str, Shape | None] | None:
-        """``{leaf name: shape}`` under ``path`` (linen: from params and batch_stats)."""
-        if self.leaves is None:
-            return None
-        found = {}
-        for key, (_, leaf) in self.leaves.items():
-            if self.layout == "linen" and key[0] in ("params", "batch_stats") and key[1:-1] == path:
-                found[key[-1]] = _shape_of(leaf)
-            elif self.layout == "nnx" and key[:-1] == path:
-                found[key[-1]] = _shape_of(leaf)
-        return found
-
-
-def _flax_key(layout: str, path: tuple[str, ...], leaf: str) -> tuple[str, ...]:
-    if layout == "nnx":
-        return (*path, leaf)
-    collection = "batch_stats" if leaf in ("mean", "var") else "params"
-    return (collection, *path, leaf)
-
-
 def _decide_kind(
     name: str, parameters: Mapping[str, str], weight: Shape | None, explicit: str | None, target: dict | None
 ) -> tuple[str | None, str]:
-    """``(kind, how it was decided)``, or ``(None, why not)``."""
+    """``(kind, how it was decided)``, or ``(None, why not)``; ``target``: the template layer's leaf shapes."""
     if explicit is not None:
         return explicit, "kinds"
     if "running_mean" in parameters or "running_var" in parameters:
@@ -387,27 +295,14 @@ def _decide_kind(
     if weight is None and "bias" in parameters and target is None:
         return None, "a bias without a weight: pass kinds= or template="
     if target:
-        if "embedding" in target:
-            return "embedding", "template"
-        if "mean" in target or "var" in target:
-            return "batch_norm", "template"
-        if "scale" in target:
-            return "norm", "template"
+        kind = next((kind for leaf, kind in _KIND_OF_LEAF.items() if leaf in target), None)
+        if kind is not None:
+            return kind, "template"
         if "kernel" in target and weight is not None:
             if len(weight) == 2:
                 return "linear", "template"
-            fits = [k for k in ("conv", "conv_transpose") if _flax_kernel_shape(k, weight) == target["kernel"]]
-            if len(fits) == 2 and not _same_layout(weight):
-                return None, (
-                    f"weight {weight} fits the template's kernel {target['kernel']} both as a conv and as a "
-                    f"conv_transpose: pass kinds={{{name!r}: ...}}"
-                )
-            if fits:
-                return fits[-1], "template"
-            return None, (
-                f"weight {weight} fits the template's kernel {target['kernel']} neither as a conv "
-                f"{_flax_kernel_shape('conv', weight)} nor as a conv_transpose {weight}"
-            )
+            subject = f"weight {weight} fits the template's kernel {target['kernel']}"
+            return _conv_kind(name, weight, target["kernel"], subject)
     if weight is not None and len(weight) == 2 and "bias" in parameters:
         return "linear", "2-d weight with a bias"
     return None, (
@@ -426,30 +321,29 @@ def torch_to_flax(
     layout: str = "linen",
     strict: bool = True,
 ) -> FlaxConversion:
-    """Flax variables from a torch ``state_dict`` (see the module docstring for the table).
+    """Flax variables from a torch ``state_dict`` (see the module docstring).
 
     Args:
       state_dict: ``{key: array}``, torch tensors, NumPy or JAX arrays (JAX
         arrays may be tracers: the conversion is differentiable and jittable).
-      names: torch layer name → Flax path: a function (return ``None`` to
-        leave a layer out; :func:`linen_path` is linen's list naming), or a
-        dict of prefixes (the longest prefix a name starts with is replaced,
-        the rest's dots become ``/``: ``{"ups.": "ups_"}`` maps ``ups.0`` to
-        ``ups_0``).
-      kinds: ``{torch layer name or glob pattern: kind}`` (:data:`LAYER_KINDS`).
-      template: the target variables' shapes (``jax.eval_shape(model.init, …)``
-        for linen, ``nnx.state(model)`` for nnx): decides kinds the keys leave
-        open, checks every shape, and reports its leaves nothing fills.
-      spectral_norm_dims: ``{torch layer name: dim}`` for layers spectral-normed
-        with a non-default ``dim`` (default 0, 1 for ``conv_transpose``).
-      layout: ``"linen"`` → ``{"params": …, "batch_stats": …}``; ``"nnx"`` →
-        one tree by layer path (digit parts become int keys, as ``nnx.List``
-        indices), for ``nnx.replace_by_pure_dict(nnx.state(model), …)``.
-      strict: raise when anything is unused or missing.
+      names: torch layer name → Flax path: a function (``None``: leave the layer
+        out; :func:`linen_path` is linen's list naming), or a dict of prefixes
+        (the longest prefix a name starts with is replaced, the rest's dots
+        become ``/``: ``{"ups.": "ups_"}`` maps ``ups.0`` to ``ups_0``).
+      kinds: ``{torch layer name or glob pattern: kind}`` (:data:`LAYER_KINDS`);
+        :func:`torch_layer_kinds` reads them off a torch model.
+      template: the target's shapes (``jax.eval_shape(model.init, …)`` for linen,
+        ``nnx.state(model)`` for nnx): decides kinds the keys leave open,
+        checks every shape, and reports its leaves nothing fills.
+      spectral_norm_dims: ``{torch layer name: dim}`` for a non-default spectral
+        norm ``dim`` (default 0, 1 for ``conv_transpose``).
+      layout: ``"linen"`` → ``{"params": …, "batch_stats": …}``; ``"nnx"`` → one
+        tree by layer path (digit parts become int keys, as ``nnx.List``
+        indices) for ``nnx.replace_by_pure_dict(nnx.state(model), …)``.
+      strict: raise, with the report, when anything is unused or missing.
 
     Raises:
-      ValueError: with the full report, if ``strict`` and any key is unused or
-        any template leaf missing; for a bad ``kinds`` or ``layout``.
+      ValueError: if ``strict`` and the result is incomplete; for a bad ``kinds`` or ``layout``.
       TypeError: for a bad ``names``, ``state_dict`` or ``template``.
     """
     if layout not in ("linen", "nnx"):
@@ -457,18 +351,14 @@ def torch_to_flax(
     if not isinstance(state_dict, Mapping):
         raise TypeError(f"state_dict must be a mapping of key -> array, got {type(state_dict).__name__}")
     name_of, kind_of = _name_function(names), _kind_function(kinds)
-    target = _Template(template, layout, "template")
+    template_leaves = None if template is None else _flax_leaves(template, "template")
+    template_shapes = {key: _shape_of(leaf) for key, (_, leaf) in (template_leaves or {}).items()}
     dims = dict(spectral_norm_dims or {})
     values = {key: _as_array(value) for key, value in state_dict.items()}
     shapes = {key: _shape_of(value) for key, value in values.items()}
     layers, unknown = torch_keys.group_by_layer(values)
-    unused: dict[str, tuple[Shape | None, str]] = {
-        key: (
-            shapes[key],
-            "not a parameter of a supported layer (weight, bias, running statistics, weight norm, spectral norm)",
-        )
-        for key in unknown
-    }
+    unsupported = "not a parameter of a supported layer (weight, bias, running statistics, weight norm, spectral norm)"
+    unused: dict[str, tuple[Shape | None, str]] = {key: (shapes[key], unsupported) for key in unknown}
     produced: dict[tuple, Any] = {}
     converted: dict[str, LayerConversion] = {}
 
@@ -481,15 +371,17 @@ def torch_to_flax(
         if flax_name is None:
             leave(parameters, f"names maps layer {name!r} to nothing")
             continue
-        path = _path(flax_name)
+        path = tuple(part for part in flax_name.split("/") if part)
         try:
             form = torch_keys.weight_form(parameters)
         except ValueError as error:
             leave(parameters, f"layer {name!r}: {error}")
             continue
-        layer_shapes = {p: shapes[k] for p, k in parameters.items()}
-        weight = None if form is None else torch_keys.weight_shape(form, layer_shapes)
-        kind, decided = _decide_kind(name, parameters, weight, kind_of(name), target.layer(path))
+        weight = None if form is None else torch_keys.weight_shape(form, {p: shapes[k] for p, k in parameters.items()})
+        target = None
+        if template_leaves is not None:
+            target = {leaf: template_shapes[key] for leaf, key in _layer_leaves(template_leaves, layout, path).items()}
+        kind, decided = _decide_kind(name, parameters, weight, kind_of(name), target)
         if kind is None:
             leave(parameters, f"layer {name!r}: {decided}")
             continue
@@ -501,7 +393,7 @@ def torch_to_flax(
             continue
         layer_values = {p: values[k] for p, k in parameters.items()}
         try:
-            leaves = _layer_to_flax(kind, form, layer_values, dims.get(name, _spectral_dim(kind)))
+            leaves = _layer_to_flax(kind, form, layer_values, dims.get(name, int(kind == "conv_transpose")))
         except ValueError as error:
             leave(parameters, f"layer {name!r} ({kind}): {error}")
             continue
@@ -509,61 +401,57 @@ def torch_to_flax(
         if kind == "batch_norm":
             consumed.add("num_batches_tracked")
         for leaf, (sources, value) in leaves.items():
-            key = _flax_key(layout, path, leaf)
-            expected = None if target.leaves is None else target.leaves.get(key)
-            if target.leaves is not None and expected is None:
-                leave({s: parameters[s] for s in sources}, f"the template has no {_key_text(key)!r}")
+            collection = () if layout == "nnx" else ("batch_stats" if leaf in ("mean", "var") else "params",)
+            key = (*collection, *path, leaf)
+            source_keys = {s: parameters[s] for s in sources}
+            if template_leaves is None:  # nnx.List indices are ints
+                produced[tuple(int(p) if layout == "nnx" and p.isdigit() else p for p in key)] = value
+            elif key not in template_leaves:
+                leave(source_keys, f"the template has no {_key_text(key)!r}")
                 continue
-            if expected is not None and _shape_of(expected[1]) != tuple(value.shape):
-                leave(
-                    {s: parameters[s] for s in sources},
-                    f"converts to {_key_text(key)!r} of shape {tuple(value.shape)}, the template's is "
-                    f"{_shape_of(expected[1])}",
-                )
+            elif template_shapes[key] != tuple(value.shape):
+                shapes_text = f"of shape {tuple(value.shape)}, the template's is {template_shapes[key]}"
+                leave(source_keys, f"converts to {_key_text(key)!r} {shapes_text}")
                 continue
-            produced[expected[0] if expected is not None else _output_key(layout, key)] = value
+            else:
+                produced[template_leaves[key][0]] = value
             consumed |= set(sources)
         extra = {p: k for p, k in parameters.items() if p not in consumed and k not in unused}
         leave(extra, f"a {kind} layer has no {', '.join(sorted(extra))}")
         converted[name] = LayerConversion(kind, decided, flax_name, form)
 
-    missing = {}
-    if target.leaves is not None:
-        filled = {tuple(str(k) for k in key) for key in produced}
-        for key, (_, leaf) in target.leaves.items():
-            if key not in filled:
-                missing[_key_text(key)] = (_shape_of(leaf), "no torch key converts to it")
-    result = FlaxConversion(converted, unused, missing, variables=_unflatten(produced))
+    filled = {tuple(map(str, key)) for key in produced}
+    missing = {
+        _key_text(key): (shape, "no torch key converts to it")
+        for key, shape in template_shapes.items()
+        if key not in filled
+    }
+    result = FlaxConversion(converted, unused, missing, variables=traverse_util.unflatten_dict(produced))
     result._raise_if_incomplete(strict, "torch_to_flax")
     return result
 
 
-def _output_key(layout: str, key: tuple[str, ...]) -> tuple:
-    if layout == "nnx":
-        return tuple(int(part) if part.isdigit() else part for part in key)
-    return key
+def _leaf_names(kind: str) -> dict[str, str]:
+    """``{torch parameter: Flax leaf}`` of a layer of ``kind``."""
+    if kind == "embedding":
+        return {"weight": "embedding"}
+    names = {"weight": "kernel" if kind in _KERNEL_KINDS else "scale", "bias": "bias"}
+    return names | ({"running_mean": "mean", "running_var": "var"} if kind == "batch_norm" else {})
 
 
 def _layer_to_flax(
     kind: str, form: str | None, values: Mapping[str, Any], spectral_dim: int
 ) -> dict[str, tuple[tuple[str, ...], jax.Array]]:
-    """``{flax leaf: (torch parameters it comes from, value)}`` for one layer."""
-    leaves: dict[str, tuple[tuple[str, ...], jax.Array]] = {}
-    weight_sources = torch_keys.WEIGHT_FORMS[form] if form is not None else ()
-    if form is not None:
-        weight = torch_keys.read_weight(form, values, spectral_dim)
-        if kind in _KERNEL_KINDS:
-            leaves["kernel"] = (weight_sources, _torch_to_flax_kernel(kind, weight))
-        elif kind == "embedding":
-            leaves["embedding"] = (weight_sources, weight)
-        else:
-            leaves["scale"] = (weight_sources, weight)
-    if "bias" in values and kind != "embedding":
-        leaves["bias"] = (("bias",), jnp.asarray(values["bias"]))
-    if kind == "batch_norm":
-        for torch_name, flax_name in (("running_mean", "mean"), ("running_var", "var")):
-            if torch_name in values:
-                leaves[flax_name] = ((torch_name,), jnp.asarray(values[torch_name]))
+    """``{Flax leaf: (torch parameters it comes from, value)}`` for one layer."""
+    leaves = {}
+    for parameter, leaf in _leaf_names(kind).items():
+        if parameter == "weight" and form is not None:
+            weight = torch_keys.read_weight(form, values, spectral_dim)
+            if leaf == "kernel":
+                weight = jnp.transpose(weight, _kernel_axes(kind, weight.ndim))
+            leaves[leaf] = (torch_keys.WEIGHT_FORMS[form], weight)
+        elif parameter != "weight" and parameter in values:
+            leaves[leaf] = ((parameter,), jnp.asarray(values[parameter]))
     return leaves
 
 
@@ -573,35 +461,22 @@ def _layer_to_flax(
 def _torch_layers_to_write(
     template: Mapping[str, Any] | None, kinds: Mapping[str, str] | None
 ) -> tuple[dict[str, dict[str, str]], dict[str, Any]]:
-    """``({layer: {parameter: key}}, {key: template value})`` of the torch side.
-
-    Without a template, ``kinds`` names the layers and every plain parameter
-    of its kind is a candidate key."""
+    """``({layer: {parameter: key}}, {key: template value})`` of the torch side; without a
+    template, ``kinds`` names the layers, each with the plain keys of its kind."""
     if template is None:
         if not kinds:
             raise ValueError(
                 "flax_to_torch needs the torch layer names: template= (the torch state dict, or {key: shape}) "
                 "or kinds={torch layer name: kind}"
             )
-        layers: dict[str, dict[str, str]] = {}
-        for name, kind in kinds.items():
+        for name in kinds:
             if any(c in name for c in "*?["):
                 raise ValueError(f"kinds must name layers exactly when no template is given, got pattern {name!r}")
-            parameters = ["weight", "bias"] + (["running_mean", "running_var"] if kind == "batch_norm" else [])
-            layers[name] = {p: f"{name}.{p}" if name else p for p in parameters}
-        return layers, {}
+        return {name: {p: f"{name}.{p}" if name else p for p in _leaf_names(kind)} for name, kind in kinds.items()}, {}
     if not isinstance(template, Mapping):
         raise TypeError(f"template must be a torch state dict or {{key: shape}}, got {type(template).__name__}")
     values = {key: _as_array(value) for key, value in template.items()}
-    layers, _ = torch_keys.group_by_layer(values)
-    return layers, values
-
-
-def _flax_layer(source: Mapping[tuple[str, ...], Any], layout: str, path: tuple[str, ...]) -> dict[str, tuple]:
-    """``{leaf name: key in source}`` of the Flax layer at ``path``."""
-    if layout == "linen":
-        return {key[-1]: key for key in source if key[0] in ("params", "batch_stats") and key[1:-1] == path}
-    return {key[-1]: key for key in source if key[:-1] == path}
+    return torch_keys.group_by_layer(values)[0], values
 
 
 def flax_to_torch(
@@ -622,27 +497,23 @@ def flax_to_torch(
       names: torch layer name → Flax path, as for :func:`torch_to_flax`.
       template: the torch model's ``state_dict`` (values, or just shapes): it
         names the keys to write, fixes their shapes, decides conv against
-        conv_transpose, and says how each weight is stored:
-        ``weight_g``/``weight_v`` or ``parametrizations.weight.original0/1``
-        get ``g = ‖w‖`` (over every axis but the ``dim`` ``g``'s shape shows)
-        and ``v = w``, which torch's forward turns back into ``w``. Its
-        ``num_batches_tracked`` values are copied.
-      kinds: ``{torch layer name (or, with a template, a glob pattern): kind}``.
-        Without a template it lists the layers, written as plain
-        ``weight``/``bias`` (and running statistics) keys.
-      strict: raise when a Flax leaf is unused or a template key missing.
+        conv_transpose, and says how each weight is stored (a weight-norm pair
+        gets ``g = ‖w‖``, over every axis but the ``dim`` ``g``'s shape shows,
+        and ``v = w``; a spectral-normed weight cannot be written and is
+        reported missing). Its ``num_batches_tracked`` values are copied.
+      kinds: ``{torch layer name (or, with a template, a glob pattern): kind}``;
+        without a template it lists the layers, written as plain keys.
+      strict: raise, with the report, when a Flax leaf is unused or a template key missing.
       tensors: return torch tensors (needs torch) instead of NumPy arrays.
 
     Raises:
-      ValueError: with the report, when ``strict`` and anything is unused or
-        missing (a spectral-normed template layer cannot be written: its
-        weight keys are reported missing); without ``template`` and ``kinds``.
+      ValueError: if ``strict`` and the result is incomplete; without ``template`` and ``kinds``.
     """
     if layout not in ("linen", "nnx"):
         raise ValueError(f"layout must be 'linen' or 'nnx', got {layout!r}")
     name_of, kind_of = _name_function(names), _kind_function(kinds)
-    source = {key: leaf for key, (_, leaf) in _flax_leaves(variables, "variables").items()}
-    originals = {key: original for key, (original, _) in _flax_leaves(variables, "variables").items()}
+    leaves = _flax_leaves(variables, "variables")
+    source = {key: leaf for key, (_, leaf) in leaves.items()}
     layers, template_values = _torch_layers_to_write(template, kinds)
     template_shapes = {key: _shape_of(value) for key, value in template_values.items()}
     used: set[tuple[str, ...]] = set()
@@ -660,7 +531,7 @@ def flax_to_torch(
         if flax_name is None:
             lack(layer_keys, f"names maps layer {name!r} to nothing")
             continue
-        flax_layer = _flax_layer(source, layout, _path(flax_name))
+        flax_layer = _layer_leaves(source, layout, tuple(part for part in flax_name.split("/") if part))
         if not flax_layer:
             lack(layer_keys, f"variables have no layer at {flax_name!r}")
             continue
@@ -687,7 +558,8 @@ def flax_to_torch(
             if key is None:
                 continue
             if template is not None and shapes[parameter] != tuple(value.shape):
-                lack([key], f"{_key_text(originals[flax_layer[leaf]])!r} converts to shape {tuple(value.shape)}")
+                original = _key_text(leaves[flax_layer[leaf]][0])
+                lack([key], f"{original!r} converts to shape {tuple(value.shape)}")
                 continue
             written[key] = value
             used.add(flax_layer[leaf])
@@ -703,11 +575,14 @@ def flax_to_torch(
         if key not in written and key not in missing:
             missing[key] = (shape, "no Flax leaf converts to it")
     unused = {
-        _key_text(originals[key]): (_shape_of(leaf), "no torch key takes it")
-        for key, leaf in source.items()
+        _key_text(original): (_shape_of(leaf), "no torch key takes it")
+        for key, (original, leaf) in leaves.items()
         if key not in used
     }
-    state_dict = {key: _to_output(value, tensors) for key, value in written.items()}
+    if tensors:
+        from jtconv.interop import to_tensor
+    # np.array: a writable copy (torch.from_numpy warns on read-only arrays); to_tensor copies too
+    state_dict = {key: to_tensor(value) if tensors else np.array(value) for key, value in written.items()}
     result = TorchConversion(converted, unused, missing, state_dict=state_dict)
     result._raise_if_incomplete(strict, "flax_to_torch")
     return result
@@ -720,15 +595,11 @@ def _decide_torch_kind(
     or ``(None, why not)``; ``weight`` is the template's torch weight shape."""
     if explicit is not None:
         return explicit, "kinds"
-    leaves = set(flax_layer)
-    if "embedding" in leaves:
-        return "embedding", "Flax leaf 'embedding'"
-    if {"mean", "var"} & leaves:
-        return "batch_norm", "Flax batch statistics"
-    if "scale" in leaves:
-        return "norm", "Flax leaf 'scale'"
-    if "kernel" not in leaves:
-        return None, f"Flax leaves {sorted(leaves)} are no supported layer"
+    leaf = next((leaf for leaf in _KIND_OF_LEAF if leaf in flax_layer), None)
+    if leaf is not None:
+        return _KIND_OF_LEAF[leaf], "Flax batch statistics" if leaf in ("mean", "var") else f"Flax leaf {leaf!r}"
+    if "kernel" not in flax_layer:
+        return None, f"Flax leaves {sorted(flax_layer)} are no supported layer"
     kernel = _shape_of(source[flax_layer["kernel"]])
     if kernel is None:
         return None, "the Flax kernel is no array"
@@ -736,49 +607,20 @@ def _decide_torch_kind(
         return "linear", "2-d kernel"
     if weight is None:
         return None, f"cannot tell a conv from a conv_transpose (kernel {kernel}): pass kinds={{{name!r}: ...}}"
-    fits = [k for k in ("conv", "conv_transpose") if _torch_kernel_shape(k, kernel) == weight]
-    if len(fits) == 2 and not _same_layout(weight):
-        return None, (
-            f"kernel {kernel} fits the template's weight {weight} both as a conv and as a conv_transpose: "
-            f"pass kinds={{{name!r}: ...}}"
-        )
-    if not fits:
-        return None, f"kernel {kernel} fits the template's weight {weight} neither as a conv nor as a conv_transpose"
-    return fits[-1], "template"
+    return _conv_kind(name, weight, kernel, f"kernel {kernel} fits the template's weight {weight}")
 
 
 def _layer_to_torch(kind: str, leaves: Mapping[str, Any]) -> dict[str, tuple[str, jax.Array]]:
     """``{torch parameter: (Flax leaf it comes from, value)}``; leaves that do not
     belong to ``kind`` are left out (and so reported unused)."""
-    table = {"bias": "bias"}
-    table.update(
-        {"kernel": "weight"}
-        if kind in _KERNEL_KINDS
-        else {"embedding": "weight"}
-        if kind == "embedding"
-        else {"scale": "weight"}
-    )
-    if kind == "batch_norm":
-        table.update(mean="running_mean", var="running_var")
-    if kind == "embedding":
-        del table["bias"]
     outputs = {}
-    for leaf, value in leaves.items():
-        if leaf not in table:
+    for parameter, leaf in _leaf_names(kind).items():
+        if leaf not in leaves:
             continue
-        value = jnp.asarray(value)
+        value = jnp.asarray(leaves[leaf])
         if leaf == "kernel":
             if _rank_problem(kind, value.ndim):
                 continue
-            value = _flax_to_torch_kernel(kind, value)
-        outputs[table[leaf]] = (leaf, value)
+            value = jnp.transpose(value, [int(a) for a in np.argsort(_kernel_axes(kind, value.ndim))])
+        outputs[parameter] = (leaf, value)
     return outputs
-
-
-def _to_output(value: Any, tensors: bool) -> Any:
-    array = np.array(value)  # a writable copy: torch.from_numpy warns on read-only arrays
-    if not tensors:
-        return array
-    from jtconv.interop import _to_tensor
-
-    return _to_tensor(array)

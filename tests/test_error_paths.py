@@ -8,22 +8,11 @@ import pytest
 import torch
 
 import jtconv
-from jtconv import initializers, testing
+from jtconv import testing
 from jtconv.lowering import common, methods
 from jtconv.lowering.plan import Plan
 from jtconv.matrix import convolution_matrix
 from jtconv.plans import estimate as planner
-
-
-def test_torch_initializer_shapes_and_bounds():
-    with pytest.raises(ValueError, match="at least one spatial dimension"):
-        initializers.torch_fan_in((4, 2))
-    with pytest.raises(ValueError, match="fan_in"):
-        initializers.torch_fan_in((4, 0, 3))
-    with pytest.raises(ValueError, match="fan_in must be >= 1"):
-        initializers.torch_uniform_bound(0)
-    assert initializers.torch_fan_in((4, 2, 3, 3)) == 18
-    assert initializers.torch_uniform_bound(16) == 0.25
 
 
 def test_plan_values_of_the_wrong_kind():
@@ -77,16 +66,3 @@ def test_geometry_rules_for_shapes_and_sizes():
         jtconv.make_geometry(x2, w2, stride=2, output_size=(9, 9, 9))
     with pytest.raises(ValueError, match="weight must have shape"):
         convolution_matrix(np.ones((4, 2)), (5,))
-
-
-def test_layer_rules_before_any_parameter_exists():
-    from jtconv import layer
-
-    with pytest.raises(ValueError, match="in_features must be a positive int"):
-        layer.validate_layer(
-            0, 4, (3,), strides=1, padding=0, output_padding=0, kernel_dilation=1, feature_group_count=1
-        )
-    with pytest.raises(ValueError, match="output_size must have 2 .spatial. or 4 .full output shape. elements"):
-        layer._spatial_output_size((9, 9, 9), 4, 2, channels_first=True)
-    assert layer._spatial_output_size((1, 3, 9, 8), 4, 2, channels_first=True) == (9, 8)
-    assert layer._spatial_output_size((1, 9, 8, 3), 4, 2, channels_first=False) == (9, 8)

@@ -1,4 +1,5 @@
-"""jtconv.bilinear_upsampling_init against torch's interpolate and FCN's ``get_upsampling_weight``.
+"""jtconv.initializers: torch's default initialisation against torch's ``reset_parameters``, and
+jtconv.bilinear_upsampling_init against torch's interpolate and FCN's ``get_upsampling_weight``.
 
 With stride ``s``, ``k = 2s − s mod 2`` and ``p = (k − s) / 2``, output ``o`` of
 an axis reads the source coordinate ``(o + 0.5) / s − 0.5``. Where that lies in
@@ -20,6 +21,44 @@ from flax import nnx
 import jtconv
 from jtconv import linen
 from jtconv import nnx as jtconv_nnx
+from jtconv.initializers import torch_bias_init, torch_kernel_init
+
+
+@pytest.mark.parametrize(
+    "torch_class, in_channels, out_channels, kernel_size, groups",
+    [
+        (torch.nn.ConvTranspose1d, 4, 6, (3,), 2),
+        (torch.nn.ConvTranspose2d, 3, 8, (2, 5), 1),
+        (torch.nn.ConvTranspose3d, 6, 3, (1, 2, 3), 3),
+    ],
+)
+def test_torch_default_init_is_torchs_reset_parameters(torch_class, in_channels, out_channels, kernel_size, groups):
+    """Both are U(±1/√fan_in) with torch's fan-in of the transposed weight, read off weight.shape[1]."""
+    torch.manual_seed(0)
+    layer = torch_class(in_channels, out_channels, kernel_size, groups=groups)
+    shape = tuple(layer.weight.shape)
+    fan_in, _ = torch.nn.init._calculate_fan_in_and_fan_out(layer.weight)
+    assert fan_in == (out_channels // groups) * np.prod(kernel_size)
+    bound = 1 / np.sqrt(fan_in)
+    draws = 400
+    theirs = {"kernel": [], "bias": []}
+    for _ in range(draws):
+        layer.reset_parameters()
+        theirs["kernel"].append(layer.weight.detach().numpy().copy())
+        theirs["bias"].append(layer.bias.detach().numpy().copy())
+    keys = jax.random.split(jax.random.key(1), draws)
+    ours = {
+        "kernel": jax.vmap(lambda k: torch_kernel_init()(k, shape, jnp.float32))(keys),
+        "bias": jax.vmap(lambda k: torch_bias_init(shape)(k, (out_channels,), jnp.float32))(keys),
+    }
+    for name in ("kernel", "bias"):
+        for values in (np.asarray(ours[name]), np.stack(theirs[name])):
+            assert values.dtype == np.float32
+            assert np.abs(values).max() <= bound * (1 + 1e-6)  # float32 rounding of the bound
+            assert np.abs(values).max() > 0.97 * bound
+            assert abs(values.std() * np.sqrt(3) / bound - 1) < 0.05  # U(±b) has std b/√3
+            assert abs(values.mean()) < 0.05 * bound
+
 
 MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 SIZES = (5, 4, 3)

@@ -1,4 +1,4 @@
-"""torch ⇄ jtconv interop: from_torch / to_torch, state dicts, checkpoints, Flax layouts.
+"""torch ⇄ jtconv interop: from_torch / to_torch, checkpoints, Flax layouts.
 
 Tolerance (float32): ``atol = 1e-5 · max|y_torch|``, ``rtol = 0``.
 """
@@ -16,16 +16,8 @@ from flax import nnx
 import jtconv
 from jtconv import linen as jtconv_linen
 from jtconv import nnx as jtconv_nnx
-from jtconv.interop import (
-    conv_transpose_layer_names,
-    from_torch,
-    kernel_from_flax_layout,
-    kernel_to_flax_layout,
-    load_state_dict,
-    params_to_state_dict,
-    state_dict_to_params,
-    to_torch,
-)
+from jtconv.interop import from_torch, kernel_from_flax_layout, kernel_to_flax_layout, load_state_dict, to_torch
+from jtconv.state_dict import torch_to_flax
 
 TORCH_CLASSES = {1: torch.nn.ConvTranspose1d, 2: torch.nn.ConvTranspose2d, 3: torch.nn.ConvTranspose3d}
 
@@ -173,6 +165,30 @@ def test_interop_argument_errors():
         to_torch(module)
     with pytest.raises(ValueError, match="module"):
         to_torch(nn.Dense(3), {"params": {}})
+    edited = torch.nn.ConvTranspose1d(2, 3, 3)
+    edited.padding_mode = "reflect"  # torch's constructor refuses it; an edited module can still carry it
+    with pytest.raises(ValueError, match=r"module must use padding_mode='zeros' and integer padding, got "):
+        from_torch(edited)
+
+
+def test_to_torch_checks_the_variables_of_a_linen_module():
+    with_bias = jtconv_linen.ConvTranspose(features=2, kernel_size=(3,))
+    kernel = jnp.ones((3, 2, 3))  # (in, out, k)
+    with pytest.raises(ValueError, match=r"variables must be \{'params': \{'kernel'"):
+        to_torch(with_bias, {"params": {"bias": jnp.zeros(2)}})
+    with pytest.raises(ValueError, match=r"variables must be \{'params'"):
+        to_torch(with_bias, [kernel])
+    with pytest.raises(ValueError, match=r"variables must hold a bias \(use_bias=True\)"):
+        to_torch(with_bias, {"params": {"kernel": kernel}})
+    without_bias = jtconv_linen.ConvTranspose(features=2, kernel_size=(3,), use_bias=False)
+    with pytest.raises(ValueError, match=r"variables must not hold a bias \(use_bias=False\)"):
+        to_torch(without_bias, {"params": {"kernel": kernel, "bias": jnp.zeros(2)}})
+    torch_module = to_torch(without_bias, {"kernel": kernel})  # the params dict alone
+    assert torch_module.bias is None
+    np.testing.assert_array_equal(torch_module.weight.detach().numpy(), np.ones((3, 2, 3), np.float32))
+    nnx_module = jtconv_nnx.ConvTranspose(3, 2, (3,), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="variables must be None with an nnx module"):
+        to_torch(nnx_module, {"params": {"kernel": nnx_module.kernel[...]}})
 
 
 def _generator() -> torch.nn.Sequential:
@@ -184,36 +200,6 @@ def _generator() -> torch.nn.Sequential:
         torch.nn.ConvTranspose2d(6, 3, 4, 2, 1),
         torch.nn.Tanh(),
     )
-
-
-def test_state_dict_round_trip_for_conv_transpose_layers():
-    model = _generator()
-    names = conv_transpose_layer_names(model)
-    assert names == ["0", "3"]
-    params = state_dict_to_params(model.state_dict(), {"0": "up0", "3": "up1"})
-    assert set(params) == {"up0", "up1"}
-    assert set(params["up0"]) == {"kernel"} and set(params["up1"]) == {"kernel", "bias"}
-    np.testing.assert_array_equal(params["up1"]["kernel"], model[3].weight.detach().numpy())
-
-    back = params_to_state_dict(params, {"0": "up0", "3": "up1"})
-    assert set(back) == {"0.weight", "3.weight", "3.bias"}
-    for key, value in back.items():
-        np.testing.assert_array_equal(value, model.state_dict()[key].numpy())
-
-    # The converted layers reproduce torch's layers.
-    module = jtconv_linen.ConvTranspose(features=3, kernel_size=(4, 4), strides=2, padding=1, channels_first=True)
-    x = torch.randn(2, 6, 4, 4)
-    assert_close(module.apply({"params": params["up1"]}, x.numpy()), model[3](x).detach())
-
-
-def test_state_dict_errors_name_the_problem():
-    state_dict = _generator().state_dict()
-    with pytest.raises(ValueError, match="state_dict has no '9.weight'"):
-        state_dict_to_params(state_dict, ["9"])
-    with pytest.raises(ValueError, match="ConvTranspose weight"):
-        state_dict_to_params(state_dict, ["1"])  # BatchNorm: 1-d weight
-    with pytest.raises(ValueError, match="names"):
-        state_dict_to_params(state_dict, "0")
 
 
 def test_load_state_dict_from_torch_save_and_safetensors(tmp_path):
@@ -232,8 +218,10 @@ def test_load_state_dict_from_torch_save_and_safetensors(tmp_path):
     nested = load_state_dict(tmp_path / "nested.pt")
     assert nested["epoch"] == 3
     np.testing.assert_array_equal(nested["model.3.weight"], expected["3.weight"])
-    params = state_dict_to_params(load_state_dict(tmp_path / "plain.pt"), ["3"])
-    np.testing.assert_array_equal(params["3"]["bias"], expected["3.bias"])
+    params = torch_to_flax(
+        load_state_dict(tmp_path / "plain.pt"), {"3": "up"}.get, kinds={"3": "conv_transpose"}, strict=False
+    )
+    np.testing.assert_array_equal(params.variables["params"]["up"]["bias"], expected["3.bias"])
 
 
 class _Payload:
@@ -253,6 +241,13 @@ def test_load_state_dict_never_unpickles_arbitrary_objects(tmp_path):
     with pytest.raises(ValueError, match="weights-only"):
         load_state_dict(path)
     assert not marker.exists()
+
+
+def test_load_state_dict_keeps_other_leaves_and_int_keys(tmp_path):
+    torch.save({"steps": [1, 2], 0: {"w": torch.ones(2, dtype=torch.bfloat16)}, "empty": {}}, tmp_path / "c.pt")
+    loaded = load_state_dict(tmp_path / "c.pt")
+    assert set(loaded) == {"steps", "0.w"} and loaded["steps"] == [1, 2]
+    assert loaded["0.w"].dtype == jnp.bfloat16 and isinstance(loaded["0.w"], np.ndarray)
 
 
 @pytest.mark.parametrize("transpose_kernel", [False, True])

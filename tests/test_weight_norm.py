@@ -17,7 +17,6 @@ import torch
 from flax import nnx
 
 import jtconv
-from jtconv import reparametrization
 from jtconv.interop import from_torch, layer_weight
 
 parametrizations = torch.nn.utils.parametrizations
@@ -172,74 +171,6 @@ def test_unknown_hooks_and_parametrizations_are_refused():
 def test_layer_weight_reads_plain_layers_unchanged():
     t = torch.nn.ConvTranspose2d(3, 2, 3)
     np.testing.assert_array_equal(np.asarray(layer_weight(t)), t.weight.detach().numpy())
-
-
-# --- the math against torch's own functions --------------------------------------
-
-
-@pytest.mark.parametrize("dim", [0, 1, 2, 3, -1, -2, -3, None])
-def test_weight_from_weight_norm_matches_torch_weight_norm(dim):
-    torch.manual_seed(1)
-    v = torch.randn(4, 3, 5, 2)
-    g = torch.randn_like(torch.norm_except_dim(v, 2, -1 if dim is None else dim))
-    expected = torch._weight_norm(v, g, -1 if dim is None else dim)
-    np.testing.assert_allclose(
-        reparametrization.weight_from_weight_norm(g.numpy(), v.numpy(), dim), expected.numpy(), rtol=2e-6, atol=1e-7
-    )
-    np.testing.assert_allclose(
-        reparametrization.weight_from_weight_norm(g.numpy(), v.numpy()), expected.numpy(), rtol=2e-6, atol=1e-7
-    )
-    norm = torch.norm_except_dim(v, 2, -1 if dim is None else dim)
-    np.testing.assert_allclose(reparametrization.norm_except_dim(v.numpy(), dim), norm.numpy(), rtol=2e-6)
-    g2, v2 = reparametrization.weight_norm_factors(v.numpy(), dim)
-    np.testing.assert_allclose(g2, norm.numpy(), rtol=2e-6)
-    np.testing.assert_array_equal(v2, v.numpy())
-
-
-def test_weight_norm_dim_from_shapes():
-    assert reparametrization.weight_norm_dim((), (4, 3, 5)) is None
-    assert reparametrization.weight_norm_dim((4, 1, 1), (4, 3, 5)) == 0
-    assert reparametrization.weight_norm_dim((1, 1, 5), (4, 3, 5)) == 2
-    assert reparametrization.weight_norm_dim((1, 1, 1), (4, 1, 5)) == 1  # every fitting dim: same weight
-    for bad in [(4,), (4, 3, 1), (1, 1, 1), (3, 1, 1)]:
-        with pytest.raises(ValueError, match="weight_g"):
-            reparametrization.weight_norm_dim(bad, (4, 3, 5))
-    with pytest.raises(ValueError, match="weight_g must have shape"):
-        reparametrization.weight_from_weight_norm(np.ones((4, 1, 1)), np.ones((4, 3, 5)), dim=1)
-
-
-@pytest.mark.parametrize("dim", [0, 1, 2])
-def test_weight_from_spectral_norm_matches_torch_eval(dim):
-    torch.manual_seed(2)
-    layer = parametrizations.spectral_norm(torch.nn.ConvTranspose2d(5, 3, (2, 4)), dim=dim).eval()
-    load_random_state(layer, seed=dim)
-    spectral = layer.parametrizations.weight[0]
-    expected = layer.weight.detach().numpy()  # eval mode: no power iteration, u and v unchanged
-    actual = reparametrization.weight_from_spectral_norm(
-        layer.parametrizations.weight.original.detach().numpy(), spectral._u.numpy(), spectral._v.numpy(), dim
-    )
-    np.testing.assert_allclose(actual, expected, rtol=2e-6, atol=1e-7)
-    with pytest.raises(ValueError, match="spectral norm vectors"):
-        reparametrization.weight_from_spectral_norm(
-            layer.parametrizations.weight.original.detach().numpy(),
-            spectral._u.numpy(),
-            spectral._v.numpy(),
-            (dim + 1) % 4,
-        )
-
-
-def test_reparametrization_is_differentiable_and_jittable():
-    """Gradients with respect to g and v match torch's (the factors are what a port trains)."""
-    torch.manual_seed(3)
-    v = torch.randn(3, 2, 4, requires_grad=True)
-    g = torch.randn(3, 1, 1, requires_grad=True)
-    cot = torch.randn(3, 2, 4)
-    (torch._weight_norm(v, g, 0) * cot).sum().backward()
-    grads = jax.jit(
-        jax.grad(lambda g, v: (reparametrization.weight_from_weight_norm(g, v, 0) * cot.numpy()).sum(), (0, 1))
-    )(g.detach().numpy(), v.detach().numpy())
-    np.testing.assert_allclose(grads[0], g.grad.numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(grads[1], v.grad.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_nnx_module_from_weight_norm_layer_is_plain_nnx():
