@@ -18,7 +18,7 @@ import torch
 from flax import nnx
 
 import jtconv
-from jtconv import linen
+from jtconv import initializers, linen
 from jtconv import nnx as jtconv_nnx
 
 MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
@@ -162,3 +162,14 @@ def test_diagonal_form_in_a_depthwise_module_is_rejected_at_init():
     )
     with pytest.raises(ValueError, match=r"diagonal=True needs shape\[0\] == shape\[1\].*\(4, 1, 4\)"):
         layer.init(jax.random.key(0), jnp.ones((1, 6, 4)))
+
+
+def test_torch_initializer_shapes_and_bounds():
+    with pytest.raises(ValueError, match="at least one spatial dimension"):
+        initializers.torch_fan_in((4, 2))
+    with pytest.raises(ValueError, match="fan_in"):
+        initializers.torch_fan_in((4, 0, 3))
+    with pytest.raises(ValueError, match="fan_in must be >= 1"):
+        initializers.torch_uniform_bound(0)
+    assert initializers.torch_fan_in((4, 2, 3, 3)) == 18
+    assert initializers.torch_uniform_bound(16) == 0.25
