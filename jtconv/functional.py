@@ -23,7 +23,7 @@ from jtconv.geometry import ConvTransposeGeometry, IntOrTuple, PaddingLike, make
 from jtconv.lowering.plan import Plan
 from jtconv.lowering.primitive import conv_transpose_planned
 from jtconv.operand_types import check_operand_dtypes
-from jtconv.plans.resolve import PlanRequest, request
+from jtconv.plans.resolve import request
 
 AlgorithmLike = str | Plan | Mapping[str, Any]
 """What ``algorithm=`` accepts: ``"auto"``, a name in :data:`jtconv.ALGORITHMS`, a
@@ -110,12 +110,27 @@ def conv_transpose(
         bias_shape=None if bias is None else bias.shape,
         channels_last=channels_last,
     )
-    batch = x.shape[0] if x.ndim == geom.ndim + 2 else 1
+    batched = x.ndim == geom.ndim + 2
     dtype = jnp.result_type(x, weight)
-    plan = request(algorithm, geom, batch, dtype, preferred_element_type, precision)
+    plan = request(algorithm, geom, x.shape[0] if batched else 1, dtype, preferred_element_type, precision)
 
     def apply(x, weight, bias):
-        return _apply(plan, x, weight, bias, geom, channels_last, precision, preferred_element_type)
+        x = x if batched else x[None]
+        x = jnp.moveaxis(x, -1, 1) if channels_last else x
+        y = conv_transpose_planned(
+            x.astype(dtype),
+            weight.astype(dtype),
+            geom,
+            plan,
+            precision=precision,
+            preferred_element_type=preferred_element_type,
+        )
+        if bias is not None:
+            y = y + bias.reshape((1, -1) + (1,) * geom.ndim)
+            if preferred_element_type is not None:
+                y = y.astype(preferred_element_type)
+        y = jnp.moveaxis(y, 1, -1) if channels_last else y
+        return y if batched else y[0]
 
     out_sharding = _explicit_out_sharding(x, weight, geom, channels_last)
     if out_sharding is not None:
@@ -126,74 +141,28 @@ def conv_transpose(
 
 
 def _explicit_out_sharding(x, weight, geom: ConvTransposeGeometry, channels_last: bool):
-    """Output sharding when ``x`` or ``weight`` lives on a mesh with explicit axes.
-
-    The batch axis keeps the input's sharding and (for ``groups == 1``) the
-    channel axis the weight's output-channel sharding, unless that uses a mesh
-    axis the batch already does; spatial axes are replicated. ``None`` when no
-    explicit axes are involved.
-    """
+    """Output sharding when ``x`` or ``weight`` lives on a mesh with explicit axes (``None`` otherwise): the batch
+    axis keeps the input's sharding and (for ``groups == 1``) the channel axis the weight's output-channel
+    sharding, unless that uses a mesh axis the batch already does; spatial axes are replicated."""
     shardings = [jax.typeof(a).sharding for a in (x, weight)]
     meshes = [s.mesh for s in shardings if isinstance(s, NamedSharding) and not s.mesh.empty]
     if not any(AxisType.Explicit in m.axis_types for m in meshes):
         return None
-    x_spec = (
-        tuple(shardings[0].spec) + (None,) * x.ndim if isinstance(shardings[0], NamedSharding) else (None,) * x.ndim
+    x_spec, w_spec = (
+        (tuple(s.spec) if isinstance(s, NamedSharding) else ()) + (None,) * a.ndim
+        for s, a in zip(shardings, (x, weight))
     )
-    w_spec = (
-        tuple(shardings[1].spec) + (None,) * weight.ndim
-        if isinstance(shardings[1], NamedSharding)
-        else (None,) * weight.ndim
-    )
-    batched = x.ndim == geom.ndim + 2
-    batch = (x_spec[0],) if batched else ()
+    batch = (x_spec[0],) if x.ndim == geom.ndim + 2 else ()
     channel = w_spec[1] if geom.groups == 1 else None
-    if batch and _mesh_axes(channel) & _mesh_axes(batch[0]):
+
+    def mesh_axes(entry) -> set[str]:
+        return set() if entry is None else {entry} if isinstance(entry, str) else set(entry)
+
+    if batch and mesh_axes(channel) & mesh_axes(batch[0]):
         channel = None  # a mesh axis shards one output axis at most: the batch keeps it
     spatial = (None,) * geom.ndim
     spec = batch + (spatial + (channel,) if channels_last else (channel,) + spatial)
     return NamedSharding(meshes[0], PartitionSpec(*spec))
-
-
-def _mesh_axes(entry) -> set[str]:
-    """The mesh axes one ``PartitionSpec`` entry (``None``, a name or a tuple of names) shards over."""
-    if entry is None:
-        return set()
-    return {entry} if isinstance(entry, str) else set(entry)
-
-
-def _apply(
-    plan: Plan | PlanRequest,
-    x,
-    weight,
-    bias,
-    geom: ConvTransposeGeometry,
-    channels_last,
-    precision,
-    preferred_element_type,
-):
-    ndim = geom.ndim
-    batched = x.ndim == ndim + 2
-    if not batched:
-        x = x[None]
-    if channels_last:
-        x = jnp.moveaxis(x, -1, 1)
-    dtype = jnp.result_type(x, weight)
-    y = conv_transpose_planned(
-        x.astype(dtype),
-        weight.astype(dtype),
-        geom,
-        plan,
-        precision=precision,
-        preferred_element_type=preferred_element_type,
-    )
-    if bias is not None:
-        y = y + bias.reshape((1, -1) + (1,) * ndim)
-        if preferred_element_type is not None:
-            y = y.astype(preferred_element_type)
-    if channels_last:
-        y = jnp.moveaxis(y, 1, -1)
-    return y if batched else y[0]
 
 
 def _fixed_rank(ndim: int):

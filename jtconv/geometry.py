@@ -1,20 +1,12 @@
-"""Geometry of a transposed convolution: argument normalisation, validation, sizes.
+"""Geometry of a transposed convolution: argument normalisation, validation, sizes (spatial dimensions, no JAX).
 
-Pure Python, no JAX. Everything here works on spatial dimensions only.
+Per spatial dimension, with stride ``s``, padding ``p``, output_padding ``op``, dilation ``d``, kernel size ``k``
+and input size ``i``, PyTorch defines ``out = (i − 1)·s − 2p + d·(k − 1) + op + 1``, input position ``i`` with tap
+``t`` contributing to output position ``o = i·s − p + t·d``.
 
-Per spatial dimension, with stride ``s``, padding ``p``, output_padding ``op``,
-dilation ``d``, kernel size ``k`` and input size ``i``, PyTorch defines::
-
-    out = (i - 1)·s − 2p + d·(k − 1) + op + 1
-
-and input position ``i`` with kernel tap ``t`` contributes to output position
-``o = i·s − p + t·d``.
-
-Internally jtconv describes padding as a *crop* of the "full" result (the one
-with no padding, of length ``(i − 1)·s + d·(k − 1) + 1``): ``lo`` positions are
-removed at the low end and ``hi`` at the high end, where a negative ``hi``
-appends zeros-initialised positions (that is what ``output_padding`` does).
-PyTorch's ``padding=p, output_padding=op`` is the crop ``(p, p − op)``.
+jtconv describes padding as a *crop* ``(lo, hi)`` of the full result (no padding, ``(i − 1)·s + d·(k − 1) + 1``
+long): ``lo`` positions removed at the low end, ``hi`` at the high end, a negative ``hi`` appending zeros (what
+``output_padding`` does). PyTorch's ``padding=p, output_padding=op`` is the crop ``(p, p − op)``.
 """
 
 from __future__ import annotations
@@ -27,28 +19,14 @@ from typing import cast
 IntOrTuple = int | Sequence[int]
 PaddingLike = str | int | Sequence[int] | Sequence[tuple[int, int]]
 
-__all__ = [
-    "ConvTransposeGeometry",
-    "normalize_tuple",
-    "normalize_padding",
-    "output_size",
-    "output_padding_for_size",
-    "make_geometry",
-]
-
 
 def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def normalize_tuple(value: IntOrTuple, ndim: int, name: str) -> tuple[int, ...]:
-    """Return ``value`` as a tuple of ``ndim`` Python ints.
-
-    An int is repeated; a sequence must have exactly ``ndim`` ints.
-
-    Raises:
-      ValueError: naming ``name`` if ``value`` is neither.
-    """
+    """``value`` as ``ndim`` Python ints: an int (or a one-int sequence) repeated, or a sequence of ``ndim`` ints;
+    otherwise a ``ValueError`` naming ``name``."""
     if _is_int(value):
         return (int(cast(int, value)),) * ndim
     if isinstance(value, Sequence) and not isinstance(value, str):
@@ -65,52 +43,32 @@ def _check_at_least(values: tuple[int, ...], minimum: int, name: str) -> None:
         raise ValueError(f"{name} must be >= {minimum} in every dimension, got {values}")
 
 
-def effective_kernel_size(kernel_size: int, dilation: int) -> int:
-    """Span of a dilated kernel: ``d·(k − 1) + 1``."""
-    return dilation * (kernel_size - 1) + 1
-
-
 def normalize_padding(
-    padding: PaddingLike,
-    ndim: int,
-    kernel_size: Sequence[int],
-    stride: Sequence[int],
-    dilation: Sequence[int],
+    padding: PaddingLike, ndim: int, kernel_size: Sequence[int], stride: Sequence[int], dilation: Sequence[int]
 ) -> tuple[tuple[int, int], ...]:
-    """Turn any accepted ``padding`` into per-dimension ``(lo, hi)`` crops.
+    """Any accepted ``padding`` as per-dimension crops ``(lo, hi)``:
 
-    Accepted forms:
+    * ``int`` or ``(p1, …, pn)``: PyTorch's, ``p`` cropped from both ends;
+    * ``((lo1, hi1), …)``: ``lo`` cropped from the low end, ``hi`` from the high end, both ``>= 0`` (ONNX's
+      ``pads = [b1, …, bn, e1, …, en]`` is ``((b1, e1), …)``);
+    * ``"valid"`` (Keras/TF): no crop, and the output extended at the high end when the kernel span
+      ``k_eff = d·(k − 1) + 1`` is shorter than the stride: ``out = i·s + max(k_eff − s, 0)``, the crop
+      ``(0, min(k_eff − s, 0))`` (ONNX's ``VALID`` is ``padding=0``);
+    * ``"same"`` (Keras/TF): ``out = i·s``, the adjoint of a forward ``"SAME"`` convolution: with
+      ``total = k_eff − s``, ``lo = max(total, 0) // 2``, ``hi = total − lo`` (ONNX's ``SAME_UPPER`` only when
+      ``k_eff ≥ s``).
 
-    * ``int`` or ``(p1, …, pn)`` — PyTorch: crop ``p`` from both ends.
-    * ``((lo1, hi1), …, (lon, hin))`` — crop ``lo`` from the low end and ``hi``
-      from the high end. Both ``>= 0``. ONNX's ConvTranspose
-      ``pads = [b1, …, bn, e1, …, en]`` is ``((b1, e1), …)`` (see :mod:`jtconv.onnx`).
-    * ``"valid"`` — Keras/TF: no crop, and when the kernel span
-      ``k_eff = d·(k−1)+1`` is shorter than the stride the output is extended
-      at the high end so that ``out = i·s + max(k_eff − s, 0)``.
-      As a crop: ``(0, min(k_eff − s, 0))``. (ONNX ``VALID`` is ``padding=0``.)
-    * ``"same"`` — Keras/TF: ``out = i·s``. This is the adjoint of a forward
-      ``"SAME"`` convolution: with ``total = k_eff − s``, the crop is
-      ``lo = max(total, 0) // 2``, ``hi = total − lo`` (a negative ``hi``
-      extends the high end). It equals ONNX ``SAME_UPPER`` only when
-      ``k_eff ≥ s``.
-
-    The returned ``hi`` may be negative only for the string forms.
+    Only the string forms give a negative ``hi``.
     """
     if isinstance(padding, str):
         mode = padding.lower()
         if mode not in ("same", "valid"):
             raise ValueError(f"padding must be an int, a tuple, per-side pairs, 'same' or 'valid', got {padding!r}")
-        mode_pairs: list[tuple[int, int]] = []
+        pairs: list[tuple[int, int]] = []
         for k, s, d in zip(kernel_size, stride, dilation):
-            total = effective_kernel_size(k, d) - s
-            if mode == "valid":
-                mode_pairs.append((0, min(total, 0)))
-            else:
-                lo = max(total, 0) // 2
-                mode_pairs.append((lo, total - lo))
-        return tuple(mode_pairs)
-
+            total = d * (k - 1) + 1 - s
+            pairs.append((0, min(total, 0)) if mode == "valid" else (max(total, 0) // 2, total - max(total, 0) // 2))
+        return tuple(pairs)
     if (
         isinstance(padding, Sequence)
         and len(padding) > 0
@@ -119,11 +77,10 @@ def normalize_padding(
         sides = cast("Sequence[Sequence[int]]", padding)
         if len(sides) != ndim or not all(len(p) == 2 and all(_is_int(v) for v in p) for p in sides):
             raise ValueError(f"padding given as per-side pairs must be {ndim} pairs (lo, hi) of ints, got {padding!r}")
-        pairs = tuple((int(lo), int(hi)) for lo, hi in cast("Sequence[tuple[int, int]]", padding))
-        if any(lo < 0 or hi < 0 for lo, hi in pairs):
-            raise ValueError(f"padding must be >= 0 on every side, got {pairs}")
-        return pairs
-
+        crops = tuple((int(lo), int(hi)) for lo, hi in sides)
+        if any(lo < 0 or hi < 0 for lo, hi in crops):
+            raise ValueError(f"padding must be >= 0 on every side, got {crops}")
+        return crops
     symmetric = normalize_tuple(cast("IntOrTuple", padding), ndim, "padding")
     _check_at_least(symmetric, 0, "padding")
     return tuple((p, p) for p in symmetric)
@@ -168,7 +125,7 @@ class ConvTransposeGeometry:
     def full_size(self) -> tuple[int, ...]:
         """Uncropped result length ``(i − 1)·s + d·(k − 1) + 1``."""
         return tuple(
-            (i - 1) * s + effective_kernel_size(k, d)
+            (i - 1) * s + d * (k - 1) + 1
             for i, k, s, d in zip(self.input_size, self.kernel_size, self.stride, self.dilation)
         )
 
@@ -179,11 +136,10 @@ class ConvTransposeGeometry:
 
     @property
     def conv_padding(self) -> tuple[tuple[int, int], ...]:
-        """Padding of the equivalent stride-1 convolution over the zero-inserted
-        input: ``(d·(k−1) − lo, d·(k−1) − hi + op)``; negative values crop."""
+        """Padding of the equivalent stride-1 convolution over the zero-inserted input:
+        ``(d·(k−1) − lo, d·(k−1) − hi + op)``; negative values crop."""
         return tuple(
-            (effective_kernel_size(k, d) - 1 - lo, effective_kernel_size(k, d) - 1 - hi)
-            for k, d, (lo, hi) in zip(self.kernel_size, self.dilation, self.crop)
+            (d * (k - 1) - lo, d * (k - 1) - hi) for k, d, (lo, hi) in zip(self.kernel_size, self.dilation, self.crop)
         )
 
     @property
@@ -205,9 +161,8 @@ def output_size(
 ) -> int | tuple[int, ...]:
     """Spatial output size of a transposed convolution.
 
-    ``out = (i − 1)·s − 2p + d·(k − 1) + op + 1`` per dimension (with per-side
-    or string padding, ``2p`` becomes ``lo + hi`` of :func:`normalize_padding`).
-    Returns an int when ``input_size`` is an int, else a tuple.
+    ``out = (i − 1)·s − 2p + d·(k − 1) + op + 1`` per dimension (with per-side or string padding, ``2p`` becomes
+    ``lo + hi`` of :func:`normalize_padding`). Returns an int when ``input_size`` is an int, else a tuple.
 
     >>> output_size(4, 4, stride=2, padding=1)
     8
@@ -220,10 +175,7 @@ def output_size(
     d = normalize_tuple(dilation, ndim, "dilation")
     pads = normalize_padding(padding, ndim, k, s, d)
     op = normalize_tuple(output_padding, ndim, "output_padding")
-    out = tuple(
-        (i - 1) * si + effective_kernel_size(ki, di) - lo - hi + opi
-        for i, ki, si, di, (lo, hi), opi in zip(sizes, k, s, d, pads, op)
-    )
+    out = ConvTransposeGeometry(sizes, k, s, d, pads, op, groups=1, in_channels=1, out_channels=1).output_size
     return out[0] if scalar else out
 
 
@@ -237,9 +189,8 @@ def output_padding_for_size(
 ) -> int | tuple[int, ...]:
     """The ``output_padding`` that makes the output exactly ``target_size``.
 
-    Like ``torch.nn.ConvTranspose*d.forward(input, output_size=...)``: reachable
-    sizes are ``[min, min + s − 1]`` where ``min`` is the size with
-    ``output_padding = 0``.
+    Like ``torch.nn.ConvTranspose*d.forward(input, output_size=...)``: reachable sizes are ``[min, min + s − 1]``
+    where ``min`` is the size with ``output_padding = 0``.
 
     Raises:
       ValueError: (naming ``output_size``) when a size is out of that range.
@@ -266,19 +217,6 @@ def _output_padding_in_range(
     return tuple(int(t) - m for t, m in zip(target, minimum))
 
 
-def _flax_layout_hint(weight_shape: tuple[int, ...], channels: int) -> str:
-    """A sentence for channel-mismatch errors when ``weight_shape`` looks like
-    Flax's ``(*kernel_size, in_features, out_features)`` layout (HWIO in 2d):
-    its second-to-last axis, not its first, equals the input's channels."""
-    if len(weight_shape) < 3 or weight_shape[-2] != channels:
-        return ""
-    return (
-        f"; weight shape {weight_shape} looks like Flax's (*kernel_size, in_features, out_features) layout "
-        "(HWIO), but jtconv expects PyTorch's (in_channels, out_channels // groups, *kernel_size): convert a "
-        "flax.linen.ConvTranspose kernel with jtconv.interop.kernel_from_flax_layout(kernel)"
-    )
-
-
 def make_geometry(
     input_shape: Sequence[int],
     weight_shape: Sequence[int],
@@ -294,9 +232,9 @@ def make_geometry(
 ) -> ConvTransposeGeometry:
     """Validate every argument against PyTorch's rules and build the geometry.
 
-    ``input_shape`` is batched ``(N, C, *spatial)`` or unbatched ``(C, *spatial)``
-    (channels last: ``(N, *spatial, C)`` / ``(*spatial, C)``); ``weight_shape``
-    is ``(in_channels, out_channels // groups, *kernel_size)``.
+    ``input_shape`` is batched ``(N, C, *spatial)`` or unbatched ``(C, *spatial)`` (channels last:
+    ``(N, *spatial, C)`` / ``(*spatial, C)``); ``weight_shape`` is ``(in_channels, out_channels // groups,
+    *kernel_size)``.
 
     Raises:
       ValueError: naming the offending argument and the rule it breaks.
@@ -315,13 +253,8 @@ def make_geometry(
             f"for a {ndim}-d weight of shape {weight_shape}, got shape {input_shape}"
         )
     batched = len(input_shape) == ndim + 2
-    if channels_last:
-        spatial = input_shape[-ndim - 1 : -1]
-        channels = input_shape[-1]
-    else:
-        spatial = input_shape[-ndim:]
-        channels = input_shape[-ndim - 1]
-    batch = input_shape[0] if batched else 1
+    spatial = input_shape[-ndim - 1 : -1] if channels_last else input_shape[-ndim:]
+    channels = input_shape[-1] if channels_last else input_shape[-ndim - 1]
 
     if not _is_int(groups) or groups < 1:
         raise ValueError(f"groups must be a positive int, got {groups!r}")
@@ -335,11 +268,16 @@ def make_geometry(
     if in_channels % groups:
         raise ValueError(f"in_channels (weight.shape[0] = {in_channels}) must be divisible by groups = {groups}")
     if channels != in_channels:
+        flax_hint = (
+            f"; weight shape {weight_shape} looks like Flax's (*kernel_size, in_features, out_features) layout "
+            "(HWIO), but jtconv expects PyTorch's (in_channels, out_channels // groups, *kernel_size): convert a "
+            "flax.linen.ConvTranspose kernel with jtconv.interop.kernel_from_flax_layout(kernel)"
+        )
         raise ValueError(
             f"input channels ({channels}) must equal weight.shape[0] (in_channels = {in_channels})"
-            + _flax_layout_hint(weight_shape, channels)
+            + (flax_hint if weight_shape[-2] == channels else "")
         )
-    if batch > 0 and any(i < 1 for i in spatial):
+    if (not batched or input_shape[0] > 0) and any(i < 1 for i in spatial):
         raise ValueError(f"input spatial sizes must be >= 1, got {tuple(spatial)}")
 
     stride_t = normalize_tuple(stride, ndim, "stride")
@@ -347,6 +285,17 @@ def make_geometry(
     dilation_t = normalize_tuple(dilation, ndim, "dilation")
     _check_at_least(dilation_t, 1, "dilation")
     pads = normalize_padding(padding, ndim, kernel_size, stride_t, dilation_t)
+    geom = ConvTransposeGeometry(
+        tuple(int(i) for i in spatial),
+        kernel_size,
+        stride_t,
+        dilation_t,
+        pads,
+        (0,) * ndim,
+        int(groups),
+        in_channels,
+        groups * out_per_group,
+    )
 
     if output_size is not None:
         if output_padding not in (0, None) and normalize_tuple(output_padding, ndim, "output_padding") != (0,) * ndim:
@@ -360,16 +309,11 @@ def make_geometry(
                 f"output_size must have {ndim} (spatial) or {ndim + non_spatial} elements, got {tuple(output_size)}"
             )
         target = normalize_tuple(target, ndim, "output_size")
-        minimum = tuple(
-            (i - 1) * s + effective_kernel_size(k, d) - lo - hi
-            for i, k, s, d, (lo, hi) in zip(spatial, kernel_size, stride_t, dilation_t, pads)
-        )
-        op_t = _output_padding_in_range(target, minimum, stride_t, tuple(spatial))
+        op_t = _output_padding_in_range(target, geom.output_size, stride_t, tuple(spatial))
     else:
         op_t = normalize_tuple(output_padding, ndim, "output_padding")
         _check_at_least(op_t, 0, "output_padding")
-        limit = tuple(max(s, d) for s, d in zip(stride_t, dilation_t))
-        if any(op >= m for op, m in zip(op_t, limit)):
+        if any(op >= max(s, d) for op, s, d in zip(op_t, stride_t, dilation_t)):
             raise ValueError(
                 f"output_padding must be smaller than max(stride, dilation) in every dimension, "
                 f"got output_padding={op_t}, stride={stride_t}, dilation={dilation_t}"
@@ -379,24 +323,11 @@ def make_geometry(
                 f"output_padding must be 0 with padding={padding!r} (the string modes fix the output size)"
             )
 
-    if bias_shape is not None:
-        expected = (groups * out_per_group,)
-        if tuple(bias_shape) != expected:
-            raise ValueError(f"bias must have shape {expected} (out_channels,), got {tuple(bias_shape)}")
+    if bias_shape is not None and tuple(bias_shape) != (geom.out_channels,):
+        raise ValueError(f"bias must have shape {(geom.out_channels,)} (out_channels,), got {tuple(bias_shape)}")
 
-    geom = ConvTransposeGeometry(
-        input_size=tuple(int(i) for i in spatial),
-        kernel_size=kernel_size,
-        stride=stride_t,
-        dilation=dilation_t,
-        padding=pads,
-        output_padding=op_t,
-        groups=int(groups),
-        in_channels=in_channels,
-        out_channels=groups * out_per_group,
-    )
-    # An output size of exactly 0 gives an empty result, as torch's default
-    # (oneDNN) CPU path returns; its native fallback raises instead.
+    geom = dataclasses.replace(geom, output_padding=op_t)
+    # An output size of exactly 0 gives an empty result, as torch's default (oneDNN) CPU path returns.
     if any(o < 0 for o in geom.output_size):
         raise ValueError(
             f"output size {geom.output_size} must be >= 0 in every dimension "

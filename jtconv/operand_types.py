@@ -1,17 +1,11 @@
-"""Operand dtype rules of a transposed convolution, checked before anything is traced.
+"""Operand dtype rules of a transposed convolution, torch's CPU ``conv_transpose{1,2,3}d``'s, checked before tracing:
 
-These are the rules of torch's CPU ``conv_transpose{1,2,3}d``:
-
-* floating-point (and complex) ``input`` and ``weight``; dtypes that differ
-  are promoted as JAX promotes them; the ``bias`` must be inexact too;
-* ``int64`` ``input`` and ``weight`` together, computed exactly in ``int64``
-  (JAX needs ``jax.config.update("jax_enable_x64", True)`` for that: without
-  it, JAX turns an ``int64`` array into ``int32``), with an ``int64`` ``bias``
-  (torch's 1d/2d kernels also cast a narrower integer bias, its 3d kernel
-  refuses one: jtconv takes the rule every kernel follows);
-* any other integer or boolean ``input`` or ``weight`` (``int32``, ``int16``,
-  ``int8``, ``uint8``, ``bool``), and ``int64`` mixed with a floating dtype,
-  are a ``TypeError`` naming the argument and its dtype.
+* floating-point (and complex) ``input`` and ``weight``, promoted as JAX promotes them; an inexact ``bias``;
+* ``int64`` ``input`` and ``weight`` together, computed exactly in ``int64`` (JAX needs
+  ``jax.config.update("jax_enable_x64", True)``: without it an ``int64`` array becomes ``int32``), with an ``int64``
+  ``bias`` (torch's 1d/2d kernels also cast a narrower integer bias, its 3d kernel refuses one);
+* any other integer or boolean ``input`` or ``weight``, and ``int64`` mixed with a floating dtype, are a
+  ``TypeError`` naming the argument and its dtype.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 
@@ -15,8 +16,9 @@ import torch
 
 import jtconv
 from jtconv import testing, wisdom
-from jtconv.cli import main
+from jtconv.cli import build_parser, main
 from jtconv.commands import check
+from jtconv.commands import check as check_command
 from jtconv.lowering.reference import conv_transpose_reference
 from jtconv.plans import estimate as planner
 from jtconv.plans import measure
@@ -290,3 +292,49 @@ def test_check_referee_passes_torch_rounding_and_blames_jtconv_rounding(sloppy_s
         assert {r["verdict"] for r in row["referee"].values()} == {verdict}
         assert (row["error"] is None) == (verdict == "torch")
         assert verdict == "torch" or "float64 referee: jtconv is off" in row["error"]
+
+
+def _small_sweep(quick: bool, seed: int = 0):
+    named = testing.named_configs()
+    valid = [c for c in named if testing.torch_rejection(c) is None][:2]
+    invalid = [c for c in named if testing.torch_rejection(c) is not None][:2]
+    return valid + invalid
+
+
+def test_check_counts_agree_and_the_table_is_summarised(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(testing, "check_configs", _small_sweep)
+    totals, advanced = [], []
+
+    def counting_progress(self, total, description):
+        totals.append(total)
+        return advanced.append
+
+    monkeypatch.setattr(check_command._Console, "progress", counting_progress)
+    path = tmp_path / "report.json"
+    argv = ["check", "--quick", "--no-grads", "--dtype", "float32,bfloat16", "--algorithm", "matmul,reference"]
+    assert main([*argv, "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    # 2 valid configs × 2 lowerings × 2 dtypes = 8 comparisons; 2 invalid × 2 lowerings = 4 rejection checks.
+    assert "12 checks = 8 comparisons with torch + 4 rejection checks" in out
+    assert totals == [12] and sum(advanced) == 12
+    assert "OK: 8/8 comparisons passed, 4/4 rejection checks passed" in out
+    report = json.loads(path.read_text())
+    assert len(report["results"]) == 8 and len(report["rejections"]) == 4
+    labels = {row["label"] for row in report["results"] + report["rejections"]}
+    assert not any(label in out for label in labels)  # one row per lowering and dtype, not per check
+    rows = re.findall(r"(matmul|reference)\s*\S*\s*(float32|bfloat16)\s*\S*\s*(\d+)/(\d+)", out)
+    assert sorted((a, d, n, m) for a, d, n, m in rows) == sorted(
+        (a, d, "2", "2") for a in ("matmul", "reference") for d in ("float32", "bfloat16")
+    )
+
+    assert main([*argv, "--verbose"]) == 0
+    verbose = capsys.readouterr().out
+    assert all(label in verbose for label in labels)
+
+
+def test_check_quick_help_states_a_measured_time(capsys):
+    with pytest.raises(SystemExit):
+        build_parser("check").parse_args(["check", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "about a minute" not in help_text
+    assert re.search(r"--quick a short sweep \(about \d+ to \d+ minutes on a 2-core CPU\)", help_text)

@@ -1,6 +1,7 @@
-"""jtconv.cpu_memory: the opt-in glibc setting that stops per-call page faults.
+"""jtconv.cpu_memory: the opt-in glibc setting that stops per-call page faults, and its
+errors for a C library that is not glibc or refuses the setting.
 
-Each check runs in a fresh subprocess: the setting is process-wide and
+Each page-fault check runs in a fresh subprocess: the setting is process-wide and
 permanent, so it must not leak into the other tests.
 """
 
@@ -12,7 +13,9 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.skipif(
+from jtconv import cpu_memory
+
+glibc_only = pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="mallopt() is glibc's"
 )
 
@@ -66,6 +69,7 @@ def _run(script: str, mode: str) -> list[float]:
     return [float(v) for v in out.stdout.split()]
 
 
+@glibc_only
 def test_retaining_freed_memory_stops_page_faults_on_reused_large_buffers():
     pages = 48 * 2**20 / 4096
     (default,) = _run(_MALLOC_REUSE, "default")
@@ -74,6 +78,7 @@ def test_retaining_freed_memory_stops_page_faults_on_reused_large_buffers():
     assert retained < 0.05 * pages  # the heap keeps the block; its reuse touches no new page
 
 
+@glibc_only
 @pytest.mark.slow  # a second page-fault measurement, on a jtconv layer
 def test_a_jitted_layer_with_large_temporaries_reuses_its_pages():
     temp, default = _run(_JITTED_LAYER, "default")
@@ -82,3 +87,37 @@ def test_a_jitted_layer_with_large_temporaries_reuses_its_pages():
     assert temp > 32 * 2**20  # above glibc's largest dynamic mmap threshold
     assert default > 0.9 * temp_pages  # a typical call faults all its temporaries in again
     assert retained < 0.1 * temp_pages  # a typical call reuses pages the heap kept
+
+
+class _Library:
+    def __init__(self, mallopt_result: int | None):
+        self.calls: list[tuple[int, int]] = []
+        if mallopt_result is not None:
+            self.gnu_get_libc_version = lambda: b"2.99"
+
+            def mallopt(parameter: int, value: int) -> int:
+                self.calls.append((parameter, value))
+                return mallopt_result
+
+            self.mallopt = mallopt
+
+
+def test_a_c_library_without_mallopt_is_refused(monkeypatch):
+    monkeypatch.setattr(cpu_memory.ctypes, "CDLL", lambda name: _Library(None))
+    with pytest.raises(OSError, match="retain_freed_memory needs glibc's mallopt"):
+        cpu_memory.retain_freed_memory()
+
+
+def test_a_rejected_setting_is_reported(monkeypatch):
+    library = _Library(0)
+    monkeypatch.setattr(cpu_memory.ctypes, "CDLL", lambda name: library)
+    with pytest.raises(OSError, match=r"mallopt\(\) rejected M_MMAP_MAX=0 or M_TRIM_THRESHOLD=2147483647"):
+        cpu_memory.retain_freed_memory()
+    assert library.calls == [(cpu_memory._M_MMAP_MAX, 0)]  # the first refusal stops it
+
+
+def test_accepted_settings_are_both_made(monkeypatch):
+    library = _Library(1)
+    monkeypatch.setattr(cpu_memory.ctypes, "CDLL", lambda name: library)
+    cpu_memory.retain_freed_memory()
+    assert library.calls == [(cpu_memory._M_MMAP_MAX, 0), (cpu_memory._M_TRIM_THRESHOLD, cpu_memory.KEPT_BYTES)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -35,3 +37,23 @@ def test_train_decoder_loss_falls():
     after = float(re.search(r"held-out loss after 60 steps: ([0-9.]+)", out).group(1))
     assert after < 0.5 * before, out
     assert "fell from" in out
+
+
+def test_sharded_example_on_one_device_prints_one_partition_spec():
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "sharded_training.py"), "--steps", "1", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert summary["devices"] == 1
+    assert summary["output_sharding"] == summary["batch_sharding"] == ["data"]
+    specs = re.findall(r"sharded (P\([^)]*\))", done.stdout)
+    assert specs == ["P('data',)", "P('data',)"], done.stdout
+    assert lines[0].startswith("1 device (cpu)")

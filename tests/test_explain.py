@@ -226,6 +226,8 @@ def test_placement_tensor_marks_o_equals_i_s_minus_p_plus_t_d():
 def test_convolution_matrix_refuses_large_shapes():
     with pytest.raises(ValueError, match="max_entries"):
         convolution_matrix(np.ones((1, 1, 3, 3)), (20, 20), stride=2, max_entries=1000)
+    with pytest.raises(ValueError, match="weight must have shape"):
+        convolution_matrix(np.ones((4, 2)), (5,))
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,11 @@
-"""Sizes, padding definitions and argument errors, against torch where torch has them."""
+"""Sizes, padding definitions and argument errors, against torch where torch has them; the hint for a
+Flax-layout kernel."""
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -12,6 +15,8 @@ from jax import lax
 
 import jtconv
 from jtconv import testing
+from jtconv.geometry import normalize_tuple
+from jtconv.interop import kernel_from_flax_layout
 
 import tiers
 
@@ -193,3 +198,64 @@ def test_zero_size_outputs_are_empty_like_torch(algorithm, x_shape, kwargs, shap
     expected = torch_fn(torch.from_numpy(x), torch.from_numpy(w), **kwargs)
     assert tuple(expected.shape) == shape
     assert jtconv.conv_transpose(x, w, algorithm=algorithm, **kwargs).shape == shape
+
+
+def test_weight_with_no_input_channels_is_refused():
+    with pytest.raises(
+        ValueError, match=r"weight.shape\[0\] \(in_channels\) must be >= 1, got weight shape \(0, 2, 3\)"
+    ):
+        jtconv.conv_transpose(jnp.zeros((1, 0, 3)), jnp.zeros((0, 2, 3)))
+
+
+def test_a_string_is_not_a_sequence_of_ints():
+    with pytest.raises(ValueError, match=r"stride must be an int or a sequence of 2 ints .* got 'ab'"):
+        normalize_tuple("ab", 2, "stride")
+    assert normalize_tuple([3], 2, "stride") == (3, 3)
+
+
+def test_geometry_rules_for_shapes_and_sizes():
+    x2, w2 = (1, 4, 5, 5), (4, 2, 3, 3)
+    assert jtconv.make_geometry(x2, w2, stride=(2,)).stride == (2, 2)  # one value for every axis
+    with pytest.raises(ValueError, match="per-side pairs must be 2 pairs"):
+        jtconv.make_geometry(x2, w2, padding=((1, 2), (1,)))
+    with pytest.raises(ValueError, match="weight must have shape"):
+        jtconv.make_geometry((1, 4, 5), (4, 2))
+    with pytest.raises(ValueError, match=r"weight.shape\[1\] \(out_channels // groups\) must be >= 1"):
+        jtconv.make_geometry((1, 4, 5), (4, 0, 3))
+    with pytest.raises(ValueError, match="output_size must have 2 .spatial. or 4 elements"):
+        jtconv.make_geometry(x2, w2, stride=2, output_size=(9, 9, 9))
+
+
+def test_flax_layout_kernel_error_names_the_layout_and_the_converter():
+    x = jnp.ones((1, 4, 5, 5))
+    flax_kernel = jnp.ones((3, 3, 4, 8))  # (kh, kw, in, out)
+    with pytest.raises(ValueError) as raised:
+        jtconv.conv_transpose2d(x, flax_kernel, stride=2)
+    message = str(raised.value)
+    assert message.startswith("input channels (4) must equal weight.shape[0] (in_channels = 3)")
+    assert "(*kernel_size, in_features, out_features)" in message
+    assert "(in_channels, out_channels // groups, *kernel_size)" in message
+    assert "jtconv.interop.kernel_from_flax_layout" in message
+    assert "\n" not in message
+    with pytest.raises(ValueError, match="kernel_from_flax_layout"):
+        jtconv.conv_transpose(jnp.ones((1, 5, 5, 4)), flax_kernel, stride=2, channels_last=True)
+    with pytest.raises(ValueError, match="kernel_from_flax_layout"):
+        jtconv.conv_transpose1d(jnp.ones((2, 4, 7)), jnp.ones((5, 4, 6)))
+
+
+def test_other_channel_mismatches_get_no_layout_hint():
+    with pytest.raises(ValueError) as raised:
+        jtconv.conv_transpose2d(jnp.ones((1, 4, 5, 5)), jnp.ones((3, 2, 3, 3)))
+    assert "Flax" not in str(raised.value)
+
+
+def test_the_suggested_conversion_computes_flax_s_conv_transpose():
+    """Following the hint gives the result of the ``flax.linen.ConvTranspose`` the kernel came from."""
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.standard_normal((2, 5, 5, 4)), jnp.float32)
+    layer = nn.ConvTranspose(features=8, kernel_size=(3, 3), strides=(2, 2), padding="VALID", use_bias=False)
+    variables = layer.init(jax.random.key(0), x)
+    kernel = variables["params"]["kernel"]
+    expected = layer.apply(variables, x)
+    y = jtconv.conv_transpose(x, kernel_from_flax_layout(kernel), stride=2, padding="valid", channels_last=True)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(expected), rtol=1e-5, atol=1e-5)

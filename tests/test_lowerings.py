@@ -15,7 +15,8 @@ import torch
 
 import jtconv
 from jtconv.geometry import make_geometry
-from jtconv.lowering.matmul import axis_plans
+from jtconv.lowering.axes import axis_plans
+from jtconv.lowering.common import MAX_FUSED_OPERANDS, fusable_stack
 from jtconv.plans.estimate import algorithm_plan, cpu_algorithm, estimate, gemm_layout, xla_convolutions_win
 from jtconv.testing import relative_tolerance
 
@@ -133,6 +134,14 @@ def test_axis_plan_maps_taps_to_phase_and_shift(kernel, stride, dilation, paddin
             o = i * stride + t * dilation - padding
             assert (o // stride, o % stride) == (i + plan.tap_shift[t], plan.tap_phase[t])
     assert plan.blocks * stride >= geom.output_size[0] > (plan.blocks - 1) * stride
+
+
+def test_fusable_stack_of_more_than_64_arrays_equals_stack():
+    count = MAX_FUSED_OPERANDS**2 + 3
+    arrays = [jnp.full((2,), float(n)) for n in range(count)]
+    stacked = fusable_stack(arrays, 1)
+    np.testing.assert_array_equal(np.asarray(stacked), np.asarray(jnp.stack(arrays, 1)))
+    assert stacked.shape == (2, count)
 
 
 @pytest.mark.parametrize("algorithm", jtconv.ALGORITHMS)
@@ -271,11 +280,10 @@ def test_every_gemm_layout_matches_torch(layout, x_shape, w_shape, kwargs):
 )
 def test_matmul_gradients_with_either_operand_reordered(x_shape, w_shape, kwargs, weight_larger):
     """The matmul transposes copy whichever of weight and cotangent im2col is smaller into the other's order."""
-    from jtconv.lowering.matmul_transpose import _rows, _weight_is_larger, cotangent_columns
+    from jtconv.lowering.matmul_transpose import _rows, _weight_is_larger
 
     geom = make_geometry(x_shape, w_shape, **kwargs)
-    ct_shape = (x_shape[0], geom.out_channels) + geom.output_size
-    cols = _rows(cotangent_columns(jnp.zeros(ct_shape), geom), geom)
+    cols = _rows(jnp.zeros((x_shape[0], geom.out_channels) + geom.output_size), geom)
     assert _weight_is_larger(geom, cols) is weight_larger
     rng = np.random.default_rng(5)
     x = rng.standard_normal(x_shape).astype(np.float32)

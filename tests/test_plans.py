@@ -368,3 +368,18 @@ def test_combinations_cover_the_cross_product():
     expected = set(itertools.product(*(methods.methods_for(role, geom) for role in methods.ROLES)))
     assert {(p.forward, p.input_transpose, p.weight_transpose) for p in plans} == expected
     assert len(plans) == len(expected)
+
+
+def test_plan_values_of_the_wrong_kind():
+    geom = jtconv.make_geometry((1, 4, 5), (4, 2, 3), stride=2)
+    with pytest.raises(ValueError, match="role must be one of"):
+        methods.methods_for("backward", geom)
+    with pytest.raises(TypeError, match="must be a dict"):
+        Plan.from_dict("forward=matmul")
+    with pytest.raises(TypeError, match="algorithm must be a str, a Plan or a dict"):
+        planner.validate(("matmul", "gemm", "gemm"), geom)
+    with pytest.raises(ValueError, match="gemm_layout must be None or one of"):
+        Plan("matmul", "gemm", "gemm", gemm_layout="sideways")
+    x, w = jnp.ones((1, 4, 5)), jnp.ones((4, 2, 3))
+    with pytest.raises(ValueError, match=r"unknown Plan fields \['speed'\]"):
+        jtconv.conv_transpose(x, w, stride=2, algorithm={"speed": "fast"})

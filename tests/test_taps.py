@@ -1,5 +1,5 @@
 """Bounded im2col / col2im over kernel taps (jtconv.lowering.taps) against the
-per-tap functions they can replace, and their program size.
+per-tap functions of the matmul lowering, and their program size.
 
 Data movement (the im2cols) is compared exactly on random data. Where the two
 sides sum in different orders (the col2ims), the data are small integers, so
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from jtconv.geometry import make_geometry
-from jtconv.lowering import common, matmul, matmul_transpose, phase, taps
+from jtconv.lowering import matmul, matmul_transpose, taps
 
 # (x shape, w shape, geometry keyword arguments)
 LAYERS = [
@@ -97,41 +97,6 @@ def test_cotangent_taps_are_the_cotangent_columns_reordered(x_shape, w_shape, kw
 
     want = reordered_columns(ct)
     _equal(jax.jit(lambda c: taps.cotangent_taps(c, geom))(ct), want)
-
-
-def _phase_layers():
-    """The layers phase expresses (more than one input channel per group)."""
-    return [p for p in _params(LAYERS) if p.values[1][0] // p.values[2].get("groups", 1) > 1]
-
-
-@pytest.mark.parametrize("stack_axis", [1, 2])
-@pytest.mark.parametrize("x_shape, w_shape, kwargs", _phase_layers())
-def test_shift_windows_equal_phase_shift_windows(x_shape, w_shape, kwargs, stack_axis):
-    geom = make_geometry(x_shape, w_shape, **kwargs)
-    axes = phase.phase_axes(geom)
-    rng = np.random.default_rng(4)
-    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
-    xg = x.reshape((x_shape[0], geom.groups, geom.in_per_group) + geom.input_size)
-    want = jax.jit(lambda a: phase._shift_windows(a, axes, stack_axis))(xg)
-    _equal(jax.jit(lambda a: taps.shift_windows(a, axes, stack_axis))(xg), want)
-
-
-@pytest.mark.parametrize(
-    "shape, axis, start, step, length",
-    [
-        ((4, 2, 5, 3), 1, 0, 1, 8),
-        ((4, 2, 5, 3), 1, -2, 2, 9),  # crops the low end
-        ((4, 2, 5, 3), 1, 1, 3, 20),  # pads the high end
-        ((4, 2, 5, 3), 2, -3, 1, 2),
-        ((1, 6, 2), 0, 2, 1, 5),
-        ((7, 3, 4), 0, -6, 2, 10),  # split's col2im shape: (k, C, N·…), dilation 2
-    ],
-)
-def test_arithmetic_shifted_sum_equals_shifted_sum(shape, axis, start, step, length):
-    parts = _integers(shape, 5)
-    starts = [start + t * step for t in range(shape[0])]
-    want = jax.jit(lambda p: common.shifted_sum(p, axis, starts, length))(parts)
-    _equal(jax.jit(lambda p: taps.arithmetic_shifted_sum(p, axis, start, step, length))(parts), want)
 
 
 def test_skew_sum_adds_each_slice_shifted_by_its_index():

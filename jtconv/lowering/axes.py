@@ -1,13 +1,10 @@
-"""Per-axis arithmetic every method (and ``jtconv explain``) shares: how the
-taps of one spatial axis map to output phases and block shifts.
+"""Per-axis arithmetic the methods (and ``jtconv explain``) share: how the taps of one spatial axis map to output
+phases and block shifts.
 
-Along one axis with stride ``s``, dilation ``d``, kernel ``k`` and low crop
-``lo``, tap ``t`` of input position ``i`` lands at output position
-``o = i·s + t·d − lo``; writing ``o = b·s + ρ`` splits it into a *block*
-``b`` and a *phase* ``ρ``. :class:`AxisPlan` takes phases relative to the
-cropped output (the ``matmul`` col2im), :class:`PhaseAxis` relative to the
-uncropped result with whole blocks (the ``phase`` GEMM), and
-:func:`overlap_phase_counts` counts the taps per phase (the checkerboard).
+Along one axis with stride ``s``, dilation ``d``, kernel ``k`` and low crop ``lo``, tap ``t`` of input position
+``i`` lands at output position ``o = i·s + t·d − lo``; ``o = b·s + ρ`` splits it into a *block* ``b`` and a *phase*
+``ρ``. :class:`AxisPlan` takes phases relative to the cropped output (the ``matmul`` col2im), :class:`PhaseAxis`
+relative to the uncropped result with whole blocks (the ``phase`` GEMM).
 """
 
 from __future__ import annotations
@@ -19,24 +16,26 @@ import numpy as np
 
 from jtconv.geometry import ConvTransposeGeometry
 
-__all__ = ["AxisPlan", "PhaseAxis", "axis_plans", "ceil_div", "overlap_phase_counts", "phase_axes", "phase_counts"]
-
 
 def ceil_div(a: int, b: int) -> int:
     """``⌈a / b⌉`` for integers (``b > 0``)."""
     return -(-a // b)
 
 
+def block_shifts(geom: ConvTransposeGeometry) -> tuple[int, ...]:
+    """``D = ⌊d·(k − 1) / s⌋ + 1`` per axis: how many output blocks one input position's taps reach."""
+    return tuple(d * (k - 1) // s + 1 for k, s, d in zip(geom.kernel_size, geom.stride, geom.dilation))
+
+
 @dataclasses.dataclass(frozen=True)
 class AxisPlan:
-    """How the taps of one spatial axis map to output phases.
+    """How the taps of one spatial axis map to phases of the cropped output.
 
     Attributes:
       stride: ``s``.
       tap_phase: ``ρ_t = (t·d − lo) mod s`` per tap ``t``.
-      tap_shift: ``m_t = ⌊(t·d − lo) / s⌋`` per tap ``t`` (negative when the
-        crop removes the tap's first positions).
-      blocks: number of blocks ``B = ⌈out / s⌉`` per phase.
+      tap_shift: ``m_t = ⌊(t·d − lo) / s⌋`` per tap (negative when the crop removes the tap's first positions).
+      blocks: ``B = ⌈out / s⌉`` per phase.
     """
 
     stride: int
@@ -60,19 +59,16 @@ def axis_plans(geom: ConvTransposeGeometry) -> tuple[AxisPlan, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class PhaseAxis:
-    """How one spatial axis splits into blocks, phases and shifts.
+    """How one spatial axis of the uncropped result splits into blocks, phases and shifts (``t·d = q_t·s + r_t``).
 
     Attributes:
       stride: ``s``, the number of phases.
       shifts: ``D``, the number of block shifts ``q_t``.
       first_block: the first block computed, ``⌊lo / s⌋``.
-      blocks: ``B``, blocks computed from ``first_block`` on, enough to cover
-        the cropped output.
+      blocks: ``B``, the blocks computed from ``first_block`` on, enough to cover the cropped output.
       offset: where the output starts in the computed blocks, ``lo − first_block·s``.
       tap_phase, tap_shift: ``r_t`` and ``q_t`` per tap.
-      input_low: padding of the input at the low end so that
-        ``P[u][b] = x_pad[b + u]`` (negative: a crop).
-      input_high: padding at the high end (negative: a crop).
+      input_low, input_high: padding of the input (negative: a crop) so that ``P[u][b] = x_pad[b + u]``.
     """
 
     stride: int
@@ -96,10 +92,9 @@ class PhaseAxis:
 def phase_axes(geom: ConvTransposeGeometry) -> tuple[PhaseAxis, ...]:
     """One :class:`PhaseAxis` per spatial axis of ``geom``."""
     axes = []
-    for k, s, d, (lo, _), out, size in zip(
-        geom.kernel_size, geom.stride, geom.dilation, geom.crop, geom.output_size, geom.input_size
+    for k, s, d, shifts, (lo, _), out, size in zip(
+        geom.kernel_size, geom.stride, geom.dilation, block_shifts(geom), geom.crop, geom.output_size, geom.input_size
     ):
-        shifts = d * (k - 1) // s + 1
         first = lo // s
         offset = lo - first * s
         blocks = ceil_div(offset + out, s)
@@ -113,19 +108,12 @@ def phase_axes(geom: ConvTransposeGeometry) -> tuple[PhaseAxis, ...]:
 
 def phase_counts(axes) -> tuple[int, int, int]:
     """``(Π s, Π D, Π B)``."""
-    return (
-        math.prod(a.stride for a in axes),
-        math.prod(a.shifts for a in axes),
-        math.prod(a.blocks for a in axes),
-    )
+    return math.prod(a.stride for a in axes), math.prod(a.shifts for a in axes), math.prod(a.blocks for a in axes)
 
 
 def overlap_phase_counts(kernel_size: int, stride: int, dilation: int) -> tuple[int, ...]:
-    """Taps reaching an interior output position of each phase ``0 … s − 1``.
-
-    Tap ``t`` reaches phase ``t·d mod s``; so the counts are equal exactly when
-    ``k`` is divisible by ``s`` and ``gcd(d, s) = 1``.
-    """
+    """Taps reaching an interior output position of each phase ``0 … s − 1``: tap ``t`` reaches ``t·d mod s``, so
+    the counts are equal exactly when ``s`` divides ``k`` and ``gcd(d, s) = 1``."""
     counts = [0] * stride
     for t in range(kernel_size):
         counts[t * dilation % stride] += 1

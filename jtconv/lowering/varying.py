@@ -1,10 +1,8 @@
 """``shard_map``'s varying manual axes: read them and cast values to vary over them.
 
-Inside ``jax.shard_map`` every value's type records the mesh axes it varies
-over. A primitive's operands must agree, and a cotangent must vary exactly as
-its primal does: a zero point built with ``jnp.zeros`` varies over nothing, so
-a ``jax.vjp`` taken at it would return a gradient summed over devices
-(``pcast``'s transpose is a ``psum``) with the wrong type.
+Inside ``jax.shard_map`` a value's type records the mesh axes it varies over; a primitive's operands must agree,
+and a cotangent must vary as its primal does (a ``jax.vjp`` at a ``jnp.zeros`` point, which varies over nothing,
+would return a gradient summed over devices: ``pcast``'s transpose is a ``psum``).
 """
 
 from __future__ import annotations
@@ -16,10 +14,7 @@ from jax import lax
 
 def aval_varying_axes(aval) -> frozenset:
     """The manual mesh axes an abstract value varies over (empty outside ``shard_map``)."""
-    manual = getattr(aval, "mat", None)
-    if manual is not None:
-        return frozenset(manual.varying)
-    return frozenset(getattr(aval, "vma", ()))
+    return frozenset(aval.mat.varying)
 
 
 def varying_axes(value) -> frozenset:
