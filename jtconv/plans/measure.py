@@ -1,49 +1,27 @@
-"""Measured planning: time every method that supports a layer, per role, and keep the fastest.
+"""Measured planning: time the methods that support a layer on a device, and keep the fastest plan.
 
-Like cuDNN's ``cudnnFind*`` (forward, backward-data and backward-filter
-found separately) and FFTW's ``FFTW_MEASURE``, :func:`measured_plan` times,
-for one layer signature (geometry, batch, dtype, precision, backend):
+For one layer signature (:func:`layer_key`), on a device of the platform being compiled for, like
+cuDNN's ``cudnnFind*`` and FFTW's ``FFTW_MEASURE``:
 
-* every forward method (``y = f(x, w)``),
-* every input-transpose method (``x̄`` from ``ȳ`` and ``w``),
-* every weight-transpose method (``w̄`` from ``x`` and ``ȳ``),
+1. every method of each role (forward, input transpose, weight transpose) is timed alone, as its own
+   compiled program on random data (one warm-up call, then the median of several);
+2. a forward faster than the estimate's must beat it again, the two timed interleaved;
+3. whole forward + backward programs race, interleaved: the measured forward with the estimate's
+   transposes, with the fastest transposes, and with a method among the fastest of both roles filling
+   both (and the estimate's whole plan when the forward differs), since the two transposes share work
+   and cores in one program;
+4. the winner races itself with :attr:`~jtconv.lowering.plan.Plan.waits` flipped.
 
-each as its own small compiled program on random data of the layer's shapes
-and dtype, on a device of the platform being compiled for: one call to compile and warm up, then
-the median of several calls. The fastest forward is the plan's forward if
-it beats the estimate's again when the two race in interleaved rounds; a
-method within :data:`TIE_FRACTION` of the estimate's choice counts as a tie,
-which the estimate's choice wins. The few candidates that :func:`untimed`
-names (convolutions XLA's CPU backend runs in its generic loop) are not run.
-
-The two transposes run in one training program, where they share work (the
-cotangent's im2col feeds both GEMMs of ``gemm``) and compete for the cores,
-so their isolated times do not add up to the program's. The last stage
-therefore times whole forward + backward programs (``⟨f(x, w), ȳ⟩`` and its
-gradients in ``x`` and ``w``) for a few plans, each with the estimate's
-scheduling: the estimate's transposes, the isolated winners, and a method
-that is among the fastest :data:`TRAINING_FINALISTS` of both roles filling
-both; where the fastest forward is not the estimate's, the estimate's whole
-plan races with them (a forward that is faster alone but slows the
-training program down is not kept). The fastest of those then races itself with
-:attr:`~jtconv.lowering.plan.Plan.waits` flipped (both timed afresh,
-interleaved), and the faster is chosen; ties again go to the estimate's
-choice (in the rematch: to the leader). A candidate whose compiled
-temporaries exceed :data:`MEMORY_BUDGET_BYTES`, or whose compilation takes
-longer than :data:`COMPILE_BUDGET_SECONDS`, is skipped.
-
-This runs when a program is lowered for a platform this process has devices
-of (:mod:`jtconv.plans.resolve`): the shapes are static, and the timed
-programs run on concrete arrays under :func:`jax.ensure_compile_time_eval`.
-A signature is measured once per process and device kind (under a lock, so
-two threads lowering the same layer measure it once) and the result is kept as
-wisdom (:mod:`jtconv.wisdom`) for later processes. A stored plan the layer
-does not support is measured again.
+Ties within :data:`TIE_FRACTION` go to the estimate's choice (in 4, to the leader). Candidates over
+:data:`MEMORY_BUDGET_BYTES` or :data:`COMPILE_BUDGET_SECONDS`, and those :func:`untimed` names, are not
+run. A signature is measured once per process and device kind (under a lock) and kept as wisdom
+(:mod:`jtconv.wisdom`). The evidence behind each stage and constant is in the docs' Planning page.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import functools
 import json
 import logging
@@ -52,7 +30,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -70,13 +48,7 @@ __all__ = ["Measurement", "layer_key", "measure", "measured_plan", "untimed", "T
 _log = logging.getLogger("jtconv")
 
 TIE_FRACTION = 0.10
-"""A method must be this much faster than the estimate's choice to replace it.
-
-Two timings of one program seconds apart differ by up to about this much on
-a shared 2-core VM; with 5%, plans that had won their race by 4–6% ran
-13–20% slower than the estimate's in the benchmark (``python
-benchmarks/run.py --planning measure``, recorded in
-``benchmarks/RESULTS_measure.md``)."""
+"""A method must be this much faster than the estimate's choice to replace it."""
 
 MEMORY_BUDGET_BYTES = 2 * 2**30
 """Candidates whose compiled temporaries exceed this are not run."""
@@ -89,21 +61,16 @@ MAX_RUNS = 15
 TARGET_SECONDS = 0.05
 HOPELESS_FACTOR = 2.0
 SHORTLIST_FACTOR = 1.5
-"""Each candidate runs at least :data:`MIN_RUNS` times and at most
-:data:`MAX_RUNS`, stopping once its runs add up to :data:`TARGET_SECONDS`.
-Against the best median of its role so far: one whose warm-up call took
-:data:`HOPELESS_FACTOR` times as long keeps that call's time and is not run
-again; one whose warm-up and first run both took :data:`SHORTLIST_FACTOR`
-times as long stops after that run; one whose first :data:`MIN_RUNS` runs
-have a median :data:`HOPELESS_FACTOR` times as long stops there."""
+"""A candidate runs :data:`MIN_RUNS` to :data:`MAX_RUNS` times, until its runs add up to
+:data:`TARGET_SECONDS`; against its role's best median so far, it stops after the warm-up at
+:data:`HOPELESS_FACTOR` times as long, after one run when both took :data:`SHORTLIST_FACTOR`
+times as long, and after :data:`MIN_RUNS` runs at :data:`HOPELESS_FACTOR` times as long."""
 
 TRAINING_ROUNDS = 7
 TRAINING_MIN_ROUNDS = 3
 TRAINING_SECONDS = 0.5
-"""The training programs are compared in rounds of interleaved calls:
-:data:`TRAINING_ROUNDS` of them, or only :data:`TRAINING_MIN_ROUNDS` once the
-rounds have taken :data:`TRAINING_SECONDS` (large layers), and more while
-the rounds are shorter than :data:`TARGET_SECONDS` per program."""
+"""Races run :data:`TRAINING_ROUNDS` interleaved rounds, or :data:`TRAINING_MIN_ROUNDS` once they took
+:data:`TRAINING_SECONDS`, and more while a round is shorter than :data:`TARGET_SECONDS` per program."""
 TRAINING_FINALISTS = 2
 """A method among the fastest this many of both transposes is also timed filling both."""
 
@@ -136,53 +103,51 @@ def layer_key(
     return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
 
+@dataclasses.dataclass
 class Measurement:
-    """What one measurement found: per role, each method's median time in
-    seconds (``None`` where skipped, with the reason in ``skipped``), the
-    chosen plan, the estimate's plan and how long measuring took; ``from_wisdom``
-    when it was read from the wisdom file rather than made in this process."""
+    """What one measurement found.
 
-    def __init__(
-        self,
-        key: str,
-        times: dict[str, dict[str, float | None]],
-        skipped: dict[str, str],
-        plan: Plan,
-        estimate: Plan,
-        seconds: float,
-        training: dict[str, float | None] | None = None,
-        rematch: dict[str, float | None] | None = None,
-        forward_race: dict[str, float] | None = None,
-        from_wisdom: bool = False,
-    ) -> None:
-        self.key, self.times, self.skipped = key, times, skipped
-        self.plan, self.estimate, self.seconds = plan, estimate, seconds
-        self.training = training or {}
-        """Median seconds of each finalist's whole forward + backward program, by ``str(plan)``."""
-        self.rematch = rematch or {}
-        """The same for the race between the fastest finalist and it with ``waits`` flipped."""
-        self.forward_race = forward_race or {}
-        """Median seconds of the fastest forward and the estimate's, raced interleaved
-        (empty where the estimate's forward was the fastest)."""
-        self.from_wisdom = from_wisdom
+    Attributes:
+      key: the layer signature (:func:`layer_key`).
+      times: per role, each method's median seconds alone (``None`` where skipped).
+      skipped: why each skipped candidate (``"role:method"``) was not timed.
+      plan, estimate: the chosen plan and the estimate's.
+      seconds: how long measuring took.
+      training: median seconds of each finalist's forward + backward program, by ``str(plan)``.
+      rematch: the same for the winner against itself with ``waits`` flipped.
+      forward_race: the fastest forward and the estimate's, raced (empty if they are one).
+      from_wisdom: read from wisdom rather than measured in this process.
+    """
+
+    key: str
+    times: dict[str, dict[str, float | None]]
+    skipped: dict[str, str]
+    plan: Plan
+    estimate: Plan
+    seconds: float
+    training: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    rematch: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    forward_race: dict[str, float] = dataclasses.field(default_factory=dict)
+    from_wisdom: bool = False
+
+    _RACES = ("training", "rematch", "forward_race")
+
+    def __post_init__(self) -> None:
+        for name in self._RACES:  # ``None``: no such race
+            setattr(self, name, getattr(self, name) or {})
 
     @classmethod
     def from_entry(cls, key: str, entry: Mapping) -> Measurement:
         """The measurement a wisdom entry (:meth:`to_entry`) holds."""
         plan, estimate = Plan.from_dict(entry["plan"]), Plan.from_dict(entry["estimate"])
-        races = (entry.get("training"), entry.get("rematch"), entry.get("forward_race"))
-        return cls(key, entry["times"], {}, plan, estimate, entry["seconds"], *races, from_wisdom=True)
+        races: dict[str, Any] = {name: entry.get(name) for name in cls._RACES}
+        return cls(key, entry["times"], {}, plan, estimate, entry["seconds"], **races, from_wisdom=True)
 
     def to_entry(self) -> dict:
-        return {
-            "plan": self.plan.to_dict(),
-            "estimate": self.estimate.to_dict(),
-            "times": self.times,
-            "training": self.training,
-            "rematch": self.rematch,
-            "forward_race": self.forward_race,
-            "seconds": self.seconds,
-        }
+        races = {name: getattr(self, name) for name in self._RACES}
+        return dict(
+            plan=self.plan.to_dict(), estimate=self.estimate.to_dict(), times=self.times, **races, seconds=self.seconds
+        )
 
 
 _listeners: list[Callable[[Measurement], None]] = []
