@@ -11,8 +11,8 @@ from jtconv.lowering.plan import Plan
 from jtconv.plans.estimate import ALGORITHMS
 from jtconv.plans.layer_plans import candidate_plans, plan_for
 from jtconv.plans.resolve import planning, set_planning
+from jtconv.plans.wisdom import export_wisdom, forget_wisdom, import_wisdom
 from jtconv.version import __version__ as __version__
-from jtconv.wisdom import export_wisdom, forget_wisdom, import_wisdom
 
 # Imported on first use: most pull in Flax (and torch, when called).
 _LAZY = {

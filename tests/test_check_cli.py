@@ -15,13 +15,13 @@ import pytest
 import torch
 
 import jtconv
-from jtconv import testing, wisdom
+from jtconv import testing
 from jtconv.cli import build_parser, main
 from jtconv.commands import check
 from jtconv.commands import check as check_command
 from jtconv.lowering.reference import conv_transpose_reference
 from jtconv.plans import estimate as planner
-from jtconv.plans import measure
+from jtconv.plans import measure, wisdom
 
 RESULT_KEYS = {
     "config",

@@ -18,9 +18,9 @@ import pytest
 import torch
 
 import jtconv
-from jtconv import testing, wisdom
+from jtconv import testing
 from jtconv.lowering.plan import Plan
-from jtconv.plans import measure
+from jtconv.plans import measure, wisdom
 from jtconv.plans import resolve as planning
 
 LAYER = dict(stride=2, padding=1)

@@ -194,7 +194,7 @@ def test_an_export_for_a_platform_without_devices_uses_its_recorded_wisdom(measu
     key = measure.layer_key(geom, 2, "float32", "gpu")
     stored = jtconv.Plan("matmul", "gemm", "gemm", gemm_layout="weight_copy")
     environment = {"backend": "gpu", "device_kind": "NVIDIA H100", "device_count": 1}
-    from jtconv import wisdom
+    from jtconv.plans import wisdom
 
     entry = measure.Measurement(key, {}, {}, stored, stored, 1.0).to_entry()
     document = {"format": wisdom.FORMAT_NAME, "version": wisdom.FORMAT_VERSION, "environment": environment, "key": key}

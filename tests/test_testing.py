@@ -11,8 +11,8 @@ import torch
 from jax import lax
 
 import jtconv
-from jtconv import testing, wisdom
-from jtconv.plans import measure
+from jtconv import testing
+from jtconv.plans import measure, wisdom
 
 KW = dict(stride=2, padding=1, output_padding=1)
 

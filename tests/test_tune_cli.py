@@ -8,10 +8,9 @@ import sys
 import pytest
 
 import jtconv
-from jtconv import wisdom
 from jtconv.cli import main
 from jtconv.commands.tune import parse_layer
-from jtconv.plans import measure
+from jtconv.plans import measure, wisdom
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""jtconv.wisdom: the persistent store of measured plans, one file per entry.
+"""jtconv.plans.wisdom: the persistent store of measured plans, one file per entry.
 
 Every test gets its own empty cache directory (``JTCONV_CACHE_DIR``) and a
 forgotten store. Cross-process behaviour (a fresh process reads what another
@@ -22,7 +22,7 @@ import platformdirs
 import pytest
 
 import jtconv
-from jtconv import wisdom
+from jtconv.plans import wisdom
 
 
 @pytest.fixture
@@ -374,7 +374,7 @@ def test_a_failed_write_leaves_the_old_file_whole(cache, logged_warnings, monkey
 
 _WRITER = """
 import pathlib, sys, time
-from jtconv import wisdom
+from jtconv.plans import wisdom
 name, count, directory = sys.argv[1], int(sys.argv[2]), pathlib.Path(sys.argv[3])
 wisdom.environment_key()
 seen_parent = wisdom.lookup("parent") == {"plan": "from the parent"}

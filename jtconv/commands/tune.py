@@ -8,7 +8,7 @@ role (forward, input transpose, weight transpose); the table shows every
 time, the chosen plan, the estimate's plan and the races the estimate's
 choice won only as a tie (within ``TIE_FRACTION``); a layer already in
 wisdom shows its stored measurement. Plans go to the wisdom directory
-(:func:`jtconv.wisdom.wisdom_dir`), where ``algorithm="auto"`` under
+(:func:`jtconv.plans.wisdom.wisdom_dir`), where ``algorithm="auto"`` under
 ``planning("measure")`` finds them without measuring again.
 
 Compact layer syntax: ``x=16,128,16,16 w=128,64,4,4 stride=2 padding=1``
@@ -116,8 +116,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     import jtconv
-    from jtconv import wisdom
-    from jtconv.plans import measure
+    from jtconv.plans import measure, wisdom
 
     if args.forget:
         wisdom.forget_wisdom()

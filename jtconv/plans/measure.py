@@ -15,7 +15,7 @@ cuDNN's ``cudnnFind*`` and FFTW's ``FFTW_MEASURE``:
 Ties within :data:`TIE_FRACTION` go to the estimate's choice (in 4, to the leader). Candidates over
 :data:`MEMORY_BUDGET_BYTES` or :data:`COMPILE_BUDGET_SECONDS`, and those :func:`untimed` names, are not
 run. A signature is measured once per process and device kind (under a lock) and kept as wisdom
-(:mod:`jtconv.wisdom`). The evidence behind each stage and constant is in the docs' Planning page.
+(:mod:`jtconv.plans.wisdom`). The evidence behind each stage and constant is in the docs' Planning page.
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jtconv import wisdom
 from jtconv.geometry import ConvTransposeGeometry
 from jtconv.lowering.methods import ROLES, methods_for
 from jtconv.lowering.plan import Plan
 from jtconv.lowering.primitive import conv_transpose_planned
+from jtconv.plans import wisdom
 from jtconv.plans.estimate import describe_layer, estimate, scheduled_plan, validate
 
 __all__ = ["Measurement", "layer_key", "measure", "measured_plan", "untimed", "TIE_FRACTION"]

@@ -15,7 +15,7 @@ primitive, which asks it for the plan of each platform it lowers for
   (:func:`jtconv.plans.estimate.estimate`); nothing is timed.
 * ``"measure"``: every method that supports the layer is timed, per role, on
   a device of the platform being compiled for, and the fastest plan is kept
-  (in memory and as wisdom on disk, :mod:`jtconv.wisdom`); see
+  (in memory and as wisdom on disk, :mod:`jtconv.plans.wisdom`); see
   :mod:`jtconv.plans.measure`. For a platform this process has no devices
   of (``jax.export`` for ``cuda`` on a CPU host), wisdom recorded on that
   platform is used, else the estimate.
