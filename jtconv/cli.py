@@ -1,9 +1,6 @@
-"""The ``jtconv`` command: one subcommand per module in :mod:`jtconv.commands`.
-
-Each command module provides ``HELP`` (one line), ``add_arguments(parser)``
-and ``run(args) -> int`` (the exit status). Modules are imported only when
-their subcommand runs, so ``jtconv explain`` never imports torch.
-"""
+"""The ``jtconv`` command: one subcommand per module in :mod:`jtconv.commands`, each with ``HELP`` (one line),
+``add_arguments(parser)`` and ``run(args) -> int`` (the exit status), imported only when its subcommand runs (so
+``jtconv explain`` never imports torch)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
-"""The ``jtconv check`` command: exit status, JSON report schema, filters, and
+"""The ``jtconv check`` command: exit status, JSON report schema, filters, counts, tables, the float64 referee, and
 that it catches a wrong lowering."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import subprocess
@@ -17,8 +18,7 @@ import torch
 import jtconv
 from jtconv import testing
 from jtconv.cli import build_parser, main
-from jtconv.commands import check
-from jtconv.commands import check as check_command
+from jtconv.commands import Console, check
 from jtconv.lowering.reference import conv_transpose_reference
 from jtconv.plans import estimate as planner
 from jtconv.plans import measure, wisdom
@@ -135,7 +135,7 @@ def two_configs(monkeypatch):
 def test_what_a_run_checks(two_configs, argv, checked):
     parser = argparse.ArgumentParser()
     check.add_arguments(parser)
-    assert check._make_plan(parser.parse_args(argv)).algorithms == checked
+    assert check._check_run(parser.parse_args(argv)).algorithms == checked
 
 
 def test_default_run_checks_every_algorithm_and_auto(two_configs, tmp_path):
@@ -294,6 +294,9 @@ def test_check_referee_passes_torch_rounding_and_blames_jtconv_rounding(sloppy_s
         assert verdict == "torch" or "float64 referee: jtconv is off" in row["error"]
 
 
+# --- counts, tables and report rows -----------------------------------------------------------------------------
+
+
 def _small_sweep(quick: bool, seed: int = 0):
     named = testing.named_configs()
     valid = [c for c in named if testing.torch_rejection(c) is None][:2]
@@ -305,11 +308,12 @@ def test_check_counts_agree_and_the_table_is_summarised(monkeypatch, tmp_path, c
     monkeypatch.setattr(testing, "check_configs", _small_sweep)
     totals, advanced = [], []
 
-    def counting_progress(self, total, description):
+    @contextlib.contextmanager
+    def counting_progress(self, total, description, transient=False):
         totals.append(total)
-        return advanced.append
+        yield advanced.append
 
-    monkeypatch.setattr(check_command._Console, "progress", counting_progress)
+    monkeypatch.setattr(Console, "progress", counting_progress)
     path = tmp_path / "report.json"
     argv = ["check", "--quick", "--no-grads", "--dtype", "float32,bfloat16", "--algorithm", "matmul,reference"]
     assert main([*argv, "--json", str(path)]) == 0
@@ -338,3 +342,105 @@ def test_check_quick_help_states_a_measured_time(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     assert "about a minute" not in help_text
     assert re.search(r"--quick a short sweep \(about \d+ to \d+ minutes on a 2-core CPU\)", help_text)
+
+
+VALID = testing.named_configs()[0]  # the 4×4 tutorial example
+INVALID = testing.named_configs()[6]  # output_padding ≥ stride
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
+    """A real report: one valid and one invalid configuration, one lowering, float32, no gradients."""
+    checks = check.CheckRun(
+        configs=[VALID, INVALID],
+        rejected=[False, True],
+        jax_devices=jax.devices("cpu")[:1],
+        torch_devices=["cpu"],
+        dtypes=["float32"],
+        algorithms=["auto"],
+        grads=False,
+    )
+    advanced = []
+    result = check._run_checks(checks, advanced.append)
+    assert advanced == [1, 1]
+    result["summary"]["seconds"] = 0.5
+    return result
+
+
+def test_name_list_needs_a_name():
+    assert check._name_list(" cpu , gpu,") == ("cpu", "gpu")
+    with pytest.raises(argparse.ArgumentTypeError, match="expected one or more names separated by commas"):
+        check._name_list(" , ")
+    parser = argparse.ArgumentParser()
+    check.add_arguments(parser)
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["--dtype", ","])
+    assert exit_info.value.code == 2
+
+
+def test_run_without_torch_exits_2(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert main(["check", "--quick"]) == 2
+    assert capsys.readouterr().err == (
+        "jtconv check: error: compares against torch, which is not installed: pip install torch==2.13.0\n"
+    )
+
+
+def test_result_row_of_a_comparison_that_never_ran():
+    outcome = testing.ConfigResult(VALID, "values", False, jtconv_error="ValueError: boom")
+    row = check._result_row(outcome, jax.devices("cpu")[0], "cpu", "float32", "auto", grads=True)
+    assert row["passed"] is False and row["error"] == "ValueError: boom"
+    assert row["max_abs_err"] is None and row["max_rel_err"] is None and row["gradients"] == {}
+    assert row["tolerance"] == testing.relative_tolerance("float32", VALID.reduction_lengths()["output"])
+    assert row["label"] == VALID.label() and row["jax_device"] == "cpu:0"
+
+
+def test_result_row_of_a_shape_mismatch():
+    x, w = testing.make_inputs(VALID)
+    comparison = testing.compare_with_torch(lambda x, w: x[..., :3], lambda x, w: x, x, w)
+    assert not comparison.passed
+    outcome = testing.ConfigResult(VALID, "values", False, comparison=comparison)
+    row = check._result_row(outcome, jax.devices("cpu")[0], "cpu", "float32", "auto", grads=False)
+    assert row["error"] == "shape mismatch: jtconv (1, 1, 4, 3) vs torch (1, 1, 4, 4)"
+    assert row["max_abs_err"] is None and row["gradients"] == {}
+
+
+@pytest.fixture
+def plain(monkeypatch) -> Console:
+    monkeypatch.setitem(sys.modules, "rich.console", None)  # `import rich.console` raises ImportError
+    return Console()
+
+
+def test_plain_report_prints_the_summary_tables_and_line(plain, capsys, report):
+    check._print_report(plain, report, verbose=False)
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == "comparisons with torch"
+    assert lines[1].split() == " ".join(check._SUMMARY_COLUMNS).split()
+    assert lines[2].split()[:5] == ["cpu:0", "cpu", "auto", "float32", "1/1"] and lines[2].split()[-1] == "pass"
+    assert lines[3:5] == ["invalid arguments", "device  algorithm  raised ValueError like torch  result"]
+    assert lines[5].split() == ["cpu:0", "auto", "1/1", "pass"]
+    assert lines[6].startswith("OK: 1/1 comparisons passed, 1/1 rejection checks passed") and len(lines) == 7
+    (row,) = report["results"]
+    worst = f"{row['max_rel_err'] / row['tolerance']:.3f}"
+    assert lines[6].endswith(f"2 configurations, worst forward error {worst} of its tolerance, 0.5 s")
+
+
+def test_plain_report_lists_failed_rejections_only(plain, capsys, report):
+    failed = {**report, "rejections": [{**row, "passed": False} for row in report["rejections"]]}
+    failed["summary"] = {**report["summary"], "rejections_passed": 0, "rejections_failed": 1}
+    check._print_report(plain, failed, verbose=False)
+    out = capsys.readouterr().out
+    assert "failed invalid arguments (jtconv must raise ValueError)" in out
+    assert "failed comparisons with torch" not in out
+    assert out.splitlines()[-2].split()[-1] == "FAIL" and out.splitlines()[-1].startswith("FAILED: 1/1 comparisons")
+
+
+def test_plain_report_without_rejections_and_verbose(plain, capsys, report):
+    check._print_report(plain, {**report, "rejections": []}, verbose=False)
+    out = capsys.readouterr().out
+    assert out.startswith("comparisons with torch\n") and "\ninvalid arguments\n" not in out
+    check._print_report(plain, report, verbose=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:2] == ["configuration", "device"] and lines[2].startswith(VALID.label())
+    assert lines[2].split()[-2:] == ["-", "pass"]  # no gradients compared

@@ -35,7 +35,7 @@ def test_layer_syntax():
             parse_layer(bad)
 
 
-def test_tune_measures_writes_wisdom_and_reuses_it(capsys, tmp_path):
+def test_tune_measures_writes_wisdom_and_reuses_it(capsys, tmp_path, monkeypatch):
     layer = "x=2,8,16 w=8,4,4 stride=2 padding=1"
     assert main(["tune", "--json", "--layer", layer]) == 0
     (result,) = json.loads(capsys.readouterr().out)
@@ -46,8 +46,10 @@ def test_tune_measures_writes_wisdom_and_reuses_it(capsys, tmp_path):
     assert {tie.split(":")[0] for tie in result["ties"]} <= {"forward", "fwd+bwd", "rematch"}
     assert len(list((tmp_path / "cache" / "wisdom-v2").glob("*.json"))) == 1
     measure.forget_measurements()
+    monkeypatch.setitem(sys.modules, "rich.console", None)  # without rich: progress as lines on stderr
     assert main(["tune", "--layer", layer]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert err == "measuring: 1/1\n"
     assert f"layer 1d 8→4 k[4] s[2] batch 2 float32  (from wisdom, measured in {result['measure_s']:.1f} s)\n" in out
     assert f"  chosen:   {result['plan']}\n  estimate: {result['estimate']}\n" in out
     assert "from wisdom: measured by an earlier run (--forget measures again)" in out
@@ -82,13 +84,6 @@ def test_tune_prints_every_candidate_for_a_file_and_a_model(capsys, tmp_path, mo
     assert "  rematch " in out and f"wisdom: {tmp_path / 'cache'}" in out
     assert main(["tune", "--model", "tune_model"]) == 2
     assert "MODULE:FUNCTION" in capsys.readouterr().err
-
-
-def test_tune_runs_without_rich(monkeypatch):
-    from jtconv.commands import tune
-
-    monkeypatch.setitem(sys.modules, "rich.progress", None)  # as if rich were not installed
-    assert tune._progress(3) is None
 
 
 def test_tune_prints_the_forward_race_where_there_was_one(capsys):

@@ -1,43 +1,29 @@
 """``jtconv check``: prove on this machine that jtconv computes what PyTorch computes.
 
-Runs the configurations of :func:`jtconv.testing.check_configs` for every
-algorithm checked (``--algorithm``: names in :data:`jtconv.ALGORITHMS`;
-``--plan``: ``auto``, the device's default plan, ``measure``, the measured
-plan, or a plan text; by default every algorithm and ``auto``), every JAX
-device, every dtype and every torch device (CPU, and CUDA when available),
-and compares forward values and gradients (of ``Σ y · cotangent`` w.r.t. input, weight and bias)
-with :func:`jtconv.testing.check_config`. Configurations torch rejects must
-make jtconv raise ``ValueError``. A comparison outside its tolerance goes to
-the float64 referee (:class:`jtconv.testing.Referee`; ``--no-referee`` turns
-it off): it passes when torch's rounding, not jtconv's, is off.
-
-Tolerances are :func:`jtconv.testing.relative_tolerance` of the dtype (errors
-are measured relative to ``max|torch result|``); TF32 is disabled on both
-sides (torch ``allow_tf32 = False``, JAX precision ``HIGHEST``), so the same
-tolerances hold on GPUs.
-
-A plan text is checked on the configurations whose layer it supports; the
-others are listed as not applicable. It prints how the checks multiply out,
-a progress bar over all of them, one table row per algorithm and dtype (every check with ``--verbose``; the
-``--json`` report always has every check) and every failure in full.
-
-Exit status: 0 when everything passes, 1 when anything fails, 2 for bad
-arguments. torch and rich are imported only when the command runs.
+Every configuration of :func:`jtconv.testing.check_configs` goes through :func:`jtconv.testing.check_config` for
+every algorithm and plan asked for (by default every lowering and ``auto``), JAX device, torch device and dtype:
+forward values and the gradients of ``Σ y · cotangent`` must agree within :func:`jtconv.testing.relative_tolerance`
+(TF32 off on both sides), the float64 :class:`jtconv.testing.Referee` judging what falls outside, and configurations
+torch rejects must make jtconv raise ``ValueError``. A plan text is checked on the layers it supports. Exit status:
+0 when everything passes, 1 when anything fails, 2 for bad arguments. torch and rich are imported only when the
+command runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import itertools
 import json
 import math
 import platform
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-from jtconv.commands import missing_module_hint
+from jtconv.commands import Console, missing_module_hint
 
 HELP = "compare jtconv with PyTorch (values, gradients, rejected arguments) on this machine's devices"
 
@@ -62,65 +48,46 @@ def _positive(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    add = parser.add_argument
+    add(
         "--quick",
         action="store_true",
         help=f"a short sweep ({QUICK_DURATION}); default: the thorough sweep, about ten times as many checks",
     )
-    parser.add_argument(
+    add(
         "--configs",
         type=_positive,
-        default=None,
         metavar="N",
         help="only the first N configurations of the sweep (the hand-picked ones come first); default: all",
     )
-    parser.add_argument("--json", metavar="FILE", default=None, help="write the full report as JSON to FILE")
-    parser.add_argument(
-        "--device",
-        type=_name_list,
-        default=None,
-        metavar="NAME[,NAME]",
-        help="JAX devices to check: a platform (cpu, gpu, tpu) or one device (e.g. cpu:0, cuda:1); default: all",
-    )
-    parser.add_argument(
-        "--torch-device",
-        type=_name_list,
-        default=None,
-        metavar="NAME[,NAME]",
-        help="torch devices used as the reference: cpu, cuda; default: cpu, and cuda when available",
-    )
-    parser.add_argument(
-        "--dtype",
-        type=_name_list,
-        default=None,
-        metavar="NAME[,NAME]",
-        help=f"dtypes among {', '.join(KNOWN_DTYPES)}; default: {', '.join(DEFAULT_DTYPES)}",
-    )
-    parser.add_argument(
-        "--algorithm",
-        type=_name_list,
-        default=None,
-        metavar="NAME[,NAME]",
-        help="lowerings to check (names in jtconv.ALGORITHMS); default: all, and --plan auto",
-    )
-    parser.add_argument(
+    add("--json", metavar="FILE", help="write the full report as JSON to FILE")
+    for flag, help in (
+        (
+            "--device",
+            "JAX devices to check: a platform (cpu, gpu, tpu) or one device (e.g. cpu:0, cuda:1); default: all",
+        ),
+        ("--torch-device", "torch devices used as the reference: cpu, cuda; default: cpu, and cuda when available"),
+        ("--dtype", f"dtypes among {', '.join(KNOWN_DTYPES)}; default: {', '.join(DEFAULT_DTYPES)}"),
+        ("--algorithm", "lowerings to check (names in jtconv.ALGORITHMS); default: all, and --plan auto"),
+    ):
+        add(flag, type=_name_list, metavar="NAME[,NAME]", help=help)
+    add(
         "--plan",
         action="append",
-        default=None,
         metavar="auto|measure|PLAN",
         help="a plan to check (repeatable): auto (the plan this device runs by default), measure (the plan "
         "measured planning picks; each layer is measured once) or a plan text as jtconv tune prints it "
         '("forward=xla  dx=xla  dw=xla-wgrad  waits=no  stores=no"), checked on the layers it supports',
     )
-    parser.add_argument("--no-grads", action="store_true", help="compare forward values only")
-    parser.add_argument(
+    add("--no-grads", action="store_true", help="compare forward values only")
+    add(
         "--no-referee",
         action="store_true",
         help="fail every comparison outside its tolerance; default: rerun it in float64, and pass it when "
         "torch's rounding, not jtconv's, is off",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random part of the sweep (default 0)")
-    parser.add_argument(
+    add("--seed", type=int, default=0, help="seed of the random part of the sweep (default 0)")
+    add(
         "--verbose",
         action="store_true",
         help="print one table row per check; default: one row per algorithm and dtype, plus every failure "
@@ -129,8 +96,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class Plan:
-    """What one ``jtconv check`` run compares."""
+class CheckRun:
+    """What one ``jtconv check`` run compares; ``not_applicable``: why a plan text cannot run a valid configuration,
+    by (configuration index, plan text)."""
 
     configs: list
     rejected: list[bool]
@@ -141,25 +109,18 @@ class Plan:
     grads: bool
     referee: bool = True
     not_applicable: dict[tuple[int, str], str] = dataclasses.field(default_factory=dict)
-    """Why a plan text does not support a valid configuration, by (config index, algorithm)."""
 
     @property
     def comparisons(self) -> int:
-        """One comparison with torch per (valid config, JAX device, algorithm, torch device, dtype),
-        but none where the algorithm is not applicable."""
+        """One per (valid configuration, applicable algorithm, JAX device, torch device, dtype)."""
         pairs = self.rejected.count(False) * len(self.algorithms) - len(self.not_applicable)
         return pairs * len(self.jax_devices) * len(self.torch_devices) * len(self.dtypes)
 
     @property
     def rejection_checks(self) -> int:
-        """One check per (invalid config, JAX device, algorithm): validation
-        depends on neither the dtype nor the torch device."""
+        """One per (invalid configuration, JAX device, algorithm): validation depends on neither the dtype nor the
+        torch device."""
         return self.rejected.count(True) * len(self.jax_devices) * len(self.algorithms)
-
-    @property
-    def size(self) -> int:
-        """Number of checks, the progress bar's total."""
-        return self.comparisons + self.rejection_checks
 
     def describe(self, mode: str) -> str:
         """Two lines: the number of checks and how it multiplies out."""
@@ -167,8 +128,8 @@ class Plan:
         where = f"{_count(len(self.jax_devices), 'JAX device')} × {_count(len(self.algorithms), 'algorithm')}"
         skipped = len(self.not_applicable)
         return (
-            f"jtconv check ({mode}): {self.size} checks = {self.comparisons} comparisons with torch"
-            f" + {self.rejection_checks} rejection checks\n"
+            f"jtconv check ({mode}): {self.comparisons + self.rejection_checks} checks = {self.comparisons} "
+            f"comparisons with torch + {self.rejection_checks} rejection checks\n"
             f"  {_count(valid, 'valid configuration')} × {where} × {_count(len(self.torch_devices), 'torch device')}"
             f" × {_count(len(self.dtypes), 'dtype')}; {_count(invalid, 'invalid configuration')} × {where}"
             + (f"; {skipped} (configuration, plan) pairs not applicable" if skipped else "")
@@ -185,22 +146,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"jtconv check: error: compares against {hint}", file=sys.stderr)
         return 2
     try:
-        plan = _make_plan(args)
+        checks = _check_run(args)
     except ValueError as error:
         print(f"jtconv check: error: {error}", file=sys.stderr)
         return 2
-    console = _Console()
-    console.line(plan.describe("quick" if args.quick else "thorough"))
+    console = Console()
+    console.line(checks.describe("quick" if args.quick else "thorough"))
     start = time.perf_counter()
-    report = _run_plan(plan, console.progress(plan.size, "checking against torch"))
+    with console.progress(checks.comparisons + checks.rejection_checks, "checking against torch") as advance:
+        report = _run_checks(checks, advance)
     report["summary"]["seconds"] = round(time.perf_counter() - start, 2)
-    report.update(_environment(args, plan))
-    if args.verbose:
-        console.results_table(report)
-    else:
-        console.summary_table(report)
-    console.failures(report)
-    console.summary(report)
+    report.update(_environment(args, checks))
+    _print_report(console, report, args.verbose)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=1)
@@ -209,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
     return 0 if summary["failed"] == 0 and summary["rejections_failed"] == 0 else 1
 
 
-def _make_plan(args: argparse.Namespace) -> Plan:
+def _check_run(args: argparse.Namespace) -> CheckRun:
+    """The run the arguments ask for; ``ValueError`` naming the argument that is wrong."""
     import jax
     import torch
 
@@ -231,7 +189,6 @@ def _make_plan(args: argparse.Namespace) -> Plan:
     unknown = [d for d in dtypes if d not in KNOWN_DTYPES]
     if unknown:
         raise ValueError(f"--dtype must be among {KNOWN_DTYPES}, got {unknown}")
-
     devices = jax.devices()
     if args.device:
         chosen = [d for d in devices if any(_device_matches(d, name) for name in args.device)]
@@ -239,7 +196,6 @@ def _make_plan(args: argparse.Namespace) -> Plan:
             names = ", ".join(sorted({d.platform for d in devices} | {_device_name(d) for d in devices}))
             raise ValueError(f"--device {','.join(args.device)} matches no JAX device; available: {names}")
         devices = chosen
-
     available_torch = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     torch_devices = list(args.torch_device or available_torch)
     unknown = [d for d in torch_devices if d not in available_torch]
@@ -247,15 +203,14 @@ def _make_plan(args: argparse.Namespace) -> Plan:
         raise ValueError(f"--torch-device must be among the available {available_torch}, got {unknown}")
     configs = check_configs(quick=args.quick, seed=args.seed)[: args.configs]
     rejected = [torch_rejection(config) is not None for config in configs]
-    texts = [plan for plan in plans if "=" in plan]
     not_applicable = {
         (i, text): why
         for i, config in enumerate(configs)
         if not rejected[i]
-        for text in texts
-        if (why := _unsupported(config, text)) is not None
+        for text in plans
+        if "=" in text and (why := _unsupported(config, text)) is not None
     }
-    return Plan(
+    return CheckRun(
         configs=configs,
         rejected=rejected,
         jax_devices=devices,
@@ -271,12 +226,12 @@ def _make_plan(args: argparse.Namespace) -> Plan:
 def _check_plan_argument(text: str) -> None:
     """``auto``, ``measure`` or a plan text naming a method for each role; ``ValueError`` naming --plan otherwise."""
     from jtconv.lowering.methods import ROLES, method
-    from jtconv.lowering.plan import Plan as MethodPlan
+    from jtconv.lowering.plan import Plan
 
     if text in ("auto", "measure"):
         return
     try:
-        parsed = MethodPlan.parse(text)
+        parsed = Plan.parse(text)
         for role in ROLES:
             method(getattr(parsed, role), role)
     except (ValueError, TypeError) as error:
@@ -307,69 +262,72 @@ def _device_matches(device, name: str) -> bool:
     return name in (device.platform, _device_name(device), str(device).lower(), kind)
 
 
-def _run_plan(plan: Plan, advance: Callable[[int], None]) -> dict[str, Any]:
-    """Run every check of ``plan``; returns the report (``results``,
-    ``rejections``, ``summary``) and calls ``advance(n)`` as checks finish."""
+def _run_checks(checks: CheckRun, advance: Callable[[int], None]) -> dict[str, Any]:
+    """Every check of ``checks``, calling ``advance(1)`` after each: the report's ``results``, ``rejections``,
+    ``not_applicable`` and ``summary``."""
     import jax
 
     from jtconv.testing import check_config
 
     results: list[dict[str, Any]] = []
     rejections: list[dict[str, Any]] = []
-    for index, (config, rejected) in enumerate(zip(plan.configs, plan.rejected)):
-        for device in plan.jax_devices:
-            for algorithm in plan.algorithms:
-                if (index, algorithm) in plan.not_applicable:
-                    continue
-                if rejected:
-                    outcome = check_config(config, algorithm=algorithm, jax_device=device)
-                    rejections.append(_rejection_row(outcome, device, algorithm))
-                    advance(1)
-                    continue
-                for torch_device in plan.torch_devices:
-                    for dtype in plan.dtypes:
-                        with jax.enable_x64(dtype == "float64"):
-                            outcome = check_config(
-                                config,
-                                algorithm=algorithm,
-                                dtype=dtype,
-                                grads=plan.grads,
-                                jax_device=device,
-                                torch_device=torch_device,
-                                referee=plan.referee,
-                            )
-                        row = _result_row(outcome, device, torch_device, dtype, algorithm, plan.grads)
-                        row["plan"] = _plan_that_ran(config, algorithm, dtype, device.platform)
-                        results.append(row)
-                        advance(1)
+    for (index, config), device, algorithm in itertools.product(
+        enumerate(checks.configs), checks.jax_devices, checks.algorithms
+    ):
+        if (index, algorithm) in checks.not_applicable:
+            continue
+        check = functools.partial(check_config, config, algorithm=algorithm, jax_device=device)
+        if checks.rejected[index]:
+            outcome = check()
+            rejections.append(
+                {
+                    **_where(config, device),
+                    "algorithm": algorithm,
+                    "torch_error": outcome.torch_error,
+                    "jtconv_error": outcome.jtconv_error,
+                    "passed": outcome.passed,
+                }
+            )
+            advance(1)
+            continue
+        for torch_device, dtype in itertools.product(checks.torch_devices, checks.dtypes):
+            with jax.enable_x64(dtype == "float64"):
+                outcome = check(dtype=dtype, grads=checks.grads, torch_device=torch_device, referee=checks.referee)
+            results.append(_result_row(outcome, device, torch_device, dtype, algorithm, checks.grads))
+            advance(1)
     failed = sum(not r["passed"] for r in results)
-    refereed = sum(r["passed"] and bool(r["referee"]) for r in results)
     rejections_failed = sum(not r["passed"] for r in rejections)
     not_applicable = [
-        {"config": plan.configs[i].to_json(), "label": plan.configs[i].label(), "algorithm": text, "reason": why}
-        for (i, text), why in plan.not_applicable.items()
+        {"config": checks.configs[i].to_json(), "label": checks.configs[i].label(), "algorithm": text, "reason": why}
+        for (i, text), why in checks.not_applicable.items()
     ]
+    summary = {
+        "results": len(results),
+        "passed": len(results) - failed,
+        "failed": failed,
+        "refereed": sum(r["passed"] and bool(r["referee"]) for r in results),
+        "rejections": len(rejections),
+        "rejections_passed": len(rejections) - rejections_failed,
+        "rejections_failed": rejections_failed,
+        "not_applicable": len(not_applicable),
+        "configs": len(checks.configs),
+    }
+    return {"results": results, "rejections": rejections, "not_applicable": not_applicable, "summary": summary}
+
+
+def _where(config, device) -> dict[str, Any]:
+    """The fields a report row starts with."""
     return {
-        "results": results,
-        "rejections": rejections,
-        "not_applicable": not_applicable,
-        "summary": {
-            "results": len(results),
-            "passed": len(results) - failed,
-            "failed": failed,
-            "refereed": refereed,
-            "rejections": len(rejections),
-            "rejections_passed": len(rejections) - rejections_failed,
-            "rejections_failed": rejections_failed,
-            "not_applicable": len(not_applicable),
-            "configs": len(plan.configs),
-        },
+        "config": config.to_json(),
+        "label": config.label(),
+        "platform": device.platform,
+        "jax_device": _device_name(device),
     }
 
 
 def _plan_that_ran(config, algorithm: str, dtype: str, platform: str) -> str | None:
-    """The plan ``algorithm`` runs for ``config`` in ``dtype`` on ``platform``
-    (:func:`jtconv.plan_for` in the planning mode the check used), as text."""
+    """The plan ``algorithm`` runs for ``config`` in ``dtype`` on ``platform``, as text (:func:`jtconv.plan_for`
+    in the planning mode the check used)."""
     import jax
 
     import jtconv
@@ -397,10 +355,7 @@ def _result_row(outcome, device, torch_device: str, dtype: str, algorithm: str, 
 
     config = outcome.config
     row: dict[str, Any] = {
-        "config": config.to_json(),
-        "label": config.label(),
-        "platform": device.platform,
-        "jax_device": _device_name(device),
+        **_where(config, device),
         "torch_device": torch_device,
         "dtype": dtype,
         "algorithm": algorithm,
@@ -412,6 +367,7 @@ def _result_row(outcome, device, torch_device: str, dtype: str, algorithm: str, 
         "referee": {},
         "passed": outcome.passed,
         "error": outcome.jtconv_error,
+        "plan": _plan_that_ran(config, algorithm, dtype, device.platform),
     }
     comparison = outcome.comparison
     if comparison is None:
@@ -422,16 +378,14 @@ def _result_row(outcome, device, torch_device: str, dtype: str, algorithm: str, 
         return row
     row["max_abs_err"] = output.max_abs_err
     row["max_rel_err"] = _finite(output.relative_error)
-    for j, name in enumerate(GRADIENT_NAMES):
-        leaf = next((leaf for leaf in comparison.leaves if leaf.name == f"grad[{j}]"), None)
-        if leaf is not None:
-            row["gradients"][name] = {
+    for leaf in comparison.leaves:
+        if leaf.name.startswith("grad"):
+            row["gradients"][GRADIENT_NAMES[int(leaf.name[5:-1])]] = {
                 "max_abs_err": _finite(leaf.max_abs_err),
                 "max_rel_err": _finite(leaf.relative_error),
                 "tolerance": leaf.rtol,
                 "passed": leaf.passed,
             }
-    for leaf in comparison.leaves:
         if leaf.referee is not None:
             row["referee"][leaf.name] = {
                 "jtconv_error": leaf.referee.jtconv_error,
@@ -444,24 +398,11 @@ def _result_row(outcome, device, torch_device: str, dtype: str, algorithm: str, 
     return row
 
 
-def _rejection_row(outcome, device, algorithm: str) -> dict[str, Any]:
-    return {
-        "config": outcome.config.to_json(),
-        "label": outcome.config.label(),
-        "platform": device.platform,
-        "jax_device": _device_name(device),
-        "algorithm": algorithm,
-        "torch_error": outcome.torch_error,
-        "jtconv_error": outcome.jtconv_error,
-        "passed": outcome.passed,
-    }
-
-
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _environment(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
+def _environment(args: argparse.Namespace, checks: CheckRun) -> dict[str, Any]:
     import jax
     import torch
 
@@ -477,18 +418,15 @@ def _environment(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
             "torch": torch.__version__,
             "python": platform.python_version(),
         },
-        "jax_devices": [_device_name(d) for d in plan.jax_devices],
-        "torch_devices": plan.torch_devices,
-        "dtypes": plan.dtypes,
-        "algorithms": plan.algorithms,
+        "jax_devices": [_device_name(d) for d in checks.jax_devices],
+        "torch_devices": checks.torch_devices,
+        "dtypes": checks.dtypes,
+        "algorithms": checks.algorithms,
         "tolerances": {
-            dtype: {
-                "rule": _TOLERANCE_RULES[dtype],
-                "example_reduction_length_64": relative_tolerance(dtype, 64),
-            }
-            for dtype in plan.dtypes
+            dtype: {"rule": _TOLERANCE_RULES[dtype], "example_reduction_length_64": relative_tolerance(dtype, 64)}
+            for dtype in checks.dtypes
         },
-        "referee": {"enabled": plan.referee, "factor": REFEREE_FACTOR},
+        "referee": {"enabled": checks.referee, "factor": REFEREE_FACTOR},
         "tf32": "disabled on both sides: torch allow_tf32 = False (matmul and cuDNN), JAX precision HIGHEST",
     }
 
@@ -501,220 +439,108 @@ _TOLERANCE_RULES = {
 }
 
 
-# ---------------------------------------------------------------------------
-# Output: rich when installed, plain text otherwise
-# ---------------------------------------------------------------------------
+def _print_report(console: Console, report: dict[str, Any], verbose: bool) -> None:
+    """Without ``verbose``: one table row per (JAX device, torch device, algorithm, dtype), one per (JAX device,
+    algorithm) for the rejections, the configurations a plan does not apply to, then the failed checks; with it,
+    one row per check. Then every failure in full and the summary line."""
+    results, rejections = report["results"], report["rejections"]
+    if verbose:
+        _check_tables(console, results, rejections, "")
+    else:
+        groups = _groups(results, "jax_device", "torch_device", "algorithm", "dtype")
+        rows = [
+            [*key, _passed(rows), _worst(_ratios(rows)), _worst(_gradient_ratios(rows)), _result(rows)]
+            for key, rows in groups
+        ]
+        console.table("comparisons with torch", _SUMMARY_COLUMNS, rows)
+        if rejections:
+            rows = [
+                [*key, _passed(rows), _result(rows)] for key, rows in _groups(rejections, "jax_device", "algorithm")
+            ]
+            console.table("invalid arguments", ("device", "algorithm", "raised ValueError like torch", "result"), rows)
+        if report["not_applicable"]:
+            rows = [[r["algorithm"], r["label"], _short(r["reason"])] for r in report["not_applicable"]]
+            console.table(
+                "not applicable (the plan does not support the layer)", ("algorithm", "configuration", "why"), rows
+            )
+        failed = [r for r in results if not r["passed"]]
+        _check_tables(console, failed, [r for r in rejections if not r["passed"]], "failed ")
+    for row in results:
+        if not row["passed"] and row["error"]:
+            console.line(
+                f"FAIL {row['label']} [{row['jax_device']} {row['torch_device']} {row['dtype']} {row['algorithm']}]:"
+            )
+            console.line("  " + row["error"].replace("\n", "\n  "))
+    s = report["summary"]
+    status = "OK" if s["failed"] == 0 and s["rejections_failed"] == 0 else "FAILED"
+    refereed = f" ({s['refereed']} by the float64 referee: torch's rounding is off)" if s["refereed"] else ""
+    skipped = f", {s['not_applicable']} (configuration, plan) pairs not applicable" if s["not_applicable"] else ""
+    console.line(
+        f"{status}: {s['passed']}/{s['results']} comparisons passed{refereed}, "
+        f"{s['rejections_passed']}/{s['rejections']} rejection checks passed (invalid arguments raise like torch); "
+        f"{s['configs']} configurations{skipped}, worst forward error {max(_ratios(results), default=0.0):.3f} of "
+        f"its tolerance, {s['seconds']:.1f} s"
+    )
 
-_COLUMNS = (
-    "configuration",
-    "device",
-    "torch",
-    "dtype",
-    "algorithm",
-    "max abs err",
-    "rel err",
-    "tol",
-    "grad rel/tol",
-    "result",
+
+_COLUMNS = tuple(
+    "configuration, device, torch, dtype, algorithm, max abs err, rel err, tol, grad rel/tol, result".split(", ")
 )
-
-
-def _table_cells(row: dict[str, Any]) -> list[str]:
-    def number(value):
-        return "-" if value is None else f"{value:.2e}"
-
-    gradient_ratio = [
-        g["max_rel_err"] / g["tolerance"] for g in row["gradients"].values() if g["max_rel_err"] is not None
-    ]
-    return [
-        row["label"],
-        row["jax_device"],
-        row["torch_device"],
-        row["dtype"],
-        row["algorithm"],
-        number(row["max_abs_err"]),
-        number(row["max_rel_err"]),
-        number(row["tolerance"]),
-        f"{max(gradient_ratio):.3f}" if gradient_ratio else "-",
-        "pass" if row["passed"] else "FAIL",
-    ]
-
-
 _SUMMARY_COLUMNS = ("device", "torch", "algorithm", "dtype", "passed", "worst err/tol", "worst grad err/tol", "result")
 
 
-def _summary_rows(results: list[dict[str, Any]]) -> list[list[str]]:
-    """Comparisons grouped by (JAX device, torch device, algorithm, dtype), in run order."""
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in results:
-        groups.setdefault((row["jax_device"], row["torch_device"], row["algorithm"], row["dtype"]), []).append(row)
-    cells = []
-    for key, rows in groups.items():
-        forward = [r["max_rel_err"] / r["tolerance"] for r in rows if r["max_rel_err"] is not None]
-        gradients = [
-            g["max_rel_err"] / g["tolerance"]
-            for r in rows
-            for g in r["gradients"].values()
-            if g["max_rel_err"] is not None
+def _check_tables(console: Console, results: list, rejections: list, prefix: str) -> None:
+    """One row per comparison and per rejection check (tables of none are left out)."""
+
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2e}"
+
+    if results:
+        rows = [
+            [*(r[k] for k in ("label", "jax_device", "torch_device", "dtype", "algorithm"))]
+            + [number(r["max_abs_err"]), number(r["max_rel_err"]), number(r["tolerance"])]
+            + [_worst(_gradient_ratios([r])), _result([r])]
+            for r in results
         ]
-        passed = sum(r["passed"] for r in rows)
-        cells.append(
-            [
-                *key,
-                f"{passed}/{len(rows)}",
-                f"{max(forward):.3f}" if forward else "-",
-                f"{max(gradients):.3f}" if gradients else "-",
-                "pass" if passed == len(rows) else "FAIL",
-            ]
-        )
-    return cells
+        console.table(f"{prefix}comparisons with torch", _COLUMNS, rows)
+    if rejections:
+        columns = ("configuration", "device", "algorithm", "torch says", "jtconv says", "result")
+        rows = [
+            [r["label"], r["jax_device"], r["algorithm"], *(_short(r[k]) for k in ("torch_error", "jtconv_error"))]
+            + [_result([r])]
+            for r in rejections
+        ]
+        console.table(f"{prefix}invalid arguments (jtconv must raise ValueError)", columns, rows)
 
 
-def _rejection_summary_rows(rejections: list[dict[str, Any]]) -> list[list[str]]:
-    groups: dict[tuple[str, str], list[bool]] = {}
-    for row in rejections:
-        groups.setdefault((row["jax_device"], row["algorithm"]), []).append(row["passed"])
-    return [[*key, f"{sum(passed)}/{len(passed)}", "pass" if all(passed) else "FAIL"] for key, passed in groups.items()]
+def _groups(rows: list[dict[str, Any]], *keys: str) -> list[tuple[tuple, list[dict[str, Any]]]]:
+    """``rows`` grouped by the values of ``keys``, in run order."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    return list(groups.items())
+
+
+def _ratios(rows: list[dict[str, Any]]) -> list[float]:
+    return [r["max_rel_err"] / r["tolerance"] for r in rows if r["max_rel_err"] is not None]
+
+
+def _gradient_ratios(rows: list[dict[str, Any]]) -> list[float]:
+    return _ratios([g for r in rows for g in r["gradients"].values()])
+
+
+def _worst(ratios: list[float]) -> str:
+    return f"{max(ratios):.3f}" if ratios else "-"
+
+
+def _passed(rows: list[dict[str, Any]]) -> str:
+    return f"{sum(r['passed'] for r in rows)}/{len(rows)}"
+
+
+def _result(rows: list[dict[str, Any]]) -> str:
+    return "pass" if all(r["passed"] for r in rows) else "FAIL"
 
 
 def _short(text: str | None, limit: int = 60) -> str:
     text = text or ""
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-class _Console:
-    """Progress bar, tables and lines, through rich when it is installed."""
-
-    def __init__(self) -> None:
-        try:
-            import rich.console
-        except ImportError:
-            self._rich = None
-        else:
-            self._rich = rich.console.Console()
-            if not self._rich.is_terminal:
-                self._rich = rich.console.Console(width=160)
-
-    def line(self, text: str) -> None:
-        if self._rich is not None:
-            self._rich.print(text, highlight=False, markup=False, soft_wrap=True)
-        else:
-            print(text)
-
-    def progress(self, total: int, description: str) -> Callable[[int], None]:
-        if self._rich is None:
-            return _PlainProgress(total, description)
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=self._rich
-        )
-        task = progress.add_task(description, total=total)
-        progress.start()
-
-        def advance(n: int) -> None:
-            progress.advance(task, n)
-            if progress.tasks[task].completed >= total:
-                progress.stop()
-
-        if total == 0:
-            progress.stop()
-        return advance
-
-    def results_table(self, report: dict[str, Any], failures_only: bool = False) -> None:
-        """One row per check (``failures_only``: per failed check)."""
-        rows = [r for r in report["results"] if not (failures_only and r["passed"])]
-        rejections = [r for r in report["rejections"] if not (failures_only and r["passed"])]
-        prefix = "failed " if failures_only else ""
-        if rows:
-            self._table(f"{prefix}comparisons with torch", _COLUMNS, [_table_cells(r) for r in rows])
-        if rejections:
-            self._table(
-                f"{prefix}invalid arguments (jtconv must raise ValueError)",
-                ("configuration", "device", "algorithm", "torch says", "jtconv says", "result"),
-                [
-                    [
-                        r["label"],
-                        r["jax_device"],
-                        r["algorithm"],
-                        _short(r["torch_error"]),
-                        _short(r["jtconv_error"]),
-                        "pass" if r["passed"] else "FAIL",
-                    ]
-                    for r in rejections
-                ],
-            )
-
-    def summary_table(self, report: dict[str, Any]) -> None:
-        """One row per (JAX device, torch device, algorithm, dtype) and one per
-        (JAX device, algorithm) for the rejections, the configurations a plan
-        does not apply to, then the failed checks."""
-        self._table("comparisons with torch", _SUMMARY_COLUMNS, _summary_rows(report["results"]))
-        if report["rejections"]:
-            self._table(
-                "invalid arguments",
-                ("device", "algorithm", "raised ValueError like torch", "result"),
-                _rejection_summary_rows(report["rejections"]),
-            )
-        if report["not_applicable"]:
-            self._table(
-                "not applicable (the plan does not support the layer)",
-                ("algorithm", "configuration", "why"),
-                [[r["algorithm"], r["label"], _short(r["reason"])] for r in report["not_applicable"]],
-            )
-        if any(not r["passed"] for r in report["results"] + report["rejections"]):
-            self.results_table(report, failures_only=True)
-
-    def failures(self, report: dict[str, Any]) -> None:
-        """The full error text of every failed comparison."""
-        for row in report["results"]:
-            if not row["passed"] and row["error"]:
-                where = f"{row['jax_device']} {row['torch_device']} {row['dtype']} {row['algorithm']}"
-                self.line(f"FAIL {row['label']} [{where}]:")
-                self.line("  " + row["error"].replace("\n", "\n  "))
-
-    def summary(self, report: dict[str, Any]) -> None:
-        s = report["summary"]
-        ratios = [r["max_rel_err"] / r["tolerance"] for r in report["results"] if r["max_rel_err"] is not None]
-        worst = max(ratios, default=0.0)
-        status = "OK" if s["failed"] == 0 and s["rejections_failed"] == 0 else "FAILED"
-        refereed = f" ({s['refereed']} by the float64 referee: torch's rounding is off)" if s["refereed"] else ""
-        skipped = f", {s['not_applicable']} (configuration, plan) pairs not applicable" if s["not_applicable"] else ""
-        self.line(
-            f"{status}: {s['passed']}/{s['results']} comparisons passed{refereed}, "
-            f"{s['rejections_passed']}/{s['rejections']} rejection checks passed (invalid arguments raise like torch); "
-            f"{s['configs']} configurations{skipped}, worst forward error {worst:.3f} of its tolerance, "
-            f"{s['seconds']:.1f} s"
-        )
-
-    def _table(self, title: str, columns: Sequence[str], rows: list[list[str]]) -> None:
-        if self._rich is not None:
-            from rich.table import Table
-
-            table = Table(title=title, title_justify="left")
-            for column in columns:
-                table.add_column(column, overflow="fold")
-            for cells in rows:
-                style = "red" if cells[-1] == "FAIL" else None
-                table.add_row(*cells, style=style)
-            self._rich.print(table)
-            return
-        widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
-        print(title)
-        print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
-        for cells in rows:
-            print("  ".join(c.ljust(w) for c, w in zip(cells, widths)))
-
-
-class _PlainProgress:
-    """Progress as a line every 10% when rich is not installed."""
-
-    def __init__(self, total: int, description: str) -> None:
-        self.total, self.done, self.description, self.reported = total, 0, description, -1
-
-    def __call__(self, n: int) -> None:
-        self.done += n
-        tenth = 10 * self.done // max(self.total, 1)
-        if tenth != self.reported:
-            self.reported = tenth
-            print(f"{self.description}: {self.done}/{self.total}", file=sys.stderr)

@@ -1,27 +1,23 @@
 """``jtconv tune``: measure layers' plans on this machine and store them as wisdom.
 
-Layers come from ``--layer`` (compact syntax, repeatable), ``--layers FILE``
-(a JSON list of objects with the same keys) or ``--model module:function``
-(a function called with no arguments under measured planning: every
-jtconv layer it traces is measured). Each layer's candidates are timed per
-role (forward, input transpose, weight transpose); the table shows every
-time, the chosen plan, the estimate's plan and the races the estimate's
-choice won only as a tie (within ``TIE_FRACTION``); a layer already in
-wisdom shows its stored measurement. Plans go to the wisdom directory
-(:func:`jtconv.plans.wisdom.wisdom_dir`), where ``algorithm="auto"`` under
-``planning("measure")`` finds them without measuring again.
-
-Compact layer syntax: ``x=16,128,16,16 w=128,64,4,4 stride=2 padding=1``
-(keys ``x``, ``w``, ``stride``, ``padding``, ``output_padding``, ``groups``,
-``dilation``, ``dtype``; per-dimension values as comma lists).
+Layers come from ``--layer`` (repeatable; ``x=16,128,16,16 w=128,64,4,4 stride=2 padding=1``: keys ``x``, ``w``,
+``stride``, ``padding``, ``output_padding``, ``groups``, ``dilation``, ``dtype``, per-dimension values as comma
+lists), ``--layers FILE`` (a JSON list of objects with the same keys) or ``--model module:function`` (called with no
+arguments under measured planning: every jtconv layer it traces is measured). It prints every candidate's time per
+role and training program, the chosen plan, the estimate's plan and the races the estimate's choice won only as a
+tie (within ``TIE_FRACTION``); a layer already in wisdom shows its stored measurement. The plans go to the wisdom
+directory (:func:`jtconv.plans.wisdom.wisdom_dir`), where ``planning("measure")`` finds them without measuring again.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import sys
+
+from jtconv.commands import Console
 
 HELP = "measure the fastest plan of given layers on this machine and store it as wisdom"
 
@@ -73,34 +69,10 @@ def _layers_from_file(path: str) -> list[dict]:
         data = json.load(f)
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
         raise ValueError(f"--layers {path}: expected a JSON list of objects")
-    layers = []
-    for item in data:
-        layer = {k: (tuple(v) if isinstance(v, list) else v) for k, v in item.items()}
-        layers.append(
-            parse_layer(
-                " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in layer.items())
-            )
-        )
-    return layers
-
-
-def _measure_layer(layer: dict) -> None:
-    import jtconv
-
-    kwargs = {k: v for k, v in layer.items() if k not in ("x", "w")}
-    with jtconv.planning("measure"):
-        jtconv.plan_for(layer["x"], layer["w"], **kwargs)
-
-
-def _progress(total: int | None):
-    try:
-        from rich.progress import Progress
-    except ModuleNotFoundError:
-        return None
-    progress = Progress(transient=True)
-    progress.start()
-    progress.add_task("measuring", total=total)
-    return progress
+    return [
+        parse_layer(" ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in item.items()))
+        for item in data
+    ]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -122,33 +94,33 @@ def run(args: argparse.Namespace) -> int:
         wisdom.forget_wisdom()
         measure.forget_measurements()
     found: list = []
-    progress = None if args.json else _progress(len(layers) or None)
+    progress = Console().progress(len(layers) or None, "measuring", transient=True)
+    with contextlib.nullcontext(lambda n: None) if args.json else progress as advance:  # JSON: stdout as it is
 
-    def listen(measurement) -> None:
-        found.append(measurement)
-        if progress is not None:
-            progress.advance(progress.task_ids[0])
+        def listen(measurement) -> None:
+            found.append(measurement)
+            advance(1)
 
-    measure._listeners.append(listen)
-    try:
-        for layer in layers:
-            try:
-                _measure_layer(layer)
-            except (ValueError, TypeError) as error:
-                print(f"jtconv tune: error: layer {layer}: {error}", file=sys.stderr)
-                return 2
-        if args.model:
-            module_name, _, function_name = args.model.partition(":")
-            if not function_name:
-                print("jtconv tune: error: --model must be MODULE:FUNCTION", file=sys.stderr)
-                return 2
-            function = getattr(importlib.import_module(module_name), function_name)
-            with jtconv.planning("measure"):
-                function()
-    finally:
-        measure._listeners.remove(listen)
-        if progress is not None:
-            progress.stop()
+        measure._listeners.append(listen)
+        try:
+            for layer in layers:
+                kwargs = {k: v for k, v in layer.items() if k not in ("x", "w")}
+                try:
+                    with jtconv.planning("measure"):
+                        jtconv.plan_for(layer["x"], layer["w"], **kwargs)
+                except (ValueError, TypeError) as error:
+                    print(f"jtconv tune: error: layer {layer}: {error}", file=sys.stderr)
+                    return 2
+            if args.model:
+                module_name, _, function_name = args.model.partition(":")
+                if not function_name:
+                    print("jtconv tune: error: --model must be MODULE:FUNCTION", file=sys.stderr)
+                    return 2
+                function = getattr(importlib.import_module(module_name), function_name)
+                with jtconv.planning("measure"):
+                    function()
+        finally:
+            measure._listeners.remove(listen)
     if args.json:
         print(json.dumps([_as_json(m) for m in found], indent=1))
     else:
@@ -183,20 +155,22 @@ def _print_measurement(m) -> None:
         f"batch {layer['batch']} {layer['dtype']}  ({'from wisdom, ' * m.from_wisdom}measured in {m.seconds:.1f} s)"
     )
     for role, times in m.times.items():
-        cells = [
-            f"{name} {'skipped' if t is None else f'{t * 1e3:.3f} ms'}"
-            for name, t in sorted(times.items(), key=lambda kv: (kv[1] is None, kv[1] or 0))
-        ]
-        print(f"  {role:17s} " + ", ".join(cells))
+        print(f"  {role:17s} " + ", ".join(f"{name} {t}" for name, t in _fastest_first(times)))
     if m.forward_race:
         print("  forward race      " + ", ".join(f"{name} {t * 1e3:.3f} ms" for name, t in m.forward_race.items()))
     for label, race in (("fwd+bwd", m.training), ("rematch", m.rematch)):
-        for text, t in sorted(race.items(), key=lambda kv: (kv[1] is None, kv[1] or 0)):
-            print(f"  {label} {'skipped' if t is None else f'{t * 1e3:.3f} ms':>12s}  {text}")
+        for text, t in _fastest_first(race):
+            print(f"  {label} {t:>12s}  {text}")
     print(f"  chosen:   {m.plan}")
     print(f"  estimate: {m.estimate}")
     for tie in _ties(m):
         print(f"  tie:      {tie}")
+
+
+def _fastest_first(race: dict) -> list[tuple[str, str]]:
+    """``(name, time)`` of each entrant, fastest first, ``skipped`` ones last."""
+    ordered = sorted(race.items(), key=lambda kv: (kv[1] is None, kv[1] or 0))
+    return [(name, "skipped" if t is None else f"{t * 1e3:.3f} ms") for name, t in ordered]
 
 
 def _ties(m) -> list[str]:
