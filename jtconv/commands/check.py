@@ -412,12 +412,9 @@ def _environment(args: argparse.Namespace, checks: CheckRun) -> dict[str, Any]:
     return {
         "mode": "quick" if args.quick else "thorough",
         "seed": args.seed,
-        "versions": {
-            "jtconv": jtconv.__version__,
-            "jax": jax.__version__,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        },
+        "versions": dict(
+            jtconv=jtconv.__version__, jax=jax.__version__, torch=torch.__version__, python=platform.python_version()
+        ),
         "jax_devices": [_device_name(d) for d in checks.jax_devices],
         "torch_devices": checks.torch_devices,
         "dtypes": checks.dtypes,
