@@ -12,6 +12,7 @@ command runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import itertools
@@ -241,12 +242,24 @@ def _check_plan_argument(text: str) -> None:
         ) from None
 
 
+def _plan(config, algorithm: str, **kwargs) -> str:
+    """The plan ``algorithm`` (as checked, see :func:`jtconv.testing.planned`) runs for ``config``'s layer, as text;
+    ``ValueError`` when it cannot run it."""
+    import jtconv
+    from jtconv.testing import planned
+
+    name, mode = planned(algorithm)
+    with jtconv.planning(mode):
+        plan = jtconv.plan_for(
+            config.input_shape, config.weight_shape, **config.jtconv_kwargs(), algorithm=name, **kwargs
+        )
+    return str(plan)
+
+
 def _unsupported(config, text: str) -> str | None:
     """Why the plan ``text`` cannot run ``config``'s layer, or ``None`` when it can."""
-    import jtconv
-
     try:
-        jtconv.plan_for(config.input_shape, config.weight_shape, **config.jtconv_kwargs(), algorithm=text)
+        _plan(config, text)
     except ValueError as error:
         return str(error).splitlines()[0]
     return None
@@ -325,32 +338,10 @@ def _where(config, device) -> dict[str, Any]:
     }
 
 
-def _plan_that_ran(config, algorithm: str, dtype: str, platform: str) -> str | None:
-    """The plan ``algorithm`` runs for ``config`` in ``dtype`` on ``platform``, as text (:func:`jtconv.plan_for`
-    in the planning mode the check used)."""
+def _result_row(outcome, device, torch_device: str, dtype: str, algorithm: str, grads: bool) -> dict[str, Any]:
+    """A comparison's report row; ``plan``: the plan that ran (``None`` where none could)."""
     import jax
 
-    import jtconv
-    from jtconv.testing import planned
-
-    name, mode = planned(algorithm)
-    try:
-        with jtconv.planning(mode), jax.enable_x64(dtype == "float64"):
-            plan = jtconv.plan_for(
-                config.input_shape,
-                config.weight_shape,
-                **config.jtconv_kwargs(),
-                dtype=dtype,
-                backend=platform,
-                precision=jax.lax.Precision.HIGHEST,
-                algorithm=name,
-            )
-    except ValueError:
-        return None
-    return str(plan)
-
-
-def _result_row(outcome, device, torch_device: str, dtype: str, algorithm: str, grads: bool) -> dict[str, Any]:
     from jtconv.testing import relative_tolerance
 
     config = outcome.config
@@ -367,8 +358,12 @@ def _result_row(outcome, device, torch_device: str, dtype: str, algorithm: str, 
         "referee": {},
         "passed": outcome.passed,
         "error": outcome.jtconv_error,
-        "plan": _plan_that_ran(config, algorithm, dtype, device.platform),
+        "plan": None,
     }
+    with contextlib.suppress(ValueError), jax.enable_x64(dtype == "float64"):
+        row["plan"] = _plan(
+            config, algorithm, dtype=dtype, backend=device.platform, precision=jax.lax.Precision.HIGHEST
+        )
     comparison = outcome.comparison
     if comparison is None:
         return row
