@@ -69,7 +69,7 @@ def test_python_m_jtconv_check_quick_passes(tmp_path):
     passing = [r for r in report["results"] if r["passed"] and isinstance(r["max_abs_err"], float)]
     assert len({json.dumps(r["config"], sort_keys=True) for r in passing}) >= 20
     assert {r["dtype"] for r in report["results"]} == {"float32", "bfloat16", "float16"}
-    assert {r["algorithm"] for r in report["results"]} == set(jtconv.ALGORITHMS)
+    assert {r["algorithm"] for r in report["results"]} == {*jtconv.ALGORITHMS, "auto"}
     assert report["summary"]["rejections"] >= 8 and report["summary"]["rejections_failed"] == 0
     assert "OK:" in done.stdout and "comparisons passed" in done.stdout
 
