@@ -1,4 +1,4 @@
-"""jtconv.lowering.primitive: rules the public tests do not reach (precision
+"""jtconv.lowering.primitive: rules: precision
 lists, vmap of a waiting plan's backward, symbolic zeros)."""
 
 from __future__ import annotations

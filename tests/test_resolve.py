@@ -1,4 +1,4 @@
-"""jtconv.plans.estimate: ``algorithm=`` dicts overriding parts of the ``"auto"`` plan."""
+"""jtconv.plans.resolve: ``algorithm=`` dicts overriding parts of the ``"auto"`` plan."""
 
 from __future__ import annotations
 
