@@ -1,5 +1,4 @@
-"""jtconv.lowering.primitive: rules: precision
-lists, vmap of a waiting plan's backward, symbolic zeros)."""
+"""jtconv.lowering.primitive: precision lists, vmap of a waiting plan's backward and jvp, symbolic zeros."""
 
 from __future__ import annotations
 
