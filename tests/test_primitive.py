@@ -85,3 +85,33 @@ def test_vmap_of_the_jvp_of_a_waiting_plan_batches_the_ordering_operand():
     y, tangent = jax.vmap(lambda x, t: jax.jvp(f, (x,), (t,)))(jnp.asarray(X), jnp.asarray(tangent_in))
     assert_close(y, torch_conv(torch.tensor(X), torch.tensor(W)).numpy())
     assert_close(tangent, torch_conv(torch.tensor(tangent_in), torch.tensor(W)).numpy())  # linear in x
+
+
+def test_vmap_of_a_jvp_whose_tangent_is_not_batched():
+    """Only the waiting plan's marker carries the batch: the tangent is the same for every example."""
+    tangent_in = RNG.standard_normal(X.shape[1:]).astype(np.float32)
+
+    def f(x):
+        return jtconv.conv_transpose(x[None], jnp.asarray(W), stride=2, algorithm=WAITING)[0]
+
+    _, tangents = jax.vmap(lambda x: jax.jvp(f, (x,), (jnp.asarray(tangent_in),)))(jnp.asarray(X))
+    expected = torch_conv(torch.tensor(tangent_in)[None], torch.tensor(W)).numpy()[0]
+    for tangent in tangents:
+        assert_close(tangent, expected)
+
+
+def test_the_gradient_of_an_empty_batch_with_a_waiting_plan():
+    x = jnp.zeros((0,) + X.shape[1:], jnp.float32)
+    dx, dw = jax.grad(lambda x, w: jnp.sum(jtconv.conv_transpose(x, w, stride=2, algorithm=WAITING)), (0, 1))(
+        x, jnp.asarray(W)
+    )
+    assert dx.shape == x.shape and dw.shape == W.shape
+    np.testing.assert_array_equal(np.asarray(dw), np.zeros_like(W))
+
+
+def test_a_request_prints_what_was_asked_in_the_jaxpr():
+    jaxpr = str(jax.make_jaxpr(lambda x, w: jtconv.conv_transpose(x, w, stride=2))(X, W))
+    assert "plan=PlanRequest('auto', planning=estimate)" in jaxpr
+    with jtconv.planning("measure"):
+        jaxpr = str(jax.make_jaxpr(lambda x, w: jtconv.conv_transpose(x, w, stride=2, algorithm="matmul"))(X, W))
+    assert "plan=PlanRequest('matmul', planning=measure)" in jaxpr
