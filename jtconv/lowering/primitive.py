@@ -326,12 +326,8 @@ def _channels_into_groups(v: jax.Array, dim: int | None, size: int) -> jax.Array
 
 
 def _batch(args, dims, *, role, geom: ConvTransposeGeometry, **params):
-    a, b, after = args
-    da, db, d_after = dims
-    if d_after is not None:
-        after = _marker(after)
-    if da is None and db is None:
-        return _bind(role, a, b, after, geom=geom, **params), None
+    a, b, after = args  # ``after`` is never batched: the marker of a batch is one element of it
+    da, db, _ = dims
     if role != WEIGHT_TRANSPOSE and db is None:
         # A batch of activations is a larger batch.
         a = jnp.moveaxis(a, da, 0)
