@@ -95,3 +95,21 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     if failed:
         ids = " ".join(f"'{nodeid}'" for nodeid in failed[:20])
         terminalreporter.write_line(f"rerun the failures with: {tiers.SEED_ENV}={tiers.SEED} python -m pytest -q {ids}")
+
+
+@pytest.fixture
+def quick_measurements(tmp_path, monkeypatch):
+    """Every measurement made during the test (a list), in a wisdom cache of its own, with short timing."""
+    from jtconv.plans import measure, wisdom
+
+    monkeypatch.setenv("JTCONV_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(measure, "MIN_RUNS", 1)
+    monkeypatch.setattr(measure, "MAX_RUNS", 2)
+    monkeypatch.setattr(measure, "TRAINING_ROUNDS", 1)
+    found: list = []
+    monkeypatch.setattr(measure, "_listeners", [found.append])
+    wisdom.forget_wisdom()
+    measure.forget_measurements()
+    yield found
+    wisdom.forget_wisdom()
+    measure.forget_measurements()

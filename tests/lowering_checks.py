@@ -49,3 +49,12 @@ def assert_vmap_over_weights_matches_a_loop(layer: Callable, algorithm: str, x, 
     for i in range(ws.shape[0]):
         assert_close(batched[i], layer("reference")(x, ws[i]))
         assert_close(grads[i], jax.grad(lambda w: jnp.sum(layer("reference")(x, w) ** 2))(ws[i]))
+
+
+def assert_close_at_scale(actual, expected, scale: float) -> None:
+    """``|actual − expected| ≤ scale · max(1, max|expected|)``, in float64, shapes equal."""
+    expected = np.asarray(expected, dtype=np.float64)
+    actual = np.asarray(actual, dtype=np.float64)
+    assert actual.shape == expected.shape
+    atol = scale * max(1.0, float(np.abs(expected).max(initial=0.0)))
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=atol)

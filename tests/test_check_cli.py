@@ -21,7 +21,6 @@ from jtconv.cli import build_parser, main
 from jtconv.commands import Console, check
 from jtconv.lowering.reference import conv_transpose_reference
 from jtconv.plans import estimate as planner
-from jtconv.plans import measure, wisdom
 
 RESULT_KEYS = {
     "config",
@@ -173,30 +172,19 @@ def test_check_plan_auto_passes_on_the_quick_sweep(tmp_path, capsys):
     assert "OK:" in capsys.readouterr().out
 
 
-def test_check_plan_measure_measures_each_layer_once_and_passes(two_configs, tmp_path, monkeypatch):
-    monkeypatch.setenv("JTCONV_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(measure, "MIN_RUNS", 1)
-    monkeypatch.setattr(measure, "MAX_RUNS", 2)
-    monkeypatch.setattr(measure, "TRAINING_ROUNDS", 1)
-    found: list = []
-    monkeypatch.setattr(measure, "_listeners", [found.append])
-    wisdom.forget_wisdom()
-    measure.forget_measurements()
+def test_check_plan_measure_measures_each_layer_once_and_passes(two_configs, tmp_path, quick_measurements):
+    found = quick_measurements
     path = tmp_path / "r.json"
-    try:
-        assert main(["check", "--plan", "measure", "--dtype", "float32", "--json", str(path)]) == 0
-        report = json.loads(path.read_text())
-        _check_schema(report)
-        assert [r["algorithm"] for r in report["results"]] == ["measure", "measure"]
-        assert [r["algorithm"] for r in report["rejections"]] == ["measure"]
-        assert len(found) == 2  # one measurement per layer: recording the plan that ran measured nothing more
-        assert [r["plan"] for r in report["results"]] == [str(m.plan) for m in found]
-        with jtconv.planning("measure"):
-            assert all(row["plan"] == _plan_for(row, backend="cpu") for row in report["results"])
-        assert len(found) == 2
-    finally:
-        wisdom.forget_wisdom()
-        measure.forget_measurements()
+    assert main(["check", "--plan", "measure", "--dtype", "float32", "--json", str(path)]) == 0
+    report = json.loads(path.read_text())
+    _check_schema(report)
+    assert [r["algorithm"] for r in report["results"]] == ["measure", "measure"]
+    assert [r["algorithm"] for r in report["rejections"]] == ["measure"]
+    assert len(found) == 2  # one measurement per layer: recording the plan that ran measured nothing more
+    assert [r["plan"] for r in report["results"]] == [str(m.plan) for m in found]
+    with jtconv.planning("measure"):
+        assert all(row["plan"] == _plan_for(row, backend="cpu") for row in report["results"])
+    assert len(found) == 2
 
 
 PHASE_PLAN = "forward=phase  dx=phase  dw=phase  waits=no  stores=no"

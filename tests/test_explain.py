@@ -18,16 +18,10 @@ import jtconv
 from jtconv.explain import explain, infer_ndim, overlap_phase_counts
 from jtconv.matrix import convolution_matrix, placement_tensor
 
+from lowering_checks import assert_close_at_scale
+
 F64_SCALE = 1e-12
 F32_SCALE = 1e-5
-
-
-def _assert_close(actual, expected, scale: float) -> None:
-    expected = np.asarray(expected, dtype=np.float64)
-    actual = np.asarray(actual, dtype=np.float64)
-    assert actual.shape == expected.shape
-    atol = scale * max(1.0, float(np.abs(expected).max(initial=0.0)))
-    np.testing.assert_allclose(actual, expected, rtol=0, atol=atol)
 
 
 def _torch_conv_transpose(x: np.ndarray, w: np.ndarray, stride, padding, output_padding, dilation, groups=1):
@@ -95,8 +89,8 @@ def test_views_and_terms_match_torch(config):
     e = explain(size, kernel, stride, padding, output_padding, dilation, input_values=x, kernel_values=w.ravel())
     expected = _torch_conv_transpose(x[None], w[None, None], stride, padding, output_padding, dilation)[0]
 
-    _assert_close(e.output, expected, F64_SCALE)  # scatter view
-    _assert_close(e.direct_output, expected, F64_SCALE)  # direct-convolution view
+    assert_close_at_scale(e.output, expected, F64_SCALE)  # scatter view
+    assert_close_at_scale(e.direct_output, expected, F64_SCALE)  # direct-convolution view
     for algorithm in jtconv.ALGORITHMS:
         y = jtconv.conv_transpose(
             x[None].astype(np.float32),
@@ -107,7 +101,7 @@ def test_views_and_terms_match_torch(config):
             dilation=dilation,
             algorithm=algorithm,
         )
-        _assert_close(np.asarray(y)[0], expected, F32_SCALE)
+        assert_close_at_scale(np.asarray(y)[0], expected, F32_SCALE)
 
     totals = np.zeros(e.geometry.output_size)
     counts = np.zeros(e.geometry.output_size, dtype=np.int64)
@@ -119,7 +113,7 @@ def test_views_and_terms_match_torch(config):
             for o, i, t, s, p, d in zip(index, term.input_index, term.kernel_index, stride, padding, dilation):
                 assert o == i * s - p + t * d
             assert term.input_value == x[term.input_index] and term.kernel_value == w[term.kernel_index]
-    _assert_close(totals, expected, F64_SCALE)
+    assert_close_at_scale(totals, expected, F64_SCALE)
     np.testing.assert_array_equal(counts, e.checkerboard.overlap)
 
     for copy in e.copies:
@@ -185,7 +179,7 @@ def test_conv_transpose_is_multiplication_by_c_transposed(
     )
     expected = _torch_conv_transpose(x, w, stride, padding, output_padding, dilation, groups)
     assert c.shape == (x.size, expected.size)
-    _assert_close((c.T @ x.reshape(-1)).reshape(expected.shape), expected, F64_SCALE)
+    assert_close_at_scale((c.T @ x.reshape(-1)).reshape(expected.shape), expected, F64_SCALE)
     for algorithm in jtconv.ALGORITHMS:
         y = jtconv.conv_transpose(
             x.astype(np.float32),
@@ -197,7 +191,7 @@ def test_conv_transpose_is_multiplication_by_c_transposed(
             groups=groups,
             algorithm=algorithm,
         )
-        _assert_close(np.asarray(y), (c.T @ x.reshape(-1)).reshape(expected.shape), F32_SCALE)
+        assert_close_at_scale(np.asarray(y), (c.T @ x.reshape(-1)).reshape(expected.shape), F32_SCALE)
 
     # C is the forward convolution's matrix: x-shaped = C · y-shaped (torch's convNd, first `size` positions)
     v = rng.standard_normal(expected.shape)
@@ -211,7 +205,7 @@ def test_conv_transpose_is_multiplication_by_c_transposed(
         groups=groups,
     )[0].numpy()
     forward = forward[(slice(None),) + tuple(slice(0, n) for n in size)]
-    _assert_close((c @ v.reshape(-1)).reshape(x.shape), forward, F64_SCALE)
+    assert_close_at_scale((c @ v.reshape(-1)).reshape(x.shape), forward, F64_SCALE)
 
 
 def test_placement_tensor_marks_o_equals_i_s_minus_p_plus_t_d():

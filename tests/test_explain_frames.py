@@ -21,6 +21,8 @@ import jtconv
 from jtconv.explain import explain
 from jtconv.explain_frames import frames
 
+from lowering_checks import assert_close_at_scale
+
 F64_SCALE = 1e-12
 F32_SCALE = 1e-5
 
@@ -34,14 +36,6 @@ CONFIGS = {
     "2d-stride1-pad-dilation": ((3, 2), (2, 3), (1, 1), (1, 1), (0, 0), (2, 1)),
     "2d-stride3-pad-outpad": ((2, 2), (4, 3), (3, 2), (2, 1), (2, 1), (1, 1)),
 }
-
-
-def _assert_close(actual, expected, scale: float) -> None:
-    expected = np.asarray(expected, dtype=np.float64)
-    actual = np.asarray(actual, dtype=np.float64)
-    assert actual.shape == expected.shape
-    atol = scale * max(1.0, float(np.abs(expected).max(initial=0.0)))
-    np.testing.assert_allclose(actual, expected, rtol=0, atol=atol)
 
 
 def _torch(xs: np.ndarray, w: np.ndarray, stride, padding, output_padding, dilation) -> np.ndarray:
@@ -69,7 +63,7 @@ def _checked_partials(xs: np.ndarray, w: np.ndarray, stride, padding, output_pad
         output_padding=output_padding,
         dilation=dilation,
     )
-    _assert_close(np.asarray(y)[:, 0], expected, F32_SCALE)
+    assert_close_at_scale(np.asarray(y)[:, 0], expected, F32_SCALE)
     return expected
 
 
@@ -102,8 +96,8 @@ def test_every_frame_is_a_partial_transposed_convolution(name):
         assert frame.copy is e.copies[k]
         assert frame.copy.input_index == np.unravel_index(k, size)
         np.testing.assert_array_equal(frame.stamped, masks[k])
-        _assert_close(frame.values, full[k], F64_SCALE)
-        _assert_close(frame.output, out[k], F64_SCALE)
+        assert_close_at_scale(frame.values, full[k], F64_SCALE)
+        assert_close_at_scale(frame.output, out[k], F64_SCALE)
         window = tuple(slice(0, f) for f in e.geometry.full_size)
         np.testing.assert_array_equal(frame.taps[window], ones[k])
 
@@ -111,16 +105,16 @@ def test_every_frame_is_a_partial_transposed_convolution(name):
     crop, extra, final = steps[n:]
     for frame in (crop, extra, final):
         assert frame.copy is None and frame.stamped.all()
-        _assert_close(frame.output, y, F64_SCALE)
+        assert_close_at_scale(frame.output, y, F64_SCALE)
         np.testing.assert_array_equal(
             frame.taps[tuple(slice(a, b) for a, b in e.output_window)], e.checkerboard.overlap
         )
     cropped_size = tuple(f - 2 * p for f, p in zip(e.geometry.full_size, padding))
     assert crop.values.shape == cropped_size
     if min(cropped_size) >= 1:
-        _assert_close(crop.values, _torch(x[None], w, stride, padding, 0, dilation)[0], F64_SCALE)
-    _assert_close(extra.values, y, F64_SCALE)
-    _assert_close(final.values, y, F64_SCALE)
+        assert_close_at_scale(crop.values, _torch(x[None], w, stride, padding, 0, dilation)[0], F64_SCALE)
+    assert_close_at_scale(extra.values, y, F64_SCALE)
+    assert_close_at_scale(final.values, y, F64_SCALE)
     np.testing.assert_array_equal(final.values, e.output)
 
 

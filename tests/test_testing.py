@@ -12,7 +12,6 @@ from jax import lax
 
 import jtconv
 from jtconv import testing
-from jtconv.plans import measure, wisdom
 
 KW = dict(stride=2, padding=1, output_padding=1)
 
@@ -167,30 +166,14 @@ def test_check_config_catches_missing_validation(monkeypatch):
     assert not result.passed and "outside jtconv" in result.report()
 
 
-@pytest.fixture
-def measurements(tmp_path, monkeypatch):
-    """Every measurement made during the test, in a wisdom file of its own, quickly."""
-    monkeypatch.setenv("JTCONV_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(measure, "MIN_RUNS", 1)
-    monkeypatch.setattr(measure, "MAX_RUNS", 2)
-    monkeypatch.setattr(measure, "TRAINING_ROUNDS", 1)
-    found: list = []
-    monkeypatch.setattr(measure, "_listeners", [found.append])
-    wisdom.forget_wisdom()
-    measure.forget_measurements()
-    yield found
-    wisdom.forget_wisdom()
-    measure.forget_measurements()
-
-
-def test_check_config_runs_the_measured_plan_and_auto_is_the_estimate(measurements, monkeypatch):
+def test_check_config_runs_the_measured_plan_and_auto_is_the_estimate(quick_measurements, monkeypatch):
     config = testing.named_configs()[1]
     monkeypatch.setenv("JTCONV_PLANNING", "measure")
     assert testing.check_config(config, algorithm="auto", grads=True).passed
-    assert measurements == []  # "auto" is the estimate whatever the planning mode in force
+    assert quick_measurements == []  # "auto" is the estimate whatever the planning mode in force
     monkeypatch.delenv("JTCONV_PLANNING")
     assert testing.check_config(config, algorithm="measure", grads=True).passed
-    assert len(measurements) == 1 and '"groups":4' in measurements[0].key
+    assert len(quick_measurements) == 1 and '"groups":4' in quick_measurements[0].key
     assert testing.planned("measure") == ("auto", "measure")
     assert testing.planned("auto") == ("auto", "estimate") and testing.planned("xla") == ("xla", "estimate")
 
